@@ -1,0 +1,40 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUF := .tools/node_modules/.bin/buf
+PROTOS := $(wildcard protos/resolutionflow/v1/*.proto)
+
+.PHONY: run test proto lint install tools clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+
+tools: $(BUF)
+
+run: install
+	$(VENV)/bin/resolutionflow serve
+
+test: install tools
+	$(PY) -m tests.preflight
+	$(MAKE) lint
+	$(PY) -m pytest
+
+proto: install
+	$(PY) -m server.codegen protos
+
+lint: install tools
+	$(BUF) lint
+	$(BUF) format --exit-code -d
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""ResolutionFlow Escalations public API package (generated code lives in ``v1``)."""

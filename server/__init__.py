@@ -1,0 +1,1 @@
+"""ResolutionFlow Escalations server: domain core, persistence, gRPC API and CLI."""

@@ -1,0 +1,1 @@
+"""The gRPC transport: servicers that translate, interceptors, and the server factory."""

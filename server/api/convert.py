@@ -1,0 +1,105 @@
+"""Domain values ⇄ protobuf messages. The only place that knows both."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from resolutionflow.v1 import escalation_pb2 as esc_pb
+from resolutionflow.v1 import handoff_pb2 as pb
+
+from server.domain.context import HandoffContext
+from server.domain.types import (
+    Assessment,
+    AssessmentStatus,
+    EventType,
+    Handoff,
+    Intent,
+    Priority,
+    Status,
+    Step,
+    UserRef,
+)
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _pairs(proto_enum: Any, prefix: str, domain: type[E]) -> tuple[dict[E, int], dict[int, E]]:
+    """Proto enum value names are the domain names with the buf prefix in front."""
+    to_proto = {d: proto_enum.Value(prefix + str(d.value)) for d in domain}
+    return to_proto, {v: k for k, v in to_proto.items()}
+
+
+INTENT, INTENT_FROM = _pairs(pb.HandoffIntent, "HANDOFF_INTENT_", Intent)
+STATUS, STATUS_FROM = _pairs(pb.HandoffStatus, "HANDOFF_STATUS_", Status)
+PRIORITY, PRIORITY_FROM = _pairs(pb.Priority, "PRIORITY_", Priority)
+ASSESSMENT, _ASSESSMENT_FROM = _pairs(pb.AssessmentStatus, "ASSESSMENT_STATUS_", AssessmentStatus)
+EVENT, _EVENT_FROM = _pairs(pb.EventType, "EVENT_TYPE_", EventType)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def user_ref(value: UserRef | None) -> pb.UserRef | None:
+    return pb.UserRef(id=value.id, name=value.name) if value else None
+
+
+def steps(values: tuple[Step, ...]) -> list[pb.Step]:
+    return [pb.Step(description=s.description, outcome=s.outcome) for s in values]
+
+
+def assessment(a: Assessment) -> pb.Assessment:
+    return pb.Assessment(
+        status=ASSESSMENT[a.status],  # type: ignore[arg-type]
+        summary=a.summary,
+        suggested_first_step=a.suggested_first_step,
+        provider=a.provider,
+        failure_reason=a.failure_reason,
+        completed_at=timestamp(a.completed_at),
+    )
+
+
+def handoff(h: Handoff) -> pb.Handoff:
+    return pb.Handoff(
+        id=h.id,
+        account_id=h.account_id,
+        session_id=h.session_id,
+        intent=INTENT[h.intent],  # type: ignore[arg-type]
+        status=STATUS[h.status],  # type: ignore[arg-type]
+        priority=PRIORITY[h.priority],  # type: ignore[arg-type]
+        problem_summary=h.problem_summary,
+        steps_tried=steps(h.steps_tried),
+        notes=h.notes,
+        created_by=user_ref(h.created_by),
+        picked_up_by=user_ref(h.picked_up_by),
+        resolution_note=h.resolution_note,
+        assessment=assessment(h.assessment),
+        sla_due_at=timestamp(h.sla_due_at),
+        created_at=timestamp(h.created_at),
+        picked_up_at=timestamp(h.picked_up_at),
+        resolved_at=timestamp(h.resolved_at),
+        cancelled_at=timestamp(h.cancelled_at),
+        updated_at=timestamp(h.updated_at),
+        sequence=h.sequence,
+    )
+
+
+def context(c: HandoffContext) -> esc_pb.HandoffContext:
+    return esc_pb.HandoffContext(
+        handoff=handoff(c.handoff),
+        problem_summary=c.problem_summary,
+        whats_been_tried=steps(c.whats_been_tried),
+        ai_assessment=assessment(c.ai_assessment),
+        start_here=c.start_here,
+    )
+
+
+def steps_from(values: Any) -> list[Step]:
+    return [Step(description=s.description, outcome=s.outcome) for s in values]

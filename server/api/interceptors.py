@@ -1,0 +1,136 @@
+"""The two interceptors every RPC passes through: error mapping, then authentication.
+
+Errors are mapped to status codes here and nowhere else, including errors raised while a
+streaming response is being iterated (the interceptor wraps the response generator).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_interceptor.server import AsyncServerInterceptor
+from grpc_status import rpc_status
+
+from server.auth import TokenCodec, bearer_token
+from server.domain.types import Caller, Role
+from server.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+ANYONE = frozenset(Role)
+STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
+_H = "/resolutionflow.v1.HandoffService/"
+_E = "/resolutionflow.v1.EscalationService/"
+
+# Which roles may call which RPC. Every RPC of our services must be listed (a test checks);
+# anything else that is not an open service is refused.
+REQUIRED_ROLES: dict[str, frozenset[Role]] = {
+    _H + "CreateHandoff": ANYONE,
+    _H + "GetHandoff": ANYONE,
+    _H + "ListHandoffs": ANYONE,
+    _H + "CancelHandoff": ANYONE,
+    _H + "WatchHandoffs": ANYONE,
+    _E + "StreamEscalations": STAFF,
+    _E + "ListEscalations": STAFF,
+    _E + "PickUpEscalation": STAFF,
+    _E + "GetHandoffContext": STAFF,
+    _E + "ReleaseEscalation": STAFF,
+    _E + "ResolveEscalation": STAFF,
+    _E + "GetEscalationMetrics": STAFF,
+}
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC being served."""
+    return _caller.get()
+
+
+class ErrorInterceptor(AsyncServerInterceptor):
+    async def intercept(
+        self, method: Callable[..., Any], request: Any, context: Any, method_name: str
+    ) -> Any:
+        try:
+            response = method(request, context)
+            if hasattr(response, "__aiter__"):
+                return self._stream(response, context, method_name)
+            return await response
+        except Exception as e:
+            await _abort(context, e, method_name)
+
+    async def _stream(
+        self, responses: AsyncIterator[Any], context: Any, method_name: str
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in responses:
+                yield item
+        except Exception as e:
+            await _abort(context, e, method_name)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, method_name: str) -> None:
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status = status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message=error.message, details=[detail]
+        )
+        await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
+    if isinstance(error, DomainError):
+        await context.abort(STATUS_OF[type(error)], error.message)
+    if isinstance(error, grpc.aio.AbortError | grpc.RpcError):
+        raise error
+    log.exception("unexpected error in %s", method_name)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class AuthInterceptor(AsyncServerInterceptor):
+    def __init__(self, codec: TokenCodec) -> None:
+        self._codec = codec
+
+    async def intercept(
+        self, method: Callable[..., Any], request: Any, context: Any, method_name: str
+    ) -> Any:
+        if method_name.startswith(OPEN_PREFIXES):
+            return await super().intercept(method, request, context, method_name)
+        allowed = REQUIRED_ROLES.get(method_name)
+        if allowed is None:
+            raise PermissionDenied(f"{method_name} is not open to callers")
+        header = dict(context.invocation_metadata() or ()).get("authorization")
+        caller = self._codec.verify(bearer_token(header))
+        if caller.role not in allowed:
+            roles = " or ".join(sorted(r.value for r in allowed))
+            raise PermissionDenied(f"{method_name.rsplit('/', 1)[-1]} requires role {roles}")
+        _caller.set(caller)
+        return await super().intercept(method, request, context, method_name)

@@ -1,0 +1,118 @@
+"""Thin gRPC servicers: parse the request, call the core, convert the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from resolutionflow.v1 import escalation_pb2 as esc_pb
+from resolutionflow.v1 import escalation_pb2_grpc as esc_grpc
+from resolutionflow.v1 import handoff_pb2 as pb
+from resolutionflow.v1 import handoff_pb2_grpc as pb_grpc
+
+from server.api import convert
+from server.api.interceptors import current_caller
+from server.core import Core
+from server.domain import rules
+from server.errors import FieldViolation, InvalidArgument
+
+
+def _enum_or_none(value: int, mapping: dict[int, Any], field: str) -> Any:
+    """0 (unspecified) means "not given"; an unknown number is an error, not a default."""
+    if value == 0:
+        return None
+    if value not in mapping:
+        raise InvalidArgument([FieldViolation(field, f"unknown value {value}")])
+    return mapping[value]
+
+
+class HandoffService(pb_grpc.HandoffServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def CreateHandoff(
+        self, request: pb.CreateHandoffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateHandoffResponse:
+        new = rules.validate_new_handoff(
+            request_id=request.request_id,
+            session_id=request.session_id,
+            intent=convert.INTENT_FROM.get(request.intent),
+            priority=_enum_or_none(request.priority, convert.PRIORITY_FROM, "priority"),
+            problem_summary=request.problem_summary,
+            steps_tried=convert.steps_from(request.steps_tried),
+            notes=request.notes,
+        )
+        handoff, _created = await self.core.create_handoff(current_caller(), new)
+        return pb.CreateHandoffResponse(handoff=convert.handoff(handoff))
+
+    async def GetHandoff(
+        self, request: pb.GetHandoffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHandoffResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        handoff = await self.core.get_handoff(current_caller(), handoff_id)
+        return pb.GetHandoffResponse(handoff=convert.handoff(handoff))
+
+    async def ListHandoffs(
+        self, request: pb.ListHandoffsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListHandoffsResponse:
+        page, token = await self.core.list_handoffs(
+            current_caller(),
+            status=_enum_or_none(request.status, convert.STATUS_FROM, "status"),
+            intent=_enum_or_none(request.intent, convert.INTENT_FROM, "intent"),
+            priority=_enum_or_none(request.priority, convert.PRIORITY_FROM, "priority"),
+            page_size=rules.validate_page_size(request.page_size),
+            page_token=request.page_token,
+        )
+        return pb.ListHandoffsResponse(
+            handoffs=[convert.handoff(h) for h in page], next_page_token=token
+        )
+
+    async def CancelHandoff(
+        self, request: pb.CancelHandoffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelHandoffResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        handoff = await self.core.cancel_handoff(current_caller(), handoff_id)
+        return pb.CancelHandoffResponse(handoff=convert.handoff(handoff))
+
+
+class EscalationService(esc_grpc.EscalationServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def ListEscalations(
+        self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.ListEscalationsResponse:
+        snapshot = await self.core.list_escalations(current_caller())
+        return esc_pb.ListEscalationsResponse(
+            escalations=[convert.handoff(h) for h in snapshot.handoffs],
+            sequence=snapshot.sequence,
+        )
+
+    async def PickUpEscalation(
+        self, request: esc_pb.PickUpEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.PickUpEscalationResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        ctx = await self.core.pick_up(current_caller(), handoff_id)
+        return esc_pb.PickUpEscalationResponse(context=convert.context(ctx))
+
+    async def GetHandoffContext(
+        self, request: esc_pb.GetHandoffContextRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.GetHandoffContextResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        ctx = await self.core.get_context(current_caller(), handoff_id)
+        return esc_pb.GetHandoffContextResponse(context=convert.context(ctx))
+
+    async def ReleaseEscalation(
+        self, request: esc_pb.ReleaseEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.ReleaseEscalationResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        handoff = await self.core.release(current_caller(), handoff_id)
+        return esc_pb.ReleaseEscalationResponse(handoff=convert.handoff(handoff))
+
+    async def ResolveEscalation(
+        self, request: esc_pb.ResolveEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.ResolveEscalationResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        note = rules.validate_resolution_note(request.resolution_note)
+        handoff = await self.core.resolve(current_caller(), handoff_id, note)
+        return esc_pb.ResolveEscalationResponse(handoff=convert.handoff(handoff))

@@ -1,0 +1,116 @@
+"""The ``resolutionflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from server.auth import TokenCodec
+from server.db.migrate import upgrade
+from server.domain.types import Role
+from server.runtime import ServerRuntime
+from server.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Environment first, then any flag given on the command line."""
+    overrides: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("database_url", "grpc_addr", "http_addr", "upstream")
+        if getattr(args, key, None) is not None
+    }
+    return Settings(**overrides)
+
+
+async def _serve_grpc(settings: Settings) -> None:
+    runtime = ServerRuntime(settings)
+    await runtime.start()
+    print(f"resolutionflow: gRPC on {settings.grpc_addr}, database {runtime.db.url!r}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("resolutionflow: shutting down", flush=True)
+    await runtime.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    asyncio.run(_serve_grpc(_settings(args)))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    asyncio.run(upgrade(settings.database_url))
+    print(f"database at head: {settings.database_url}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    codec = TokenCodec(Settings().resolved_jwt_secret())
+    print(
+        codec.issue(
+            account=args.account,
+            user=args.user,
+            role=Role(args.role),
+            name=args.name or args.user,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resolutionflow", description="ResolutionFlow Escalations"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run everything in one process (embedded SQLite)")
+    serve.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
+    serve.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
+    serve.add_argument("--database-url", help="default ./var/resolutionflow.db (RF_DATABASE_URL)")
+    serve.set_defaults(func=cmd_serve)
+
+    server = sub.add_parser("server", help="run the gRPC server only")
+    server.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
+    server.add_argument("--database-url", help="(RF_DATABASE_URL)")
+    server.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
+    db_upgrade.add_argument("--database-url", help="(RF_DATABASE_URL)")
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    token = sub.add_parser("token", help="print a signed bearer token for local use")
+    token.add_argument("--account", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--name", default="")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

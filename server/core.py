@@ -1,0 +1,95 @@
+"""The application core: each use case in one transaction, independent of any transport.
+
+Servicers call these methods with an authenticated ``Caller``; role checks happen once,
+in the transport's auth layer, and account scoping happens in every query here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from server.db.database import Database
+from server.domain.context import HandoffContext, build_context
+from server.domain.rules import Action
+from server.domain.types import (
+    Caller,
+    Handoff,
+    Intent,
+    NewHandoff,
+    Priority,
+    QueueSnapshot,
+    Status,
+)
+from server.models import handoffs
+from server.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Core:
+    def __init__(
+        self, db: Database, settings: Settings, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+
+    async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
+        async with self.db.write() as s:
+            return await handoffs.create(
+                s, caller, new, self.clock(), self.settings.sla_target_seconds(new.priority)
+            )
+
+    async def get_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
+        async with self.db.read() as s:
+            return await handoffs.get(s, caller, handoff_id)
+
+    async def list_handoffs(
+        self,
+        caller: Caller,
+        *,
+        status: Status | None,
+        intent: Intent | None,
+        priority: Priority | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Handoff], str]:
+        async with self.db.read() as s:
+            return await handoffs.list_page(
+                s,
+                caller,
+                status=status,
+                intent=intent,
+                priority=priority,
+                page_size=page_size,
+                page_token=page_token,
+            )
+
+    async def cancel_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
+        return await self._transition(caller, handoff_id, Action.CANCEL)
+
+    async def list_escalations(self, caller: Caller) -> QueueSnapshot:
+        async with self.db.read() as s:
+            return await handoffs.queue(s, caller.account_id)
+
+    async def pick_up(self, caller: Caller, handoff_id: str) -> HandoffContext:
+        return build_context(await self._transition(caller, handoff_id, Action.PICK_UP))
+
+    async def get_context(self, caller: Caller, handoff_id: str) -> HandoffContext:
+        async with self.db.read() as s:
+            return build_context(await handoffs.get_escalation(s, caller, handoff_id))
+
+    async def release(self, caller: Caller, handoff_id: str) -> Handoff:
+        return await self._transition(caller, handoff_id, Action.RELEASE)
+
+    async def resolve(self, caller: Caller, handoff_id: str, note: str) -> Handoff:
+        return await self._transition(caller, handoff_id, Action.RESOLVE, note)
+
+    async def _transition(
+        self, caller: Caller, handoff_id: str, action: Action, note: str = ""
+    ) -> Handoff:
+        async with self.db.write() as s:
+            return await handoffs.transition(s, caller, handoff_id, action, self.clock(), note)

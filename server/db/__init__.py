@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy schema, engine and transactions, Alembic migrations."""

@@ -1,0 +1,93 @@
+"""Engine, sessions and the two kinds of transaction the core uses.
+
+SQLite: pysqlite's default opens no transaction before a SELECT and a deferred one before
+writes, which gives neither consistent snapshots nor early lock acquisition. We take over
+BEGIN: writers say ``BEGIN IMMEDIATE`` (the write lock up front, so two writers never
+deadlock upgrading from a read lock) and readers say ``BEGIN`` so a snapshot read (queue +
+cursor) sees one state. Writers in one process also queue on an asyncio lock rather than
+spinning in SQLite's busy handler. WAL lets readers run beside the writer.
+
+PostgreSQL: writes run at READ COMMITTED (conditional updates and the per-account counter
+row make them safe); snapshot reads run at REPEATABLE READ so the queue and its cursor
+come from the same snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+READ_ONLY = "rf_read_only"
+TOUCHED_ACCOUNTS = "rf_touched_accounts"
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
+            _take_over_sqlite_transactions(self.engine)
+            self._reader = self.engine.execution_options(**{READ_ONLY: True})
+        else:
+            self.engine = create_async_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._commit_listeners: list[Callable[[Iterable[str]], None]] = []
+
+    def on_commit(self, listener: Callable[[Iterable[str]], None]) -> None:
+        """Call ``listener(account_ids)`` after a write that appended events commits."""
+        self._commit_listeners.append(listener)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction; commits on success, rolls back on error."""
+        async with (
+            self._write_lock or nullcontext(),
+            AsyncSession(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+        touched: set[str] = session.info.get(TOUCHED_ACCOUNTS, set())
+        if touched:
+            for listener in self._commit_listeners:
+                listener(touched)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """One read transaction over a single consistent snapshot."""
+        async with (
+            AsyncSession(self._reader, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

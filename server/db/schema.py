@@ -1,0 +1,117 @@
+"""Tables. Handoffs, the per-account sequence counter and the per-account event log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no time zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class HandoffRecord(Base):
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        # Idempotency key: one handoff per (account, creator, request_id).
+        UniqueConstraint("account_id", "created_by_id", "request_id", name="uq_handoffs_request"),
+        Index("ix_handoffs_account_created", "account_id", "created_at", "id"),
+        Index("ix_handoffs_queue", "account_id", "intent", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(128))
+    intent: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    priority_rank: Mapped[int] = mapped_column(Integer)
+    problem_summary: Mapped[str] = mapped_column(Text)
+    steps_tried: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    notes: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[str] = mapped_column(String(128))
+    created_by_name: Mapped[str] = mapped_column(String(256))
+    picked_up_by_id: Mapped[str | None] = mapped_column(String(128))
+    picked_up_by_name: Mapped[str | None] = mapped_column(String(256))
+    resolution_note: Mapped[str] = mapped_column(Text, default="")
+    assessment_status: Mapped[str] = mapped_column(String(16))
+    assessment_summary: Mapped[str] = mapped_column(Text, default="")
+    assessment_first_step: Mapped[str] = mapped_column(Text, default="")
+    assessment_provider: Mapped[str] = mapped_column(String(128), default="")
+    assessment_failure_reason: Mapped[str] = mapped_column(Text, default="")
+    assessment_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+
+class AccountSequence(Base):
+    """The last sequence handed out per account.
+
+    Incremented with ``UPDATE ... RETURNING`` inside the writing transaction: the row lock
+    serializes writers of one account, so sequences commit in order with no gaps.
+    """
+
+    __tablename__ = "account_sequences"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+
+
+class EventRecord(Base):
+    """The transactional outbox: one row per change, written with the change itself."""
+
+    __tablename__ = "events"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    handoff_id: Mapped[str] = mapped_column(String(36))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)

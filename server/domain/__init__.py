@@ -1,0 +1,1 @@
+"""The domain core: types, rules and validation. Knows nothing of gRPC, HTTP or SQL."""

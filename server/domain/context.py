@@ -1,0 +1,41 @@
+"""The handoff-context screen: what an engineer reads first after picking up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.domain.types import Assessment, AssessmentStatus, Handoff, Step
+
+
+@dataclass(frozen=True)
+class HandoffContext:
+    handoff: Handoff
+    problem_summary: str
+    whats_been_tried: tuple[Step, ...]
+    ai_assessment: Assessment
+    start_here: str
+
+
+def build_context(handoff: Handoff) -> HandoffContext:
+    return HandoffContext(
+        handoff=handoff,
+        problem_summary=handoff.problem_summary,
+        whats_been_tried=handoff.steps_tried,
+        ai_assessment=handoff.assessment,
+        start_here=start_here(handoff),
+    )
+
+
+def start_here(handoff: Handoff) -> str:
+    """The assessment's first step when there is one; otherwise a safe place to begin."""
+    a = handoff.assessment
+    if a.status is AssessmentStatus.READY and a.suggested_first_step:
+        return a.suggested_first_step
+    if handoff.steps_tried:
+        last = handoff.steps_tried[-1]
+        outcome = f" (outcome: {last.outcome})" if last.outcome else ""
+        return (
+            f"Confirm the last step the technician tried — {last.description}{outcome} — "
+            "then contact the customer to reproduce the problem."
+        )
+    return "Contact the customer and reproduce the problem; nothing has been tried yet."

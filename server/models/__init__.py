@@ -1,0 +1,1 @@
+"""Operations of the domain core on an open session; callers own the transaction."""

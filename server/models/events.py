@@ -1,0 +1,84 @@
+"""The per-account event log (transactional outbox) and its gap-free sequence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.database import TOUCHED_ACCOUNTS
+from server.db.schema import AccountSequence, EventRecord
+from server.domain.types import Event, EventType, Handoff
+
+
+async def next_sequence(session: AsyncSession, account_id: str) -> int:
+    """Take the account's next sequence inside the caller's transaction.
+
+    The counter row stays locked until commit, so a second writer of the same account waits
+    here and commits after us: sequences become visible in order, never with a hole.
+    """
+    bump = (
+        update(AccountSequence)
+        .where(AccountSequence.account_id == account_id)
+        .values(last_sequence=AccountSequence.last_sequence + 1)
+        .returning(AccountSequence.last_sequence)
+    )
+    value = (await session.execute(bump)).scalar_one_or_none()
+    if value is None:
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(AccountSequence)
+            .values(account_id=account_id, last_sequence=0)
+            .on_conflict_do_nothing(index_elements=["account_id"])
+        )
+        value = (await session.execute(bump)).scalar_one()
+    return value
+
+
+async def append(
+    session: AsyncSession, event_type: EventType, handoff: Handoff, occurred_at: datetime
+) -> None:
+    """Write the event for a change made in this same transaction."""
+    session.add(
+        EventRecord(
+            account_id=handoff.account_id,
+            sequence=handoff.sequence,
+            type=event_type.value,
+            handoff_id=handoff.id,
+            occurred_at=occurred_at,
+            payload=handoff.to_json(),
+        )
+    )
+    session.info.setdefault(TOUCHED_ACCOUNTS, set()).add(handoff.account_id)
+
+
+async def head(session: AsyncSession, account_id: str) -> int:
+    """The account's last committed sequence (0 before its first event)."""
+    value = await session.scalar(
+        select(AccountSequence.last_sequence).where(AccountSequence.account_id == account_id)
+    )
+    return value or 0
+
+
+async def read_after(
+    session: AsyncSession, account_id: str, after: int, limit: int = 1000
+) -> list[Event]:
+    rows = await session.scalars(
+        select(EventRecord)
+        .where(EventRecord.account_id == account_id, EventRecord.sequence > after)
+        .order_by(EventRecord.sequence)
+        .limit(limit)
+    )
+    return [
+        Event(
+            account_id=r.account_id,
+            sequence=r.sequence,
+            type=EventType(r.type),
+            occurred_at=r.occurred_at,
+            handoff=Handoff.from_json(r.payload),
+        )
+        for r in rows
+    ]

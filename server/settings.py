@@ -1,0 +1,78 @@
+"""Typed settings, read from ``RF_*`` environment variables (and CLI flags) on demand.
+
+Nothing reads the environment at import time: ``Settings()`` is built by the CLI or a
+test and passed into the factories that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.domain.types import Priority
+
+JWT_SECRET_FILE = "jwt-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RF_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./var/resolutionflow.db"
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    upstream: str = "127.0.0.1:50051"
+    # Where local state lives: the SQLite file by default and the generated JWT secret.
+    var_dir: Path = Path("var")
+    jwt_secret: SecretStr | None = None
+
+    assessment_provider: Literal["heuristic", "openai"] = "heuristic"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None
+
+    # Pickup targets per priority, in seconds (DESIGN: URGENT 5 min ... LOW 4 h).
+    sla_urgent_seconds: float = Field(default=300, gt=0)
+    sla_high_seconds: float = Field(default=900, gt=0)
+    sla_normal_seconds: float = Field(default=3600, gt=0)
+    sla_low_seconds: float = Field(default=14400, gt=0)
+
+    heartbeat_seconds: float = Field(default=15, gt=0)
+    # A request larger than this is refused by the transport before it reaches a handler.
+    max_request_bytes: int = Field(default=1024 * 1024, gt=1024)
+    # Seconds a server waits for in-flight calls on shutdown.
+    shutdown_grace_seconds: float = Field(default=5, ge=0)
+
+    def sla_target_seconds(self, priority: Priority) -> float:
+        return {
+            Priority.URGENT: self.sla_urgent_seconds,
+            Priority.HIGH: self.sla_high_seconds,
+            Priority.NORMAL: self.sla_normal_seconds,
+            Priority.LOW: self.sla_low_seconds,
+        }[priority]
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or the local one under ``var_dir`` (created once, 0600)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return _local_secret(self.var_dir / JWT_SECRET_FILE)
+
+
+def _local_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL makes concurrent first starts (serve and token) agree on one secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text().strip()
+        if not value:
+            raise RuntimeError(f"{path} is empty; delete it to create a new secret") from None
+        return value
+    with os.fdopen(fd, "w") as f:
+        value = secrets.token_urlsafe(48)
+        f.write(value + "\n")
+    return value
