@@ -44,3 +44,7 @@ class NotFound(DomainError):
 
 class FailedPrecondition(DomainError):
     pass
+
+
+class Unavailable(DomainError):
+    """Try again (elsewhere): e.g. the server is shutting down; streams can resume."""

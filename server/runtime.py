@@ -1,15 +1,23 @@
-"""One running server: database, core and gRPC server, started and stopped together."""
+"""One running server: database, core, live streams, background clocks and gRPC server."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
+from server.api.convert import ProtoEncoder
 from server.auth import TokenCodec
 from server.core import Core
 from server.db.database import Database
 from server.db.migrate import upgrade
+from server.models import events, sla
 from server.settings import Settings
+from server.streaming.hub import Hub
+from server.streaming.pg_listener import PgListener, asyncpg_dsn
+from server.streaming.streams import Streams
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +28,21 @@ class ServerRuntime:
         self.db = Database(settings.database_url)
         self.core = Core(self.db, settings)
         self.codec = TokenCodec(settings.resolved_jwt_secret())
+        encoder = ProtoEncoder()
+        self.hub = Hub(self.db, encoder.event, capacity=settings.stream_buffer)
+        self.db.on_commit(self.hub.notify)
+        self.streams = Streams(self.db, self.hub, encoder, settings.heartbeat_seconds)
         self.grpc, self._health = create_grpc_server(
-            self.core, self.codec, max_request_bytes=settings.max_request_bytes
+            self.core, self.streams, self.codec, max_request_bytes=settings.max_request_bytes
         )
+        self.listener: PgListener | None = None
+        if not self.db.is_sqlite:
+            self.listener = PgListener(
+                asyncpg_dsn(self.db.url),
+                on_notify=lambda account: self.hub.notify((account,)),
+                on_connect=self.hub.notify_all,
+            )
+        self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
 
     async def start(self, grpc_addr: str | None = None) -> int:
@@ -32,6 +52,14 @@ class ServerRuntime:
         self.port = self.grpc.add_insecure_port(addr)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {addr}")
+        s = self.settings
+        self._tasks = [
+            _every(s.log_poll_seconds, "log check", self._wake_feeds),
+            _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers),
+            _every(s.prune_interval_seconds, "event retention", self.prune_events),
+        ]
+        if self.listener is not None:
+            self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
         await self.grpc.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, SERVING)
@@ -39,10 +67,43 @@ class ServerRuntime:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, end open streams with UNAVAILABLE (resumable), then exit."""
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, NOT_SERVING)
+        self.hub.close_all()
         await self.grpc.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.db.dispose()
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()
+
+    async def _wake_feeds(self) -> None:
+        self.hub.notify_all()
+
+    async def fire_due_sla_timers(self) -> None:
+        while True:
+            async with self.db.write() as s:
+                if not await sla.fire_next_due(s, self.core.clock()):
+                    return
+
+    async def prune_events(self) -> None:
+        cutoff = self.core.clock() - timedelta(seconds=self.settings.event_retention_seconds)
+        async with self.db.write() as s:
+            pruned = await events.prune(s, cutoff)
+        if pruned:
+            log.info("pruned %d events older than %s", pruned, cutoff.isoformat())
+
+
+def _every(seconds: float, what: str, job: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("%s failed; retrying in %.1fs", what, seconds)
+
+    return asyncio.create_task(loop(), name=what)

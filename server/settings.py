@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     sla_low_seconds: float = Field(default=14400, gt=0)
 
     heartbeat_seconds: float = Field(default=15, gt=0)
+    # Events a stream may hold in memory; a slower reader catches up from the log instead.
+    stream_buffer: int = Field(default=256, ge=1)
+    # How often each replica re-checks the log head, healing a missed wake-up.
+    log_poll_seconds: float = Field(default=1.0, gt=0)
+    sla_check_seconds: float = Field(default=1.0, gt=0)
+    # Events older than this are pruned; a cursor older than that gets a RESET.
+    event_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    prune_interval_seconds: float = Field(default=300, gt=0)
     # A request larger than this is refused by the transport before it reaches a handler.
     max_request_bytes: int = Field(default=1024 * 1024, gt=1024)
     # Seconds a server waits for in-flight calls on shutdown.

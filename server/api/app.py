@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from resolutionflow.v1 import escalation_pb2, handoff_pb2
-from resolutionflow.v1 import escalation_pb2_grpc as esc_grpc
-from resolutionflow.v1 import handoff_pb2_grpc as pb_grpc
 
 from server.api.interceptors import AuthInterceptor, ErrorInterceptor
 from server.api.servicers import EscalationService, HandoffService
 from server.auth import TokenCodec
 from server.core import Core
+from server.streaming.streams import Streams
 
 SERVICE_NAMES = (
     handoff_pb2.DESCRIPTOR.services_by_name["HandoffService"].full_name,
@@ -22,8 +23,34 @@ SERVICE_NAMES = (
 )
 
 
+def _serialize(message: Any) -> bytes:
+    """Stream events arrive already encoded (once for all subscribers); pass them through."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name: str) -> None:
+    """Like the generated ``add_*_to_server``, but with the pass-through serializer."""
+    service = file.services_by_name[name]
+    handlers = {}
+    for method in service.methods:
+        deserialize = GetMessageClass(method.input_type).FromString
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=deserialize,
+            response_serializer=_serialize,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
 def create_grpc_server(
-    core: Core, codec: TokenCodec, *, max_request_bytes: int
+    core: Core, streams: Streams, codec: TokenCodec, *, max_request_bytes: int
 ) -> tuple[grpc.aio.Server, Any]:
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(), AuthInterceptor(codec)],
@@ -35,8 +62,10 @@ def create_grpc_server(
             ("grpc.http2.max_ping_strikes", 0),
         ],
     )
-    pb_grpc.add_HandoffServiceServicer_to_server(HandoffService(core), server)
-    esc_grpc.add_EscalationServiceServicer_to_server(EscalationService(core), server)
+    _register(server, HandoffService(core, streams), handoff_pb2.DESCRIPTOR, "HandoffService")
+    _register(
+        server, EscalationService(core, streams), escalation_pb2.DESCRIPTOR, "EscalationService"
+    )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

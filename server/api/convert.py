@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +14,7 @@ from server.domain.context import HandoffContext
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
+    Event,
     EventType,
     Handoff,
     Intent,
@@ -103,3 +104,26 @@ def context(c: HandoffContext) -> esc_pb.HandoffContext:
 
 def steps_from(values: Any) -> list[Step]:
     return [Step(description=s.description, outcome=s.outcome) for s in values]
+
+
+class ProtoEncoder:
+    """Encodes stream messages once; the same bytes go to every subscriber."""
+
+    def event(self, event: Event) -> bytes:
+        return pb.HandoffEvent(
+            sequence=event.sequence,
+            type=EVENT[event.type],  # type: ignore[arg-type]
+            occurred_at=timestamp(event.occurred_at),
+            handoff=handoff(event.handoff),
+        ).SerializeToString()
+
+    def control(
+        self, type: EventType, sequence: int, snapshot: list[Handoff] | None, reason: str = ""
+    ) -> bytes:
+        return pb.HandoffEvent(
+            sequence=sequence,
+            type=EVENT[type],  # type: ignore[arg-type]
+            occurred_at=timestamp(datetime.now(UTC)),
+            snapshot=[handoff(h) for h in snapshot or ()],
+            reset_reason=reason,
+        ).SerializeToString()

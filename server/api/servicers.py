@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from server.api.interceptors import current_caller
 from server.core import Core
 from server.domain import rules
 from server.errors import FieldViolation, InvalidArgument
+from server.streaming.streams import StreamKind, Streams
 
 
 def _enum_or_none(value: int, mapping: dict[int, Any], field: str) -> Any:
@@ -26,9 +28,14 @@ def _enum_or_none(value: int, mapping: dict[int, Any], field: str) -> Any:
     return mapping[value]
 
 
+def _cursor(request: pb.WatchHandoffsRequest | esc_pb.StreamEscalationsRequest) -> int | None:
+    return request.after_sequence if request.HasField("after_sequence") else None
+
+
 class HandoffService(pb_grpc.HandoffServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, streams: Streams) -> None:
         self.core = core
+        self.streams = streams
 
     async def CreateHandoff(
         self, request: pb.CreateHandoffRequest, context: grpc.aio.ServicerContext
@@ -74,10 +81,26 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
         handoff = await self.core.cancel_handoff(current_caller(), handoff_id)
         return pb.CancelHandoffResponse(handoff=convert.handoff(handoff))
 
+    async def WatchHandoffs(
+        self, request: pb.WatchHandoffsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        # Yields encoded HandoffEvent bytes; registered with a pass-through serializer.
+        caller = current_caller()
+        async for data in self.streams.open(StreamKind.HANDOFFS, caller, _cursor(request)):
+            yield data
+
 
 class EscalationService(esc_grpc.EscalationServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, streams: Streams) -> None:
         self.core = core
+        self.streams = streams
+
+    async def StreamEscalations(
+        self, request: esc_pb.StreamEscalationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        caller = current_caller()
+        async for data in self.streams.open(StreamKind.ESCALATIONS, caller, _cursor(request)):
+            yield data
 
     async def ListEscalations(
         self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext

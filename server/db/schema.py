@@ -108,6 +108,7 @@ class EventRecord(Base):
     """The transactional outbox: one row per change, written with the change itself."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_occurred", "occurred_at"),)
 
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -115,3 +116,20 @@ class EventRecord(Base):
     handoff_id: Mapped[str] = mapped_column(String(36))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SlaTimerRecord(Base):
+    """A pending SLA_WARNING or SLA_BREACHED; ``fired_at`` is set when it is claimed.
+
+    Claiming and appending the event happen in one transaction, so each timer fires
+    exactly once, whichever replica gets it and however often servers restart.
+    """
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (Index("ix_sla_timers_due", "fired_at", "due_at"),)
+
+    handoff_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

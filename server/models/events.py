@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.database import TOUCHED_ACCOUNTS
 from server.db.schema import AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
+
+NOTIFY_CHANNEL = "resolutionflow_events"
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 async def next_sequence(session: AsyncSession, account_id: str) -> int:
@@ -28,7 +34,7 @@ async def next_sequence(session: AsyncSession, account_id: str) -> int:
     )
     value = (await session.execute(bump)).scalar_one_or_none()
     if value is None:
-        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
         await session.execute(
             insert(AccountSequence)
             .values(account_id=account_id, last_sequence=0)
@@ -52,7 +58,14 @@ async def append(
             payload=handoff.to_json(),
         )
     )
-    session.info.setdefault(TOUCHED_ACCOUNTS, set()).add(handoff.account_id)
+    touched: set[str] = session.info.setdefault(TOUCHED_ACCOUNTS, set())
+    if handoff.account_id not in touched and _dialect(session) == "postgresql":
+        # Delivered to every LISTENing replica when (and only if) this transaction commits.
+        await session.execute(
+            text("SELECT pg_notify(:channel, :account)"),
+            {"channel": NOTIFY_CHANNEL, "account": handoff.account_id},
+        )
+    touched.add(handoff.account_id)
 
 
 async def head(session: AsyncSession, account_id: str) -> int:
@@ -61,6 +74,19 @@ async def head(session: AsyncSession, account_id: str) -> int:
         select(AccountSequence.last_sequence).where(AccountSequence.account_id == account_id)
     )
     return value or 0
+
+
+async def oldest(session: AsyncSession, account_id: str) -> int | None:
+    """The oldest sequence still in the log (older ones were pruned), None if empty."""
+    return await session.scalar(
+        select(func.min(EventRecord.sequence)).where(EventRecord.account_id == account_id)
+    )
+
+
+async def prune(session: AsyncSession, before: datetime) -> int:
+    """Drop events that occurred before ``before``; returns how many."""
+    result = await session.execute(delete(EventRecord).where(EventRecord.occurred_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def read_after(

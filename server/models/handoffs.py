@@ -20,7 +20,6 @@ from server.domain.rules import (
     refuse_transition,
 )
 from server.domain.types import (
-    Assessment,
     AssessmentStatus,
     Caller,
     EventType,
@@ -31,8 +30,6 @@ from server.domain.types import (
     QueueSnapshot,
     Role,
     Status,
-    Step,
-    UserRef,
 )
 from server.errors import (
     FailedPrecondition,
@@ -41,41 +38,8 @@ from server.errors import (
     NotFound,
     PermissionDenied,
 )
-from server.models import events
-
-
-def to_domain(r: HandoffRecord) -> Handoff:
-    return Handoff(
-        id=r.id,
-        account_id=r.account_id,
-        session_id=r.session_id,
-        intent=Intent(r.intent),
-        status=Status(r.status),
-        priority=Priority(r.priority),
-        problem_summary=r.problem_summary,
-        steps_tried=tuple(Step(**s) for s in r.steps_tried),
-        notes=r.notes,
-        created_by=UserRef(r.created_by_id, r.created_by_name),
-        picked_up_by=(
-            UserRef(r.picked_up_by_id, r.picked_up_by_name or "") if r.picked_up_by_id else None
-        ),
-        resolution_note=r.resolution_note,
-        assessment=Assessment(
-            status=AssessmentStatus(r.assessment_status),
-            summary=r.assessment_summary,
-            suggested_first_step=r.assessment_first_step,
-            provider=r.assessment_provider,
-            failure_reason=r.assessment_failure_reason,
-            completed_at=r.assessment_completed_at,
-        ),
-        sla_due_at=r.sla_due_at,
-        created_at=r.created_at,
-        picked_up_at=r.picked_up_at,
-        resolved_at=r.resolved_at,
-        cancelled_at=r.cancelled_at,
-        updated_at=r.updated_at,
-        sequence=r.sequence,
-    )
+from server.models import events, sla
+from server.models.records import to_domain
 
 
 def _visible(caller: Caller) -> Select[tuple[HandoffRecord]]:
@@ -133,6 +97,8 @@ async def create(
         if winner is None:
             raise
         return winner, False
+    if escalation:
+        session.add_all(sla.timers_for(record.id, record.account_id, now, sla_target_seconds))
     record.sequence = await events.next_sequence(session, caller.account_id)
     await session.flush()
     handoff = to_domain(record)
@@ -284,6 +250,20 @@ async def transition(
     handoff = await get(session, caller, handoff_id)
     await events.append(session, step.event, handoff, now)
     return handoff
+
+
+async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
+    """The caller's visible handoffs that are not finished yet, with their cursor.
+
+    Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
+    """
+    sequence = await events.head(session, caller.account_id)
+    rows = await session.scalars(
+        _visible(caller)
+        .where(HandoffRecord.status.in_([Status.OPEN.value, Status.PICKED_UP.value]))
+        .order_by(HandoffRecord.created_at, HandoffRecord.id)
+    )
+    return QueueSnapshot(sequence=sequence, handoffs=[to_domain(r) for r in rows])
 
 
 async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:

@@ -1,0 +1,62 @@
+"""The SLA clock: timers in the database, claimed atomically, one event each."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.schema import HandoffRecord, SlaTimerRecord
+from server.domain.types import EventType, Status
+from server.models import events
+from server.models.records import to_domain
+
+WARNING_AT = 0.8
+
+
+def timers_for(
+    handoff_id: str, account_id: str, created_at: datetime, target_seconds: float
+) -> list[SlaTimerRecord]:
+    return [
+        SlaTimerRecord(
+            handoff_id=handoff_id,
+            account_id=account_id,
+            kind=kind.value,
+            due_at=created_at + timedelta(seconds=target_seconds * share),
+        )
+        for kind, share in ((EventType.SLA_WARNING, WARNING_AT), (EventType.SLA_BREACHED, 1.0))
+    ]
+
+
+async def fire_next_due(session: AsyncSession, now: datetime) -> bool:
+    """Claim one due timer and, if its escalation is still open, append its event.
+
+    One timer per transaction: the handoff row is locked before the account's sequence
+    row, the same order as every other writer, so this can never deadlock with a pickup.
+    Returns False when nothing is due.
+    """
+    claim = (
+        select(SlaTimerRecord)
+        .where(SlaTimerRecord.fired_at.is_(None), SlaTimerRecord.due_at <= now)
+        .order_by(SlaTimerRecord.due_at)
+        .limit(1)
+    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # Replicas each take a different due timer instead of queueing on the same one.
+        claim = claim.with_for_update(skip_locked=True)
+    timer = await session.scalar(claim)
+    if timer is None:
+        return False
+    timer.fired_at = now
+    lock = select(HandoffRecord).where(HandoffRecord.id == timer.handoff_id)
+    record = await session.scalar(
+        (lock.with_for_update() if postgres else lock).execution_options(populate_existing=True)
+    )
+    if record is None or record.status != Status.OPEN.value:
+        return True
+    record.sequence = await events.next_sequence(session, record.account_id)
+    await session.flush()
+    await events.append(session, EventType(timer.kind), to_domain(record), now)
+    return True

@@ -1,0 +1,147 @@
+"""In-process fan-out of each account's event log to its subscribers.
+
+Why it looks like this:
+- The log in the database is the truth; memory only holds bounded buffers. One reader
+  task per account (an ``AccountFeed``) reads the log once per wake-up and hands the same
+  encoded bytes to every subscriber of that account, so the database sees one query and
+  the encoder one call per event, however many subscribers there are.
+- A subscriber whose buffer is full is never waited for and never loses anything: it is
+  marked *lagging*, stops receiving pushes, and reads the log itself from its last
+  sequence until it has caught up with the feed, then rejoins. Duplicates that can occur
+  around the rejoin are dropped by sequence, so delivery stays exactly-once and in order.
+- Wake-ups come from local commits, from PostgreSQL NOTIFY (other replicas), and from a
+  periodic tick that heals any missed notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from server.db.database import Database
+from server.domain.types import Event
+from server.models import events
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 500
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open stream. ``position`` is the last sequence it has consumed or skipped."""
+
+    account_id: str
+    position: int
+    accepts: Callable[[Event], bool]
+    capacity: int
+    buffer: deque[tuple[int, bytes]] = field(default_factory=deque)
+    lagging: bool = True
+    closed: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, event: Event, data: bytes) -> None:
+        if self.lagging or self.closed or event.sequence <= self.position:
+            return
+        if not self.accepts(event):
+            if not self.buffer:
+                self.position = event.sequence
+            else:
+                # Keep order: remember the skip behind what is already buffered.
+                self.buffer.append((event.sequence, b""))
+            return
+        if len(self.buffer) >= self.capacity:
+            self.lagging = True
+            self.buffer.clear()
+        else:
+            self.buffer.append((event.sequence, data))
+        self.wake.set()
+
+
+class AccountFeed:
+    def __init__(self, hub: Hub, account_id: str) -> None:
+        self.hub = hub
+        self.account_id = account_id
+        self.subscribers: set[Subscription] = set()
+        # The highest sequence this feed has handed out; None until the first read.
+        self.last_seen: int | None = None
+        self.ready = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"feed:{account_id}")
+
+    async def _run(self) -> None:
+        async with self.hub.db.read() as s:
+            self.last_seen = await events.head(s, self.account_id)
+        self.ready.set()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                await self._read_new()
+            except Exception:
+                # The next wake-up (at the latest the periodic tick) retries from last_seen.
+                log.exception("reading the event log of %s failed", self.account_id)
+
+    async def _read_new(self) -> None:
+        while True:
+            assert self.last_seen is not None
+            async with self.hub.db.read() as s:
+                batch = await events.read_after(s, self.account_id, self.last_seen, READ_BATCH)
+            for event in batch:
+                data = self.hub.encode(event)
+                for sub in self.subscribers:
+                    sub.offer(event, data)
+                self.last_seen = event.sequence
+            if len(batch) < READ_BATCH:
+                return
+
+
+class Hub:
+    def __init__(self, db: Database, encode: Callable[[Event], bytes], capacity: int) -> None:
+        self.db = db
+        self.encode = encode
+        self.capacity = capacity
+        self.feeds: dict[str, AccountFeed] = {}
+
+    def subscriber_count(self) -> int:
+        return sum(len(f.subscribers) for f in self.feeds.values())
+
+    def subscribe(
+        self, account_id: str, after: int, accepts: Callable[[Event], bool]
+    ) -> tuple[Subscription, AccountFeed]:
+        feed = self.feeds.get(account_id)
+        if feed is None:
+            feed = self.feeds[account_id] = AccountFeed(self, account_id)
+        sub = Subscription(account_id, after, accepts, self.capacity)
+        feed.subscribers.add(sub)
+        return sub, feed
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.closed = True
+        feed = self.feeds.get(sub.account_id)
+        if feed is None:
+            return
+        feed.subscribers.discard(sub)
+        if not feed.subscribers:
+            feed.task.cancel()
+            del self.feeds[sub.account_id]
+
+    def notify(self, account_ids: Iterable[str]) -> None:
+        """New events were committed for these accounts (here or on another replica)."""
+        for account_id in account_ids:
+            feed = self.feeds.get(account_id)
+            if feed is not None:
+                feed.wake.set()
+
+    def notify_all(self) -> None:
+        self.notify(list(self.feeds))
+
+    def close_all(self) -> None:
+        """Shutdown: every open stream ends with a resumable status."""
+        for feed in list(self.feeds.values()):
+            for sub in feed.subscribers:
+                sub.closed = True
+                sub.wake.set()

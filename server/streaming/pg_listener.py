@@ -1,0 +1,80 @@
+"""One LISTEN connection per server process: other replicas' commits wake our feeds.
+
+The log stays the truth: a notification only says "look". If the connection drops, we
+reconnect with backoff and wake every feed once connected (anything committed meanwhile
+is read then); the hub's periodic tick covers the gap until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from server.models.events import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+
+
+def asyncpg_dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgListener:
+    def __init__(
+        self,
+        dsn: str,
+        on_notify: Callable[[str], None],
+        on_connect: Callable[[], None],
+        check_seconds: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.on_notify = on_notify
+        self.on_connect = on_connect
+        self.check_seconds = check_seconds
+        self.connections = 0
+        self.backend_pid: int | None = None
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", e, backoff)
+            self.backend_pid = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _listen_once(self) -> None:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: lost.set())
+
+            def notified(_c: Any, _pid: int, _channel: str, payload: str) -> None:
+                self.on_notify(payload)
+
+            await conn.add_listener(NOTIFY_CHANNEL, notified)
+            self.connections += 1
+            self.backend_pid = conn.get_server_pid()
+            self.on_connect()
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), self.check_seconds)
+                except TimeoutError:
+                    # A half-open TCP connection never reports itself: ask.
+                    await conn.fetchval("SELECT 1", timeout=self.check_seconds)
+        finally:
+            if not conn.is_closed():
+                await conn.close(timeout=2)
+        raise ConnectionError("LISTEN connection terminated")

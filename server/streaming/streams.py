@@ -1,0 +1,117 @@
+"""One stream, start to end: snapshot or replay, then live events and heartbeats.
+
+The stream yields already-encoded bytes so that the transport sends them as they are; the
+encoder is given by the transport, which keeps this module free of protobuf and gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from server.db.database import Database
+from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
+from server.errors import Unavailable
+from server.models import events, handoffs
+from server.streaming.hub import READ_BATCH, Hub, Subscription
+
+
+class StreamKind(enum.Enum):
+    ESCALATIONS = "escalations"
+    HANDOFFS = "handoffs"
+
+
+class Encoder(Protocol):
+    def event(self, event: Event) -> bytes: ...
+
+    def control(
+        self, type: EventType, sequence: int, snapshot: list[Handoff] | None, reason: str = ""
+    ) -> bytes: ...
+
+
+def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
+    if kind is StreamKind.ESCALATIONS:
+        return lambda e: e.handoff.intent is Intent.ESCALATE
+    if caller.role is Role.TECHNICIAN:
+        return lambda e: e.handoff.created_by.id == caller.user_id
+    return lambda e: True
+
+
+class Streams:
+    def __init__(self, db: Database, hub: Hub, encoder: Encoder, heartbeat_seconds: float) -> None:
+        self.db = db
+        self.hub = hub
+        self.encoder = encoder
+        self.heartbeat_seconds = heartbeat_seconds
+
+    async def _snapshot(self, kind: StreamKind, caller: Caller) -> QueueSnapshot:
+        async with self.db.read() as s:
+            if kind is StreamKind.ESCALATIONS:
+                return await handoffs.queue(s, caller.account_id)
+            return await handoffs.active(s, caller)
+
+    async def _cursor_problem(self, account_id: str, after: int) -> str:
+        """Why ``after`` cannot be resumed from, or "" when it can."""
+        async with self.db.read() as s:
+            head = await events.head(s, account_id)
+            oldest = await events.oldest(s, account_id)
+        if after > head:
+            return f"cursor {after} is ahead of the log (latest sequence is {head})"
+        if after < head and (oldest is None or oldest > after + 1):
+            return f"events after {after} are past the retention window"
+        return ""
+
+    async def open(
+        self, kind: StreamKind, caller: Caller, after: int | None
+    ) -> AsyncIterator[bytes]:
+        if after is None:
+            snap = await self._snapshot(kind, caller)
+            yield self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
+            after = snap.sequence
+        elif problem := await self._cursor_problem(caller.account_id, after):
+            snap = await self._snapshot(kind, caller)
+            yield self.encoder.control(EventType.RESET, snap.sequence, snap.handoffs, problem)
+            after = snap.sequence
+        sub, feed = self.hub.subscribe(caller.account_id, after, _filter(kind, caller))
+        try:
+            while True:
+                if sub.closed:
+                    raise Unavailable(
+                        "server is shutting down; resume with "
+                        f"after_sequence={sub.position} on another server"
+                    )
+                if sub.buffer:
+                    sequence, data = sub.buffer.popleft()
+                    if sequence > sub.position:
+                        sub.position = sequence
+                        if data:
+                            yield data
+                    continue
+                if sub.lagging:
+                    async for data in self._catch_up(sub):
+                        yield data
+                    await feed.ready.wait()
+                    if feed.last_seen is not None and feed.last_seen <= sub.position:
+                        sub.lagging = False
+                    continue
+                sub.wake.clear()
+                try:
+                    await asyncio.wait_for(sub.wake.wait(), self.heartbeat_seconds)
+                except TimeoutError:
+                    yield self.encoder.control(EventType.HEARTBEAT, sub.position, None)
+        finally:
+            self.hub.unsubscribe(sub)
+
+    async def _catch_up(self, sub: Subscription) -> AsyncIterator[bytes]:
+        """Read the log from the subscriber's position up to the head, in batches."""
+        while True:
+            async with self.db.read() as s:
+                batch = await events.read_after(s, sub.account_id, sub.position, READ_BATCH)
+            for event in batch:
+                sub.position = event.sequence
+                if sub.accepts(event):
+                    yield self.hub.encode(event)
+            if len(batch) < READ_BATCH:
+                return

@@ -1,0 +1,88 @@
+"""Shared fixtures: a fresh database per backend, a real gRPC server, real clients.
+
+Every integration test runs twice, on SQLite and on PostgreSQL. Each test gets its own
+account id, so tests sharing one server never see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from pydantic import SecretStr
+
+from server.domain.types import Role
+from server.runtime import ServerRuntime
+from server.settings import Settings
+from tests.pg import fresh_database
+from tests.support import JWT_SECRET, Client, token
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'rf.db'}"
+        return
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        jwt_secret=SecretStr(JWT_SECRET),
+        var_dir=tmp_path_factory.mktemp("var"),
+        grpc_addr="127.0.0.1:0",
+        shutdown_grace_seconds=0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def server(settings: Settings) -> AsyncIterator[ServerRuntime]:
+    runtime = ServerRuntime(settings)
+    await runtime.start()
+    yield runtime
+    await runtime.stop(0)
+
+
+@pytest.fixture(scope="session")
+async def channel(server: ServerRuntime) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client_for(channel: grpc.aio.Channel, account: str) -> Callable[..., Client]:
+    """``client_for(role, user=..., account=...)``: a client acting as that user."""
+
+    def make(role: Role | str, user: str | None = None, acct: str | None = None, name: str = "") -> Client:
+        role = Role(role)
+        user = user or f"{role.value}-{uuid.uuid4().hex[:6]}"
+        acct = acct or account
+        return Client(channel, token(acct, user, role, name=name or user.title()), acct, user)
+
+    return make
+
+
+@pytest.fixture
+def technician(client_for: Callable[..., Client]) -> Client:
+    return client_for(Role.TECHNICIAN, "tech-1", name="Tina Tech")
+
+
+@pytest.fixture
+def engineer(client_for: Callable[..., Client]) -> Client:
+    return client_for(Role.ENGINEER, "eng-1", name="Erin Engineer")
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
