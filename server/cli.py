@@ -66,6 +66,59 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(event: Any) -> str:
+    from resolutionflow.v1 import handoff_pb2 as pb
+
+    kind = pb.EventType.Name(event.type).removeprefix("EVENT_TYPE_")
+    if event.type in (pb.EVENT_TYPE_SNAPSHOT, pb.EVENT_TYPE_RESET):
+        lines = [f"#{event.sequence} {kind} {len(event.snapshot)} open {event.reset_reason}"]
+        lines += [f"    {_handoff_line(h)}" for h in event.snapshot]
+        return "\n".join(lines)
+    return f"#{event.sequence} {kind} {_handoff_line(event.handoff)}"
+
+
+def _handoff_line(h: Any) -> str:
+    from resolutionflow.v1 import handoff_pb2 as pb
+
+    priority = pb.Priority.Name(h.priority).removeprefix("PRIORITY_")
+    holder = f" (picked up by {h.picked_up_by.name})" if h.HasField("picked_up_by") else ""
+    return f"[{priority}] {h.id} {h.problem_summary[:80]!r} by {h.created_by.name}{holder}"
+
+
+async def _watch(args: argparse.Namespace) -> None:
+    import grpc
+    from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc
+    from resolutionflow.v1 import handoff_pb2 as pb
+
+    from clients.streams import resuming_stream
+
+    settings = _settings(args)
+    bearer = args.token or TokenCodec(settings.resolved_jwt_secret()).issue(
+        account=args.account, user=args.user, role=Role.ENGINEER, name=args.user
+    )
+    metadata = (("authorization", f"Bearer {bearer}"),)
+    async with grpc.aio.insecure_channel(args.upstream or settings.upstream) as channel:
+        stub = escalation_pb2_grpc.EscalationServiceStub(channel)
+
+        def open_stream(after: int | None) -> Any:
+            request = escalation_pb2.StreamEscalationsRequest()
+            if after is not None:
+                request.after_sequence = after
+            return stub.StreamEscalations(request, metadata=metadata)
+
+        def disconnected(error: grpc.aio.AioRpcError, delay: float) -> None:
+            print(f"-- disconnected ({error.code().name}); retrying in {delay:.1f}s", flush=True)
+
+        async for event in resuming_stream(open_stream, args.after, on_disconnect=disconnected):
+            if event.type != pb.EVENT_TYPE_HEARTBEAT:
+                print(_describe(event), flush=True)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    asyncio.run(_watch(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resolutionflow", description="ResolutionFlow Escalations"
@@ -97,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default="")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=cmd_token)
+
+    watch = sub.add_parser("watch", help="tail an account's escalation queue; resumes by itself")
+    watch.add_argument("--account", required=True)
+    watch.add_argument("--after", type=int, default=None, help="resume after this sequence")
+    watch.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
+    watch.add_argument("--user", default="cli-watch", help="engineer user id for a local token")
+    watch.add_argument("--token", help="bearer token (default: a local engineer token)")
+    watch.set_defaults(func=cmd_watch)
     return parser
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc, handoff_pb2, handoff_pb2_grpc
 
-from resolutionflow.v1 import escalation_pb2_grpc, handoff_pb2
-from resolutionflow.v1 import handoff_pb2_grpc
 from server.auth import TokenCodec
 from server.domain.types import Role
 
@@ -67,3 +68,86 @@ def create_request(**fields: Any) -> handoff_pb2.CreateHandoffRequest:
     }
     values.update(fields)
     return handoff_pb2.CreateHandoffRequest(**values)
+
+
+class StreamReader:
+    """Consumes a server stream in the background, keeping every message in order."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.messages: list[handoff_pb2.HandoffEvent] = []
+        self.error: grpc.aio.AioRpcError | None = None
+        self._changed = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for message in self.call:
+                self.messages.append(message)
+                self._changed.set()
+        except grpc.aio.AioRpcError as e:
+            self.error = e
+        except asyncio.CancelledError:
+            # Our own cancel() ends the call this way; anything else is a real cancellation.
+            if not self.call.cancelled():
+                raise
+        finally:
+            self._changed.set()
+
+    @property
+    def events(self) -> list[handoff_pb2.HandoffEvent]:
+        """Everything but heartbeats."""
+        return [m for m in self.messages if m.type != handoff_pb2.EVENT_TYPE_HEARTBEAT]
+
+    @property
+    def sequences(self) -> list[int]:
+        return [
+            m.sequence
+            for m in self.events
+            if m.type not in (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET)
+        ]
+
+    async def wait_for(
+        self, predicate: Callable[[StreamReader], bool], timeout: float = 15
+    ) -> None:
+        async def until() -> None:
+            while not predicate(self):
+                if self.task.done():
+                    raise AssertionError(f"stream ended early: {self.error}")
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+    async def wait_done(self, timeout: float = 15) -> None:
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+def stream_escalations(client: Client, after: int | None = None) -> StreamReader:
+    request = escalation_pb2.StreamEscalationsRequest()
+    if after is not None:
+        request.after_sequence = after
+    return StreamReader(client.escalations.StreamEscalations(request, metadata=client.metadata))
+
+
+def watch_handoffs(client: Client, after: int | None = None) -> StreamReader:
+    request = handoff_pb2.WatchHandoffsRequest()
+    if after is not None:
+        request.after_sequence = after
+    return StreamReader(client.handoffs.WatchHandoffs(request, metadata=client.metadata))
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: str = "") -> None:
+    """Poll a condition that has no event to wait on, up to a deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await _value(predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def _value(v: Any) -> Any:
+    return await v if asyncio.iscoroutine(v) else v

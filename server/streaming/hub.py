@@ -41,6 +41,8 @@ class Subscription:
     buffer: deque[tuple[int, bytes]] = field(default_factory=deque)
     lagging: bool = True
     closed: bool = False
+    # How often this stream fell behind and switched to reading the log itself.
+    overflows: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, event: Event, data: bytes) -> None:
@@ -55,6 +57,7 @@ class Subscription:
             return
         if len(self.buffer) >= self.capacity:
             self.lagging = True
+            self.overflows += 1
             self.buffer.clear()
         else:
             self.buffer.append((event.sequence, data))

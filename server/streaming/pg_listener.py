@@ -20,6 +20,8 @@ from server.models.events import NOTIFY_CHANNEL
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+# Lets operators (and tests) find the LISTEN connections in pg_stat_activity.
+APPLICATION_NAME = "resolutionflow-listen"
 
 
 def asyncpg_dsn(url: URL) -> str:
@@ -56,7 +58,9 @@ class PgListener:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _listen_once(self) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=10)
+        conn = await asyncpg.connect(
+            self.dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+        )
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _c: lost.set())

@@ -1,0 +1,66 @@
+"""A stream that survives disconnects: reconnect with backoff, resume, never repeat.
+
+The server's per-account sequence makes this simple and exact: remember the last sequence
+yielded, reconnect with ``after_sequence`` set to it, and drop anything not newer. A RESET
+(cursor too old or ahead of the log) is passed on to the caller, who must rebuild its view
+from the snapshot it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from resolutionflow.v1 import handoff_pb2
+
+# Worth retrying: the server went away or is restarting; anything else is the caller's bug.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+OpenStream = Callable[[int | None], AsyncIterator[handoff_pb2.HandoffEvent]]
+
+
+async def resuming_stream(
+    open_stream: OpenStream,
+    after: int | None = None,
+    *,
+    initial_backoff: float = 0.2,
+    max_backoff: float = 10.0,
+    on_disconnect: Callable[[grpc.aio.AioRpcError, float], None] | None = None,
+) -> AsyncIterator[handoff_pb2.HandoffEvent]:
+    """Yield events from ``open_stream(after)`` forever, reconnecting as needed.
+
+    ``open_stream`` opens one gRPC stream from a cursor (None: snapshot first).
+    ``on_disconnect(error, delay)`` is told about each reconnect before it waits.
+    """
+    backoff = initial_backoff
+    while True:
+        try:
+            async for event in open_stream(after):
+                backoff = initial_backoff
+                if event.type in (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET):
+                    after = event.sequence
+                    yield event
+                elif event.type == handoff_pb2.EVENT_TYPE_HEARTBEAT:
+                    yield event
+                elif after is None or event.sequence > after:
+                    after = event.sequence
+                    yield event
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in RETRYABLE:
+                raise
+            # Full jitter: replicas restarting together are not hit by every client at once.
+            delay = random.uniform(0, backoff)
+            if on_disconnect is not None:
+                on_disconnect(error, delay)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, max_backoff)

@@ -1,0 +1,97 @@
+"""Real ``resolutionflow server`` processes for tests that kill, restart or replicate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import JWT_SECRET
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A server in its own process; ``env`` adds RF_* settings."""
+
+    def __init__(self, database_url: str, log_dir: Path, **env: str) -> None:
+        self.database_url = database_url
+        self.port = free_port()
+        self.log_path = log_dir / f"server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "RF_JWT_SECRET": JWT_SECRET,
+            "RF_VAR_DIR": str(log_dir),
+            "RF_SHUTDOWN_GRACE_SECONDS": "2",
+            **env,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server.cli",
+            "server",
+            "--grpc-addr",
+            self.address,
+            "--database-url",
+            self.database_url,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        await self.wait_serving(timeout)
+
+    async def wait_serving(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"server not serving: {self.log_path.read_text()[-2000:]}")
+                await asyncio.sleep(0.05)
+
+    async def signal_and_wait(self, sig: signal.Signals, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        await self.signal_and_wait(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                await self.signal_and_wait(signal.SIGTERM)
+            except TimeoutError:
+                await self.kill()

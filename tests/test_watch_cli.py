@@ -1,0 +1,68 @@
+"""``resolutionflow watch`` tails the queue and resumes by itself across a server restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import grpc
+
+from server.domain.types import Role
+from tests.processes import REPO, ServerProcess
+from tests.support import JWT_SECRET, Client, token
+
+
+async def test_watch_prints_every_event_once_across_a_restart(
+    database_url: str, tmp_path: Path, account: str
+) -> None:
+    server = ServerProcess(database_url, tmp_path)
+    await server.start()
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        "watch",
+        "--account",
+        account,
+        "--upstream",
+        server.address,
+        cwd=REPO,
+        env={**os.environ, "RF_JWT_SECRET": JWT_SECRET},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert watch.stdout is not None
+    lines: list[str] = []
+
+    async def read_until(pattern: str) -> None:
+        async def loop() -> None:
+            while not any(re.search(pattern, line) for line in lines):
+                assert watch.stdout is not None
+                line = (await watch.stdout.readline()).decode()
+                assert line, f"watch exited: {lines}"
+                lines.append(line.rstrip("\n"))
+
+        await asyncio.wait_for(loop(), 20)
+
+    try:
+        await read_until(r"^#0 SNAPSHOT")
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            tech = Client(ch, token(account, "tech", Role.TECHNICIAN, name="Tina"), account, "tech")
+            await tech.create(problem_summary="first problem")
+            await read_until(r"^#1 CREATED .*first problem")
+        await server.kill()
+        await read_until(r"disconnected")
+        await server.start()
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            tech = Client(ch, token(account, "tech", Role.TECHNICIAN, name="Tina"), account, "tech")
+            await tech.create(problem_summary="second problem")
+            await read_until(r"^#2 CREATED .*second problem")
+    finally:
+        watch.kill()
+        await watch.wait()
+        await server.stop()
+    events = [line for line in lines if line.startswith("#")]
+    assert [e.split()[0] for e in events] == ["#0", "#1", "#2"]
