@@ -22,7 +22,9 @@ from tests.support import JWT_SECRET, Client, token
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'rf.db'}"
         return
@@ -64,7 +66,9 @@ def account() -> str:
 def client_for(channel: grpc.aio.Channel, account: str) -> Callable[..., Client]:
     """``client_for(role, user=..., account=...)``: a client acting as that user."""
 
-    def make(role: Role | str, user: str | None = None, acct: str | None = None, name: str = "") -> Client:
+    def make(
+        role: Role | str, user: str | None = None, acct: str | None = None, name: str = ""
+    ) -> Client:
         role = Role(role)
         user = user or f"{role.value}-{uuid.uuid4().hex[:6]}"
         acct = acct or account
