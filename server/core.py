@@ -36,12 +36,18 @@ class Core:
         self.db = db
         self.settings = settings
         self.clock = clock
+        # Called after a new handoff is committed (the assessment worker listens here).
+        self.created_listeners: list[Callable[[Handoff], None]] = []
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
         async with self.db.write() as s:
-            return await handoffs.create(
+            handoff, created = await handoffs.create(
                 s, caller, new, self.clock(), self.settings.sla_target_seconds(new.priority)
             )
+        if created:
+            for listener in self.created_listeners:
+                listener(handoff)
+        return handoff, created
 
     async def get_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
         async with self.db.read() as s:

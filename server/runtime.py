@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
 from server.api.convert import ProtoEncoder
+from server.assessment.providers import provider_from
+from server.assessment.worker import AssessmentWorker
 from server.auth import TokenCodec
 from server.core import Core
 from server.db.database import Database
@@ -35,6 +37,14 @@ class ServerRuntime:
         self.grpc, self._health = create_grpc_server(
             self.core, self.streams, self.codec, max_request_bytes=settings.max_request_bytes
         )
+        self.assessments = AssessmentWorker(
+            self.db,
+            provider_from(settings),
+            self.core.clock,
+            concurrency=settings.assessment_concurrency,
+            timeout=settings.assessment_timeout_seconds,
+        )
+        self.core.created_listeners.append(lambda h: self.assessments.submit(h.id))
         self.listener: PgListener | None = None
         if not self.db.is_sqlite:
             self.listener = PgListener(
@@ -60,6 +70,7 @@ class ServerRuntime:
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
+        await self.assessments.start()
         await self.grpc.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, SERVING)
@@ -75,6 +86,7 @@ class ServerRuntime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.assessments.stop()
         await self.db.dispose()
 
     async def wait(self) -> None:

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr | None = None
+    openai_timeout_seconds: float = Field(default=20, gt=0)
+    # Assessments running at once per server; more wait in the queue.
+    assessment_concurrency: int = Field(default=4, ge=1)
+    # Upper bound for one assessment, retries included; past it the assessment FAILS.
+    assessment_timeout_seconds: float = Field(default=60, gt=0)
 
     # Pickup targets per priority, in seconds (DESIGN: URGENT 5 min ... LOW 4 h).
     sla_urgent_seconds: float = Field(default=300, gt=0)

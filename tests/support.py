@@ -151,3 +151,24 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: st
 
 async def _value(v: Any) -> Any:
     return await v if asyncio.iscoroutine(v) else v
+
+
+async def settled(client: Client, *handoff_ids: str, timeout: float = 15) -> None:
+    """Wait until the background assessment of each handoff has been recorded."""
+
+    async def done() -> bool:
+        for handoff_id in handoff_ids:
+            reply = await client.handoffs.GetHandoff(
+                handoff_pb2.GetHandoffRequest(handoff_id=handoff_id),
+                metadata=client.metadata,
+                timeout=10,
+            )
+            if reply.handoff.assessment.status == handoff_pb2.ASSESSMENT_STATUS_PENDING:
+                return False
+        return True
+
+    await wait_until(done, timeout=timeout, what="assessments recorded")
+
+
+def of_type(reader: StreamReader, *types: int) -> list[handoff_pb2.HandoffEvent]:
+    return [e for e in reader.events if e.type in types]

@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 
 from server.db.schema import EventRecord
 from server.domain.types import Role
+from server.models import events
 from server.runtime import ServerRuntime
 from server.streaming.pg_listener import APPLICATION_NAME
 from tests.processes import ServerProcess
-from tests.support import Client, stream_escalations, token, wait_until
+from tests.support import Client, of_type, settled, stream_escalations, token, wait_until
 
 pb = handoff_pb2
 
@@ -46,11 +47,11 @@ def clients(channel: grpc.aio.Channel, account: str) -> tuple[Client, Client]:
 
 
 async def test_sigkill_then_restart_loses_nothing(
-    processes: Callable[..., ServerProcess], account: str
+    processes: Callable[..., ServerProcess], account: str, server: ServerRuntime
 ) -> None:
-    server = processes()
-    await server.start()
-    async with grpc.aio.insecure_channel(server.address) as ch:
+    replica = processes()
+    await replica.start()
+    async with grpc.aio.insecure_channel(replica.address) as ch:
         tech, eng = clients(ch, account)
         reader = stream_escalations(eng, after=0)
         for _ in range(2):
@@ -58,18 +59,22 @@ async def test_sigkill_then_restart_loses_nothing(
         await reader.wait_for(lambda r: len(r.sequences) >= 2)
         for _ in range(3):
             await tech.create()  # acknowledged: committed, whatever the stream got
-        await server.kill()
+        await replica.kill()  # assessments may still be pending: they survive too
         await reader.wait_done()
         assert reader.error is not None
         seen = reader.sequences
-    await server.start()
-    async with grpc.aio.insecure_channel(server.address) as ch:
+    await replica.start()
+    async with grpc.aio.insecure_channel(replica.address) as ch:
         tech, eng = clients(ch, account)
         resumed = stream_escalations(eng, after=seen[-1])
-        await tech.create()
-        await resumed.wait_for(lambda r: len(r.sequences) >= 6 - len(seen))
-        assert seen + resumed.sequences == [1, 2, 3, 4, 5, 6]
+        last = await tech.create()
+        await settled(tech, last.id)
+        # 6 creates, each with its assessment: 12 events, all of them exactly once.
+        await resumed.wait_for(lambda r: len(seen) + len(r.sequences) >= 12)
+        assert seen + resumed.sequences == list(range(1, 13))
         resumed.cancel()
+    async with server.db.read() as s:
+        assert await events.head(s, account) == 12
 
 
 async def test_sigterm_ends_streams_resumably_and_exits(
@@ -79,17 +84,18 @@ async def test_sigterm_ends_streams_resumably_and_exits(
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as ch:
         tech, eng = clients(ch, account)
-        await tech.create()
+        h = await tech.create()
+        await settled(tech, h.id)
         readers = [stream_escalations(eng, after=0) for _ in range(3)]
         for r in readers:
-            await r.wait_for(lambda r: len(r.sequences) >= 1)
+            await r.wait_for(lambda r: len(r.sequences) >= 2)
         code = await server.signal_and_wait(signal.SIGTERM, timeout=10)
         assert code == 0
         for r in readers:
             await r.wait_done()
             assert r.error is not None
             assert r.error.code() == grpc.StatusCode.UNAVAILABLE
-            assert "after_sequence=1" in (r.error.details() or "")
+            assert "after_sequence=2" in (r.error.details() or "")
 
 
 async def test_event_committed_on_one_replica_reaches_a_stream_on_another(
@@ -130,8 +136,8 @@ async def test_event_committed_on_one_replica_reaches_a_stream_on_another(
         _, eng_b = clients(ch_b, account)
         reader = stream_escalations(eng_b, after=0)
         first = await tech_a.create()
-        await reader.wait_for(lambda r: len(r.sequences) >= 1, timeout=10)
-        assert reader.events[0].handoff.id == first.id
+        await reader.wait_for(lambda r: len(of_type(r, pb.EVENT_TYPE_CREATED)) >= 1, timeout=10)
+        assert of_type(reader, pb.EVENT_TYPE_CREATED)[0].handoff.id == first.id
 
         conn = await asyncpg.connect(dsn)
         try:
@@ -148,8 +154,11 @@ async def test_event_committed_on_one_replica_reaches_a_stream_on_another(
             lambda: listeners_back(baseline), timeout=15, what="every replica re-listening"
         )
         second = await tech_a.create()
-        await reader.wait_for(lambda r: len(r.sequences) >= 2, timeout=10)
-        assert [e.handoff.id for e in reader.events] == [first.id, second.id]
+        await reader.wait_for(lambda r: len(of_type(r, pb.EVENT_TYPE_CREATED)) >= 2, timeout=10)
+        assert [e.handoff.id for e in of_type(reader, pb.EVENT_TYPE_CREATED)] == [
+            first.id,
+            second.id,
+        ]
         reader.cancel()
 
 

@@ -52,17 +52,18 @@ async def test_watch_prints_every_event_once_across_a_restart(
         async with grpc.aio.insecure_channel(server.address) as ch:
             tech = Client(ch, token(account, "tech", Role.TECHNICIAN, name="Tina"), account, "tech")
             await tech.create(problem_summary="first problem")
-            await read_until(r"^#1 CREATED .*first problem")
+            await read_until(r"^#\d+ CREATED .*first problem")
         await server.kill()
         await read_until(r"disconnected")
         await server.start()
         async with grpc.aio.insecure_channel(server.address) as ch:
             tech = Client(ch, token(account, "tech", Role.TECHNICIAN, name="Tina"), account, "tech")
-            await tech.create(problem_summary="second problem")
-            await read_until(r"^#2 CREATED .*second problem")
+            second = await tech.create(problem_summary="second problem")
+            await read_until(rf"^#\d+ ASSESSMENT_READY \[\w+\] {second.id}")
     finally:
         watch.kill()
         await watch.wait()
         await server.stop()
-    events = [line for line in lines if line.startswith("#")]
-    assert [e.split()[0] for e in events] == ["#0", "#1", "#2"]
+    numbers = [int(line.split()[0][1:]) for line in lines if line.startswith("#")]
+    # Snapshot at 0, then every event of both handoffs (created + assessed) exactly once.
+    assert numbers == [0, 1, 2, 3, 4]

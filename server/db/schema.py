@@ -58,6 +58,7 @@ class HandoffRecord(Base):
         UniqueConstraint("account_id", "created_by_id", "request_id", name="uq_handoffs_request"),
         Index("ix_handoffs_account_created", "account_id", "created_at", "id"),
         Index("ix_handoffs_queue", "account_id", "intent", "status"),
+        Index("ix_handoffs_assessment", "assessment_status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -85,6 +86,8 @@ class HandoffRecord(Base):
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

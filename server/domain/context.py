@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.domain.triage import triage
 from server.domain.types import Assessment, AssessmentStatus, Handoff, Step
 
 
@@ -27,15 +28,8 @@ def build_context(handoff: Handoff) -> HandoffContext:
 
 
 def start_here(handoff: Handoff) -> str:
-    """The assessment's first step when there is one; otherwise a safe place to begin."""
+    """The assessment's first step once it is ready; until then the first untried step."""
     a = handoff.assessment
     if a.status is AssessmentStatus.READY and a.suggested_first_step:
         return a.suggested_first_step
-    if handoff.steps_tried:
-        last = handoff.steps_tried[-1]
-        outcome = f" (outcome: {last.outcome})" if last.outcome else ""
-        return (
-            f"Confirm the last step the technician tried — {last.description}{outcome} — "
-            "then contact the customer to reproduce the problem."
-        )
-    return "Contact the customer and reproduce the problem; nothing has been tried yet."
+    return triage(handoff.problem_summary, handoff.steps_tried, handoff.notes).next_step

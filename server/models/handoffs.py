@@ -8,11 +8,11 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.schema import HandoffRecord
+from server.db.schema import HandoffRecord, UTCDateTime
 from server.domain.rules import (
     TRANSITIONS,
     Action,
@@ -20,6 +20,7 @@ from server.domain.rules import (
     refuse_transition,
 )
 from server.domain.types import (
+    Assessment,
     AssessmentStatus,
     Caller,
     EventType,
@@ -39,7 +40,7 @@ from server.errors import (
     PermissionDenied,
 )
 from server.models import events, sla
-from server.models.records import to_domain
+from server.models.records import record_change, to_domain
 
 
 def _visible(caller: Caller) -> Select[tuple[HandoffRecord]]:
@@ -220,6 +221,10 @@ async def transition(
             "picked_up_by_id": caller.user_id,
             "picked_up_by_name": caller.name,
             "picked_up_at": now,
+            # Time to pickup is measured to the first pickup, whatever releases follow.
+            "first_picked_up_at": func.coalesce(
+                HandoffRecord.first_picked_up_at, bindparam("first", now, type_=UTCDateTime())
+            ),
         }
     elif action is Action.RELEASE:
         values |= {"picked_up_by_id": None, "picked_up_by_name": None, "picked_up_at": None}
@@ -240,16 +245,7 @@ async def transition(
     if changed.scalar_one_or_none() is None:
         # Lost a race (or the state never allowed it): report the state that won.
         raise refuse_transition(action, await get(session, caller, handoff_id))
-    sequence = await events.next_sequence(session, caller.account_id)
-    await session.execute(
-        update(HandoffRecord)
-        .where(HandoffRecord.id == handoff_id)
-        .values(sequence=sequence)
-        .execution_options(synchronize_session=False)
-    )
-    handoff = await get(session, caller, handoff_id)
-    await events.append(session, step.event, handoff, now)
-    return handoff
+    return await record_change(session, caller.account_id, handoff_id, step.event, now)
 
 
 async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
@@ -264,6 +260,49 @@ async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
         .order_by(HandoffRecord.created_at, HandoffRecord.id)
     )
     return QueueSnapshot(sequence=sequence, handoffs=[to_domain(r) for r in rows])
+
+
+async def get_internal(session: AsyncSession, handoff_id: str) -> Handoff | None:
+    """For background work that acts for no caller; never reachable from an API."""
+    record = await session.get(HandoffRecord, handoff_id, populate_existing=True)
+    return to_domain(record) if record else None
+
+
+async def pending_assessments(session: AsyncSession) -> list[str]:
+    rows = await session.scalars(
+        select(HandoffRecord.id)
+        .where(HandoffRecord.assessment_status == AssessmentStatus.PENDING.value)
+        .order_by(HandoffRecord.created_at)
+    )
+    return list(rows)
+
+
+async def save_assessment(
+    session: AsyncSession, handoff_id: str, result: Assessment, now: datetime
+) -> Handoff | None:
+    """Record the outcome once (only over PENDING) with its ASSESSMENT_READY event."""
+    changed = await session.execute(
+        update(HandoffRecord)
+        .where(
+            HandoffRecord.id == handoff_id,
+            HandoffRecord.assessment_status == AssessmentStatus.PENDING.value,
+        )
+        .values(
+            assessment_status=result.status.value,
+            assessment_summary=result.summary,
+            assessment_first_step=result.suggested_first_step,
+            assessment_provider=result.provider,
+            assessment_failure_reason=result.failure_reason,
+            assessment_completed_at=result.completed_at,
+            updated_at=now,
+        )
+        .returning(HandoffRecord.account_id)
+        .execution_options(synchronize_session=False)
+    )
+    account_id = changed.scalar_one_or_none()
+    if account_id is None:
+        return None
+    return await record_change(session, account_id, handoff_id, EventType.ASSESSMENT_READY, now)
 
 
 async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:

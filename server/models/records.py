@@ -1,11 +1,17 @@
-"""Rows to domain values."""
+"""Rows to domain values, and the one way a change to a handoff gets its event."""
 
 from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import HandoffRecord
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
+    EventType,
     Handoff,
     Intent,
     Priority,
@@ -13,6 +19,7 @@ from server.domain.types import (
     Step,
     UserRef,
 )
+from server.models import events
 
 
 def to_domain(r: HandoffRecord) -> Handoff:
@@ -47,3 +54,21 @@ def to_domain(r: HandoffRecord) -> Handoff:
         updated_at=r.updated_at,
         sequence=r.sequence,
     )
+
+
+async def record_change(
+    session: AsyncSession, account_id: str, handoff_id: str, event_type: EventType, now: datetime
+) -> Handoff:
+    """Number the change just made to the handoff and log the state it left behind."""
+    sequence = await events.next_sequence(session, account_id)
+    await session.execute(
+        update(HandoffRecord)
+        .where(HandoffRecord.id == handoff_id)
+        .values(sequence=sequence)
+        .execution_options(synchronize_session=False)
+    )
+    record = await session.get(HandoffRecord, handoff_id, populate_existing=True)
+    assert record is not None
+    handoff = to_domain(record)
+    await events.append(session, event_type, handoff, now)
+    return handoff

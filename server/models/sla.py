@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import HandoffRecord, SlaTimerRecord
 from server.domain.types import EventType, Status
-from server.models import events
-from server.models.records import to_domain
+from server.models.records import record_change
 
 WARNING_AT = 0.8
 
@@ -56,7 +55,8 @@ async def fire_next_due(session: AsyncSession, now: datetime) -> bool:
     )
     if record is None or record.status != Status.OPEN.value:
         return True
-    record.sequence = await events.next_sequence(session, record.account_id)
+    if timer.kind == EventType.SLA_BREACHED.value:
+        record.sla_breached_at = now
     await session.flush()
-    await events.append(session, EventType(timer.kind), to_domain(record), now)
+    await record_change(session, record.account_id, record.id, EventType(timer.kind), now)
     return True

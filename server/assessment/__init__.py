@@ -1,0 +1,1 @@
+"""Assessments of escalations: providers and the background worker that runs them."""

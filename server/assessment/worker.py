@@ -1,0 +1,101 @@
+"""Runs assessments after commit, a few at a time, and records each as an event.
+
+Creation never waits for this: ``submit`` only queues the id. The outcome is saved with a
+conditional update (only while still PENDING) in the same transaction as its
+ASSESSMENT_READY event, so a replica that finds the same PENDING row after a crash cannot
+record it twice. PENDING rows are queued again at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from server.assessment.providers import AssessmentFailed, Provider
+from server.db.database import Database
+from server.domain.types import Assessment, AssessmentStatus
+from server.models import handoffs
+
+log = logging.getLogger(__name__)
+
+
+class AssessmentWorker:
+    def __init__(
+        self,
+        db: Database,
+        provider: Provider,
+        clock: Callable[[], datetime],
+        *,
+        concurrency: int,
+        timeout: float,
+    ) -> None:
+        self.db = db
+        self.provider = provider
+        self.clock = clock
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        async with self.db.read() as s:
+            pending = await handoffs.pending_assessments(s)
+        for handoff_id in pending:
+            self.queue.put_nowait(handoff_id)
+        if pending:
+            log.info("resuming %d pending assessments", len(pending))
+        self.tasks = [
+            asyncio.create_task(self._work(), name=f"assessment-{i}")
+            for i in range(self.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def submit(self, handoff_id: str) -> None:
+        self.queue.put_nowait(handoff_id)
+
+    async def _work(self) -> None:
+        while True:
+            handoff_id = await self.queue.get()
+            try:
+                await self.run(handoff_id)
+            except Exception:
+                # Still PENDING in the database: the next start-up retries it.
+                log.exception("assessment of %s could not be saved", handoff_id)
+
+    async def run(self, handoff_id: str) -> None:
+        async with self.db.read() as s:
+            handoff = await handoffs.get_internal(s, handoff_id)
+        if handoff is None or handoff.assessment.status is not AssessmentStatus.PENDING:
+            return
+        try:
+            verdict = await asyncio.wait_for(self.provider.assess(handoff), self.timeout)
+            result = Assessment(
+                status=AssessmentStatus.READY,
+                summary=verdict.summary,
+                suggested_first_step=verdict.suggested_first_step,
+                provider=self.provider.name,
+                completed_at=self.clock(),
+            )
+        except (AssessmentFailed, TimeoutError, Exception) as e:
+            reason = (
+                e.reason
+                if isinstance(e, AssessmentFailed)
+                else f"timed out after {self.timeout:g}s"
+                if isinstance(e, TimeoutError)
+                else f"provider error: {type(e).__name__}"
+            )
+            log.warning("assessment of %s failed: %s", handoff_id, reason)
+            result = Assessment(
+                status=AssessmentStatus.FAILED,
+                provider=self.provider.name,
+                failure_reason=reason,
+                completed_at=self.clock(),
+            )
+        async with self.db.write() as s:
+            await handoffs.save_assessment(s, handoff_id, result, self.clock())
