@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from server.db.database import Database
 from server.domain.context import HandoffContext, build_context
+from server.domain.metrics import EscalationMetrics, metrics_window
 from server.domain.rules import Action
 from server.domain.types import (
     Caller,
@@ -21,7 +22,7 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.models import handoffs
+from server.models import handoffs, metrics
 from server.settings import Settings
 
 
@@ -93,6 +94,14 @@ class Core:
 
     async def resolve(self, caller: Caller, handoff_id: str, note: str) -> Handoff:
         return await self._transition(caller, handoff_id, Action.RESOLVE, note)
+
+    async def metrics(
+        self, caller: Caller, start: datetime | None, end: datetime | None
+    ) -> EscalationMetrics:
+        now = self.clock()
+        start, end = metrics_window(start, end, now)
+        async with self.db.read() as s:
+            return await metrics.escalation_metrics(s, caller.account_id, start, end, now)
 
     async def _transition(
         self, caller: Caller, handoff_id: str, action: Action, note: str = ""

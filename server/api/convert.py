@@ -11,6 +11,7 @@ from resolutionflow.v1 import escalation_pb2 as esc_pb
 from resolutionflow.v1 import handoff_pb2 as pb
 
 from server.domain.context import HandoffContext
+from server.domain.metrics import DurationStats, EscalationMetrics
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
@@ -99,6 +100,49 @@ def context(c: HandoffContext) -> esc_pb.HandoffContext:
         whats_been_tried=steps(c.whats_been_tried),
         ai_assessment=assessment(c.ai_assessment),
         start_here=c.start_here,
+    )
+
+
+def duration_stats(d: DurationStats) -> esc_pb.DurationStats:
+    return esc_pb.DurationStats(
+        count=d.count,
+        p50_seconds=d.p50_seconds,
+        p90_seconds=d.p90_seconds,
+        max_seconds=d.max_seconds,
+    )
+
+
+def metrics(m: EscalationMetrics) -> esc_pb.EscalationMetrics:
+    return esc_pb.EscalationMetrics(
+        start_time=timestamp(m.start_time),
+        end_time=timestamp(m.end_time),
+        created=m.created,
+        picked_up=m.picked_up,
+        resolved=m.resolved,
+        cancelled=m.cancelled,
+        open_now=m.open_now,
+        oldest_waiting_seconds=m.oldest_waiting_seconds,
+        time_to_pickup=duration_stats(m.time_to_pickup),
+        time_to_resolve=duration_stats(m.time_to_resolve),
+        sla_breached=m.sla_breached,
+        by_priority=[
+            esc_pb.PriorityMetrics(
+                priority=PRIORITY[p.priority],  # type: ignore[arg-type]
+                created=p.created,
+                picked_up=p.picked_up,
+                resolved=p.resolved,
+                open_now=p.open_now,
+                sla_breached=p.sla_breached,
+                time_to_pickup=duration_stats(p.time_to_pickup),
+            )
+            for p in m.by_priority
+        ],
+        by_day=[
+            esc_pb.DayMetrics(
+                date=d.date, created=d.created, picked_up=d.picked_up, resolved=d.resolved
+            )
+            for d in m.by_day
+        ],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -139,3 +140,13 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
         note = rules.validate_resolution_note(request.resolution_note)
         handoff = await self.core.resolve(current_caller(), handoff_id, note)
         return esc_pb.ResolveEscalationResponse(handoff=convert.handoff(handoff))
+
+    async def GetEscalationMetrics(
+        self, request: esc_pb.GetEscalationMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.GetEscalationMetricsResponse:
+        result = await self.core.metrics(
+            current_caller(),
+            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
+            request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+        )
+        return esc_pb.GetEscalationMetricsResponse(metrics=convert.metrics(result))
