@@ -58,14 +58,14 @@ async def test_metrics_on_a_known_data_set(
         eng2 = Client(ch, token(account, "e2", Role.ENGINEER), account, "e2")
         stranger = Client(ch, token("x" + account, "t", Role.TECHNICIAN), "x" + account, "t")
 
-        async def at(moment: datetime, coro_factory):  # type: ignore[no-untyped-def]
+        async def at(moment: datetime, coro_factory):
             clock.now = moment
             return await coro_factory()
 
-        def create(priority: int, intent: int = pb.HANDOFF_INTENT_ESCALATE):  # type: ignore[no-untyped-def]
+        def create(priority: int, intent: int = pb.HANDOFF_INTENT_ESCALATE):
             return lambda: tech.create(priority=priority, intent=intent)
 
-        def act(client: Client, rpc: str, handoff_id: str):  # type: ignore[no-untyped-def]
+        def act(client: Client, rpc: str, handoff_id: str):
             request = getattr(esc, f"{rpc}Request")(handoff_id=handoff_id)
             return lambda: client.call("escalations", rpc, request)
 
