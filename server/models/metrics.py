@@ -130,7 +130,7 @@ def _age(now: datetime, oldest: Any) -> float:
         oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
     elif oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=now.tzinfo)
-    return max(0.0, (now - oldest).total_seconds())
+    return round(max(0.0, (now - oldest).total_seconds()), 3)
 
 
 async def _stats(
@@ -161,6 +161,7 @@ async def _stats(
         ).group_by(ranked.c.g)
     )
     return {
-        str(g): DurationStats(int(n), float(p50), float(p90), float(mx))
+        # Millisecond precision: SQLite's julianday() carries no more than that.
+        str(g): DurationStats(int(n), round(p50, 3), round(p90, 3), round(mx, 3))
         for g, n, p50, p90, mx in rows
     }
