@@ -40,8 +40,52 @@ async def _serve_grpc(settings: Settings) -> None:
     await runtime.stop()
 
 
+async def _serve_all(settings: Settings, http_addr: str | None) -> None:
+    """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
+    from gateway.serve import start_gateway, upstream_for, wait_for_signal
+    from gateway.settings import GatewaySettings
+
+    runtime = ServerRuntime(settings)
+    await runtime.start()
+    overrides: dict[str, Any] = {"http_addr": http_addr} if http_addr else {}
+    gateway_settings = GatewaySettings(
+        **overrides, upstream=upstream_for(settings.grpc_addr, runtime.port)
+    )
+    try:
+        gateway = await start_gateway(gateway_settings, access_log=True)
+    except BaseException:
+        await runtime.stop()
+        raise
+    print(
+        f"resolutionflow: gRPC on {settings.grpc_addr}, HTTP gateway on {gateway.url}, "
+        f"database {runtime.db.url!r}",
+        flush=True,
+    )
+    await wait_for_signal(gateway.task)
+    print("resolutionflow: shutting down", flush=True)
+    await asyncio.gather(gateway.stop(), runtime.stop(), return_exceptions=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    asyncio.run(_serve_all(_settings(args), getattr(args, "http_addr", None)))
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
     asyncio.run(_serve_grpc(_settings(args)))
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.serve import run_gateway
+    from gateway.settings import GatewaySettings
+
+    overrides: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("http_addr", "upstream")
+        if getattr(args, key, None) is not None
+    }
+    asyncio.run(run_gateway(GatewaySettings(**overrides)))
     return 0
 
 
@@ -126,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run everything in one process (embedded SQLite)")
+    serve = sub.add_parser(
+        "serve", help="run the gRPC server and the HTTP gateway in one process (embedded SQLite)"
+    )
     serve.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
     serve.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
     serve.add_argument("--database-url", help="default ./var/resolutionflow.db (RF_DATABASE_URL)")
@@ -135,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run the gRPC server only")
     server.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
     server.add_argument("--database-url", help="(RF_DATABASE_URL)")
-    server.set_defaults(func=cmd_serve)
+    server.set_defaults(func=cmd_server)
+
+    gateway = sub.add_parser("gateway", help="run the HTTP gateway (REST + SSE) only")
+    gateway.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
+    gateway.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
+    gateway.set_defaults(func=cmd_gateway)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
