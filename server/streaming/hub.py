@@ -76,8 +76,15 @@ class AccountFeed:
         self.task = asyncio.create_task(self._run(), name=f"feed:{account_id}")
 
     async def _run(self) -> None:
-        async with self.hub.db.read() as s:
-            self.last_seen = await events.head(s, self.account_id)
+        delay = 0.1
+        while self.last_seen is None:
+            try:
+                async with self.hub.db.read() as s:
+                    self.last_seen = await events.head(s, self.account_id)
+            except Exception:
+                log.exception("reading the log head of %s failed", self.account_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self.ready.set()
         while True:
             await self.wake.wait()
