@@ -181,7 +181,10 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
-        return datetime.fromisoformat(data["c"]), str(uuid.UUID(data["i"]))
+        created_at = datetime.fromisoformat(data["c"])
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, str(uuid.UUID(data["i"]))
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise InvalidArgument(
             [FieldViolation("page_token", "is not a token returned by ListHandoffs")]
