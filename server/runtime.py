@@ -6,7 +6,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import start_http_server
+
+from server import telemetry
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
 from server.api.convert import ProtoEncoder
 from server.assessment.providers import provider_from
@@ -32,7 +36,8 @@ class ServerRuntime:
         self.codec = TokenCodec(settings.resolved_jwt_secret())
         encoder = ProtoEncoder()
         self.hub = Hub(self.db, encoder.event, capacity=settings.stream_buffer)
-        self.db.on_commit(self.hub.notify)
+        self.db.on_commit(lambda appended: self.hub.notify({a for a, _ in appended}))
+        self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder, settings.heartbeat_seconds)
         self.grpc, self._health = create_grpc_server(
             self.core, self.streams, self.codec, max_request_bytes=settings.max_request_bytes
@@ -50,10 +55,12 @@ class ServerRuntime:
             self.listener = PgListener(
                 asyncpg_dsn(self.db.url),
                 on_notify=lambda account: self.hub.notify((account,)),
-                on_connect=self.hub.notify_all,
+                on_connect=self._listening,
             )
         self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_http: WSGIServer | None = None
         self.port = 0
+        self.metrics_port = 0
 
     async def start(self, grpc_addr: str | None = None) -> int:
         """Migrate, bind and serve; returns the bound port (useful with port 0)."""
@@ -71,6 +78,10 @@ class ServerRuntime:
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
         await self.assessments.start()
+        if s.metrics_addr:
+            host, _, port = s.metrics_addr.rpartition(":")
+            self._metrics_http, _ = start_http_server(int(port), host)
+            self.metrics_port = self._metrics_http.server_port
         await self.grpc.start()
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, SERVING)
@@ -87,10 +98,17 @@ class ServerRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.assessments.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
         await self.db.dispose()
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()
+
+    def _listening(self) -> None:
+        telemetry.LISTEN_RECONNECTS.inc()
+        self.hub.notify_all()
 
     async def _wake_feeds(self) -> None:
         self.hub.notify_all()

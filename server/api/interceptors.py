@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
+from server import telemetry
 from server.auth import TokenCodec, bearer_token
 from server.domain.types import Caller, Role
 from server.errors import (
@@ -69,6 +71,55 @@ _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 def current_caller() -> Caller:
     """The authenticated caller of the RPC being served."""
     return _caller.get()
+
+
+class MetricsInterceptor(AsyncServerInterceptor):
+    """Outermost: counts every RPC by method and final status, times unary ones."""
+
+    async def intercept(
+        self, method: Callable[..., Any], request: Any, context: Any, method_name: str
+    ) -> Any:
+        name = method_name.rsplit("/", 1)[-1]
+        started = time.perf_counter()
+        try:
+            response = method(request, context)
+            if hasattr(response, "__aiter__"):
+                return self._stream(response, context, name)
+            result = await response
+        except BaseException:
+            telemetry.RPCS.labels(name, _code(context, failed=True)).inc()
+            raise
+        telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - started)
+        telemetry.RPCS.labels(name, "OK").inc()
+        return result
+
+    async def _stream(
+        self, responses: AsyncIterator[Any], context: Any, name: str
+    ) -> AsyncIterator[Any]:
+        gauge = telemetry.OPEN_STREAMS.labels(name)
+        gauge.inc()
+        failed = True
+        try:
+            async for item in responses:
+                telemetry.EVENTS_DELIVERED.inc()
+                yield item
+            failed = False
+        finally:
+            gauge.dec()
+            telemetry.RPCS.labels(name, _code(context, failed)).inc()
+
+
+def _code(context: Any, failed: bool) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        return (
+            grpc.StatusCode(code).name
+            if code in {c.value[0] for c in grpc.StatusCode}
+            else str(code)
+        )
+    return "CANCELLED" if failed else "OK"
 
 
 class ErrorInterceptor(AsyncServerInterceptor):

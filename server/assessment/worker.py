@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
+from server import telemetry
 from server.assessment.providers import AssessmentFailed, Provider
 from server.db.database import Database
 from server.domain.types import Assessment, AssessmentStatus
@@ -73,6 +75,7 @@ class AssessmentWorker:
             handoff = await handoffs.get_internal(s, handoff_id)
         if handoff is None or handoff.assessment.status is not AssessmentStatus.PENDING:
             return
+        started = time.monotonic()
         try:
             verdict = await asyncio.wait_for(self.provider.assess(handoff), self.timeout)
             result = Assessment(
@@ -97,5 +100,7 @@ class AssessmentWorker:
                 failure_reason=reason,
                 completed_at=self.clock(),
             )
+        telemetry.ASSESSMENT_SECONDS.observe(time.monotonic() - started)
+        telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
         async with self.db.write() as s:
             await handoffs.save_assessment(s, handoff_id, result, self.clock())

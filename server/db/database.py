@@ -15,7 +15,7 @@ come from the same snapshot.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 READ_ONLY = "rf_read_only"
-TOUCHED_ACCOUNTS = "rf_touched_accounts"
+# Written by the event log: (account_id, event type) of each event appended in a transaction.
+APPENDED_EVENTS = "rf_appended_events"
 
 
 class Database:
@@ -44,10 +45,10 @@ class Database:
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._commit_listeners: list[Callable[[Iterable[str]], None]] = []
+        self._commit_listeners: list[Callable[[list[tuple[str, str]]], None]] = []
 
-    def on_commit(self, listener: Callable[[Iterable[str]], None]) -> None:
-        """Call ``listener(account_ids)`` after a write that appended events commits."""
+    def on_commit(self, listener: Callable[[list[tuple[str, str]]], None]) -> None:
+        """Call ``listener([(account_id, event_type), ...])`` after events are committed."""
         self._commit_listeners.append(listener)
 
     @asynccontextmanager
@@ -59,10 +60,10 @@ class Database:
             session.begin(),
         ):
             yield session
-        touched: set[str] = session.info.get(TOUCHED_ACCOUNTS, set())
-        if touched:
+        appended: list[tuple[str, str]] = session.info.get(APPENDED_EVENTS, [])
+        if appended:
             for listener in self._commit_listeners:
-                listener(touched)
+                listener(appended)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

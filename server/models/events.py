@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.database import TOUCHED_ACCOUNTS
+from server.db.database import APPENDED_EVENTS
 from server.db.schema import AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
 
@@ -58,14 +58,15 @@ async def append(
             payload=handoff.to_json(),
         )
     )
-    touched: set[str] = session.info.setdefault(TOUCHED_ACCOUNTS, set())
-    if handoff.account_id not in touched and _dialect(session) == "postgresql":
+    appended: list[tuple[str, str]] = session.info.setdefault(APPENDED_EVENTS, [])
+    first_for_account = all(account != handoff.account_id for account, _ in appended)
+    if first_for_account and _dialect(session) == "postgresql":
         # Delivered to every LISTENing replica when (and only if) this transaction commits.
         await session.execute(
             text("SELECT pg_notify(:channel, :account)"),
             {"channel": NOTIFY_CHANNEL, "account": handoff.account_id},
         )
-    touched.add(handoff.account_id)
+    appended.append((handoff.account_id, event_type.value))
 
 
 async def head(session: AsyncSession, account_id: str) -> int:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from server import telemetry
 from server.db.database import Database
 from server.domain.types import Event
 from server.models import events
@@ -58,6 +60,7 @@ class Subscription:
         if len(self.buffer) >= self.capacity:
             self.lagging = True
             self.overflows += 1
+            telemetry.CATCHUPS.inc()
             self.buffer.clear()
         else:
             self.buffer.append((event.sequence, data))
@@ -100,7 +103,9 @@ class AccountFeed:
             assert self.last_seen is not None
             async with self.hub.db.read() as s:
                 batch = await events.read_after(s, self.account_id, self.last_seen, READ_BATCH)
+            now = time.time()
             for event in batch:
+                telemetry.DELIVERY_LAG.observe(max(0.0, now - event.occurred_at.timestamp()))
                 data = self.hub.encode(event)
                 for sub in self.subscribers:
                     sub.offer(event, data)
