@@ -36,7 +36,7 @@ async def scrape(runtime: ServerRuntime) -> dict[tuple[str, tuple[tuple[str, str
     }
 
 
-def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
