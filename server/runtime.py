@@ -9,6 +9,7 @@ from datetime import timedelta
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
+from sqlalchemy import text
 
 from server import telemetry
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
@@ -61,6 +62,8 @@ class ServerRuntime:
         self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port = 0
+        self._serving = NOT_SERVING
+        self._stopping = False
 
     async def start(self, grpc_addr: str | None = None) -> int:
         """Migrate, bind and serve; returns the bound port (useful with port 0)."""
@@ -74,6 +77,7 @@ class ServerRuntime:
             _every(s.log_poll_seconds, "log check", self._wake_feeds),
             _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers),
             _every(s.prune_interval_seconds, "event retention", self.prune_events),
+            _every(s.health_check_seconds, "database health", self.check_database),
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
@@ -83,6 +87,7 @@ class ServerRuntime:
             self._metrics_http, _ = start_http_server(int(port), host)
             self.metrics_port = self._metrics_http.server_port
         await self.grpc.start()
+        self._serving = SERVING
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, SERVING)
         log.info("gRPC server listening on %s (port %d)", addr, self.port)
@@ -90,6 +95,7 @@ class ServerRuntime:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, end open streams with UNAVAILABLE (resumable), then exit."""
+        self._stopping = True
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, NOT_SERVING)
         self.hub.close_all()
@@ -105,6 +111,21 @@ class ServerRuntime:
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()
+
+    async def check_database(self) -> None:
+        """Health follows the database: no database, no service (load balancers move on)."""
+        try:
+            async with asyncio.timeout(self.settings.health_check_seconds * 2):
+                async with self.db.read() as s:
+                    await s.execute(text("SELECT 1"))
+            status = SERVING
+        except Exception as e:
+            log.warning("database unreachable: %s", e)
+            status = NOT_SERVING
+        if status != self._serving and not self._stopping:
+            self._serving = status
+            for name in ("", *SERVICE_NAMES):
+                await self._health.set(name, status)
 
     def _listening(self) -> None:
         telemetry.LISTEN_RECONNECTS.inc()

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # How often each replica re-checks the log head, healing a missed wake-up.
     log_poll_seconds: float = Field(default=1.0, gt=0)
     sla_check_seconds: float = Field(default=1.0, gt=0)
+    # How often the database is pinged; gRPC health is NOT_SERVING while it fails.
+    health_check_seconds: float = Field(default=2.0, gt=0)
     # Events older than this are pruned; a cursor older than that gets a RESET.
     event_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     prune_interval_seconds: float = Field(default=300, gt=0)
