@@ -32,6 +32,7 @@ proto: install
 lint: install tools
 	$(BUF) lint
 	$(BUF) format --exit-code -d
+	$(BUF) breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
