@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from server import logs
 from server.auth import TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
@@ -214,10 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.verbose, Settings().log_format)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

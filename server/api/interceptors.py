@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
-from server import telemetry
+from server import logs, telemetry
 from server.auth import TokenCodec, bearer_token
 from server.domain.types import Caller, Role
 from server.errors import (
@@ -32,6 +33,7 @@ from server.errors import (
 )
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("resolutionflow.access")
 
 STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -73,52 +75,73 @@ def current_caller() -> Caller:
     return _caller.get()
 
 
-class MetricsInterceptor(AsyncServerInterceptor):
-    """Outermost: counts every RPC by method and final status, times unary ones."""
+class ObservabilityInterceptor(AsyncServerInterceptor):
+    """Outermost: request id, one log line and the metrics of every RPC, streams included."""
 
     async def intercept(
         self, method: Callable[..., Any], request: Any, context: Any, method_name: str
     ) -> Any:
         name = method_name.rsplit("/", 1)[-1]
+        given = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+        logs.request_id.set(given[:64] if given else uuid.uuid4().hex)
         started = time.perf_counter()
         try:
             response = method(request, context)
             if hasattr(response, "__aiter__"):
-                return self._stream(response, context, name)
+                return self._stream(response, context, name, started)
             result = await response
         except BaseException:
-            telemetry.RPCS.labels(name, _code(context, failed=True)).inc()
+            _finished(name, _code(context, failed=True), started, streaming=False)
             raise
-        telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - started)
-        telemetry.RPCS.labels(name, "OK").inc()
+        _finished(name, "OK", started, streaming=False)
         return result
 
     async def _stream(
-        self, responses: AsyncIterator[Any], context: Any, name: str
+        self, responses: AsyncIterator[Any], context: Any, name: str, started: float
     ) -> AsyncIterator[Any]:
         gauge = telemetry.OPEN_STREAMS.labels(name)
         gauge.inc()
         failed = True
+        sent = 0
         try:
             async for item in responses:
+                sent += 1
                 telemetry.EVENTS_DELIVERED.inc()
                 yield item
             failed = False
         finally:
             gauge.dec()
-            telemetry.RPCS.labels(name, _code(context, failed)).inc()
+            _finished(name, _code(context, failed), started, streaming=True, sent=sent)
+
+
+def _finished(name: str, code: str, started: float, streaming: bool, sent: int = 0) -> None:
+    seconds = time.perf_counter() - started
+    telemetry.RPCS.labels(name, code).inc()
+    if not streaming:
+        telemetry.RPC_SECONDS.labels(name).observe(seconds)
+    caller = _caller.get(None)
+    fields: dict[str, Any] = {
+        "method": name,
+        "code": code,
+        "duration_ms": round(seconds * 1000, 2),
+        "account_id": caller.account_id if caller else "",
+        "user_id": caller.user_id if caller else "",
+    }
+    if streaming:
+        fields["messages_sent"] = sent
+    access_log.info("stream ended" if streaming else "rpc", extra=fields)
+
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 
 
 def _code(context: Any, failed: bool) -> str:
+    """The status the RPC ended with; a failure with no code set is a client cancel."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
     if isinstance(code, int):
-        return (
-            grpc.StatusCode(code).name
-            if code in {c.value[0] for c in grpc.StatusCode}
-            else str(code)
-        )
+        return _CODE_NAMES.get(code, str(code))
     return "CANCELLED" if failed else "OK"
 
 
