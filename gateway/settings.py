@@ -1,0 +1,69 @@
+"""The gateway's settings, read from ``RF_*`` environment variables (and CLI flags).
+
+Separate from the server's settings on purpose: the gateway never imports ``server``.
+Names the two share (``RF_HTTP_ADDR``, ``RF_UPSTREAM``, ``RF_HEARTBEAT_SECONDS``,
+``RF_SHUTDOWN_GRACE_SECONDS``) mean the same thing for both.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RF_", extra="ignore")
+
+    # Where the gateway listens (port 0: any free port) and the gRPC server it talks to.
+    http_addr: str = "127.0.0.1:8080"
+    upstream: str = "127.0.0.1:50051"
+    # Browser origins allowed by CORS: a JSON list or comma-separated; none by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # A ": ping" comment on an SSE stream that has sent nothing for this long.
+    heartbeat_seconds: float = Field(default=15, gt=0)
+    # The reconnect delay suggested to browsers (the SSE "retry:" field).
+    sse_retry_ms: int = Field(default=3000, ge=0)
+    # How long a stream request waits for the first upstream message before the 200 and
+    # the headers go out. Errors the server answers at once (bad token, wrong role) are
+    # caught in this window and become ordinary HTTP errors.
+    sse_first_event_wait_seconds: float = Field(default=1.0, ge=0)
+
+    # Deadline of each unary upstream call (REST request) and of the health check.
+    upstream_timeout_seconds: float = Field(default=10, gt=0)
+    health_timeout_seconds: float = Field(default=2, gt=0)
+    # HTTP/2 keepalive pings on the upstream channel, and when an unanswered one fails it.
+    upstream_keepalive_seconds: float = Field(default=20, ge=10)
+    upstream_keepalive_timeout_seconds: float = Field(default=10, gt=0)
+    # Reconnect backoff of the upstream channel: starts here, never waits longer than max.
+    upstream_initial_backoff_seconds: float = Field(default=0.2, gt=0)
+    upstream_max_backoff_seconds: float = Field(default=2, gt=0)
+
+    # How long uvicorn waits for open requests on shutdown before cancelling them.
+    shutdown_grace_seconds: float = Field(default=5, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return split_addr(self.http_addr)
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` (also ``[::1]:port``) into its parts."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
