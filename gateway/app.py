@@ -38,6 +38,7 @@ from gateway.errors import (
     error_response,
     from_rpc_error,
 )
+from gateway.request_ids import RequestIdMiddleware, request_id
 from gateway.settings import GatewaySettings
 from gateway.sse import SSEStreams
 from gateway.upstream import Upstream
@@ -132,6 +133,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             expose_headers=["Location"],
             max_age=600,
         )
+    app.add_middleware(RequestIdMiddleware)
     _install_error_handlers(app, upstream)
     _install_openapi(app)
 
@@ -366,15 +368,16 @@ def proto_json(
 
 
 def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
-    """The caller's Authorization header, unchanged, as gRPC metadata."""
+    """The caller's Authorization header, unchanged, and the request id as gRPC metadata."""
+    rid = (("x-request-id", request_id(request)),)
     value = request.headers.get("authorization")
     if value is None:
-        return ()
+        return rid
     if not value.isascii() or not value.isprintable():
         raise GatewayError(
             grpc.StatusCode.UNAUTHENTICATED, "malformed Authorization header (not printable ASCII)"
         )
-    return (("authorization", value),)
+    return (("authorization", value), *rid)
 
 
 def _cursor(request: Request, after: int | None) -> int | None:

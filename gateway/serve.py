@@ -135,7 +135,7 @@ async def wait_for_signal(*also: asyncio.Future[Any]) -> None:
 
 async def run_gateway(settings: GatewaySettings) -> None:
     """``resolutionflow gateway``: the gateway alone, until SIGTERM/SIGINT."""
-    gateway = await start_gateway(settings, access_log=True)
+    gateway = await start_gateway(settings)
     print(f"resolutionflow: gateway on {gateway.url}, upstream {settings.upstream}", flush=True)
     await wait_for_signal(gateway.task)
     print("resolutionflow: shutting down", flush=True)

@@ -52,7 +52,7 @@ async def _serve_all(settings: Settings, http_addr: str | None) -> None:
         **overrides, upstream=upstream_for(settings.grpc_addr, runtime.port)
     )
     try:
-        gateway = await start_gateway(gateway_settings, access_log=True)
+        gateway = await start_gateway(gateway_settings)
     except BaseException:
         await runtime.stop()
         raise
