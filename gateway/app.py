@@ -24,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -332,22 +333,44 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         },
     )
     async def healthz() -> Response:
+        status, message = await upstream_status()
+        if message:
+            return JSONResponse({"status": status, "message": message}, status_code=503)
+        return JSONResponse({"status": status})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/livez", tags=["health"], summary="The gateway process is alive")
+    async def livez() -> Response:
+        return JSONResponse({"status": "ALIVE"})
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Ready for traffic: the upstream is serving and the gateway is not draining",
+        responses={503: _content("Health", "not ready; send traffic elsewhere")},
+    )
+    async def readyz() -> Response:
+        if streams.closing.is_set():
+            return JSONResponse(
+                {"status": "DRAINING", "message": "the gateway is shutting down"}, status_code=503
+            )
+        return await healthz()
+
+    async def upstream_status() -> tuple[str, str]:
+        """The upstream's health status name, and why it is not serving ("" if it is)."""
         try:
             reply = await upstream.health.Check(
                 health_pb2.HealthCheckRequest(), timeout=settings.health_timeout_seconds
             )
         except grpc.aio.AioRpcError as e:
-            failure = from_rpc_error(e, upstream.target)
-            return JSONResponse(
-                {"status": "UNAVAILABLE", "message": failure.message}, status_code=503
-            )
+            return "UNAVAILABLE", from_rpc_error(e, upstream.target).message
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return JSONResponse(
-                {"status": name, "message": f"upstream {upstream.target} is {name}"},
-                status_code=503,
-            )
-        return JSONResponse({"status": name})
+            return name, f"upstream {upstream.target} is {name}"
+        return name, ""
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
