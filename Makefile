@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/resolutionflow/v1/*.proto)
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,otel]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from server import logs
+from server import logs, tracing
 from server.auth import TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
@@ -214,11 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.verbose, Settings().log_format)
+    settings = Settings()
+    logs.configure(args.verbose, settings.log_format)
+    if args.command in ("serve", "server", "gateway"):
+        tracing.configure(settings.otel_endpoint, f"resolutionflow-{args.command}")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

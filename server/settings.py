@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     upstream: str = "127.0.0.1:50051"
     # Log lines as JSON, logfmt, or "auto": logfmt on a terminal, JSON otherwise.
     log_format: Literal["auto", "json", "logfmt"] = "auto"
+    # OTLP/HTTP collector for traces (needs resolutionflow[otel]); off when empty.
+    otel_endpoint: str = ""
     # HOST:PORT for the Prometheus /metrics endpoint of the server process; off when empty.
     metrics_addr: str = ""
     # Where local state lives: the SQLite file by default and the generated JWT secret.
