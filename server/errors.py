@@ -10,11 +10,17 @@ from dataclasses import dataclass
 
 
 class DomainError(Exception):
-    """Base class; ``message`` is safe to show to the caller."""
+    """Base class; ``message`` is safe to show to the caller.
 
-    def __init__(self, message: str) -> None:
+    ``reason`` and ``metadata`` give clients something better to branch on than the
+    message text (sent as a ``google.rpc.ErrorInfo``), e.g. who holds an escalation.
+    """
+
+    def __init__(self, message: str, reason: str = "", metadata: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.reason = reason
+        self.metadata = metadata or {}
 
 
 @dataclass(frozen=True)

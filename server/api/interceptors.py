@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
@@ -44,6 +44,7 @@ STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
+ERROR_DOMAIN = "resolutionflow.v1"
 ANYONE = frozenset(Role)
 STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
 _H = "/resolutionflow.v1.HandoffService/"
@@ -168,23 +169,35 @@ class ErrorInterceptor(AsyncServerInterceptor):
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, method_name: str) -> None:
-    if isinstance(error, InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status = status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=error.message, details=[detail]
-        )
-        await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
     if isinstance(error, DomainError):
-        await context.abort(STATUS_OF[type(error)], error.message)
+        details = []
+        if isinstance(error, InvalidArgument):
+            details.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        if error.reason:
+            details.append(
+                error_details_pb2.ErrorInfo(
+                    reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+                )
+            )
+        code = STATUS_OF[type(error)]
+        if not details:
+            await context.abort(code, error.message)
+        packed = []
+        for detail in details:
+            any_detail = any_pb2.Any()
+            any_detail.Pack(detail)
+            packed.append(any_detail)
+        status = status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+        await context.abort_with_status(rpc_status.to_status(status))  # type: ignore[attr-defined]
     if isinstance(error, grpc.aio.AbortError | grpc.RpcError):
         raise error
     log.exception("unexpected error in %s", method_name)

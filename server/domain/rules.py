@@ -63,7 +63,9 @@ def refuse_transition(action: Action, current: Handoff) -> FailedPrecondition:
     if current.status is Status.PICKED_UP and holder is not None:
         return FailedPrecondition(
             f"cannot {action.value} handoff {current.id}: "
-            f"already picked up by {holder.name or holder.id} ({holder.id})"
+            f"already picked up by {holder.name or holder.id} ({holder.id})",
+            reason="ALREADY_PICKED_UP",
+            metadata={"holder_id": holder.id, "holder_name": holder.name},
         )
     return FailedPrecondition(
         f"cannot {action.value} handoff {current.id}: it is {current.status.value}"
