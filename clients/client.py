@@ -1,0 +1,246 @@
+"""The async Python client: one method per RPC, typed errors, streams that resume.
+
+``CreateHandoff`` is idempotent by ``request_id``, so ``create_handoff`` retries a
+transient failure with the same id without risk of a duplicate; other calls are not
+retried. A token provider (called for each call and each reconnect) lets long-lived
+clients follow token expiry: on UNAUTHENTICATED the client asks it once more and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from resolutionflow.v1 import escalation_pb2 as esc
+from resolutionflow.v1 import escalation_pb2_grpc, handoff_pb2_grpc
+from resolutionflow.v1 import handoff_pb2 as pb
+
+from clients.errors import Unavailable, from_rpc_error
+from clients.streams import resuming_stream
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+R = TypeVar("R", bound=Message)
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        token_provider: TokenProvider | None = None,
+        timeout: float = 10.0,
+        keepalive_seconds: float = 30.0,
+        create_attempts: int = 3,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if (token is None) == (token_provider is None):
+            raise ValueError("give exactly one of token and token_provider")
+        options = [
+            ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=options)
+            if credentials
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self._handoffs = handoff_pb2_grpc.HandoffServiceStub(self._channel)
+        self._escalations = escalation_pb2_grpc.EscalationServiceStub(self._channel)
+        self._token = token
+        self._provider = token_provider
+        self.timeout = timeout
+        self.create_attempts = create_attempts
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def _metadata(self, refresh: bool = False) -> tuple[tuple[str, str], ...]:
+        if self._provider is not None and (refresh or self._token is None):
+            value = self._provider()
+            self._token = await value if inspect.isawaitable(value) else value
+        return (("authorization", f"Bearer {self._token}"),)
+
+    async def _call(self, rpc: Callable[..., Awaitable[R]], request: Message) -> R:
+        for attempt in range(2):
+            metadata = await self._metadata(refresh=attempt > 0)
+            try:
+                return await rpc(request, metadata=metadata, timeout=self.timeout)
+            except grpc.aio.AioRpcError as e:
+                expired = e.code() == grpc.StatusCode.UNAUTHENTICATED
+                if expired and attempt == 0 and self._provider is not None:
+                    continue
+                raise from_rpc_error(e) from None
+        raise AssertionError("unreachable")
+
+    # ---- handoffs -----------------------------------------------------------------------
+
+    async def create_handoff(
+        self,
+        problem_summary: str,
+        *,
+        session_id: str,
+        intent: str = "ESCALATE",
+        priority: str = "NORMAL",
+        steps_tried: Iterable[tuple[str, str]] = (),
+        notes: str = "",
+        request_id: str | None = None,
+    ) -> pb.Handoff:
+        """``intent``: ESCALATE or REASSIGN; ``priority``: LOW, NORMAL, HIGH or URGENT;
+        ``steps_tried``: (description, outcome) pairs."""
+        request = pb.CreateHandoffRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            session_id=session_id,
+            intent=f"HANDOFF_INTENT_{intent.upper()}",
+            priority=f"PRIORITY_{priority.upper()}",
+            problem_summary=problem_summary,
+            steps_tried=[pb.Step(description=d, outcome=o) for d, o in steps_tried],
+            notes=notes,
+        )
+        for attempt in range(1, self.create_attempts + 1):
+            try:
+                return (await self._call(self._handoffs.CreateHandoff, request)).handoff
+            except Unavailable:
+                if attempt == self.create_attempts:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)  # same request_id: no duplicate
+        raise AssertionError("unreachable")
+
+    async def get_handoff(self, handoff_id: str) -> pb.Handoff:
+        request = pb.GetHandoffRequest(handoff_id=handoff_id)
+        return (await self._call(self._handoffs.GetHandoff, request)).handoff
+
+    async def list_handoffs(
+        self,
+        *,
+        status: str | None = None,
+        intent: str | None = None,
+        priority: str | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[pb.Handoff]:
+        """Every matching handoff, newest first, following page tokens."""
+        request = pb.ListHandoffsRequest(
+            status=f"HANDOFF_STATUS_{status.upper()}" if status else None,
+            intent=f"HANDOFF_INTENT_{intent.upper()}" if intent else None,
+            priority=f"PRIORITY_{priority.upper()}" if priority else None,
+            page_size=page_size,
+        )
+        while True:
+            page = await self._call(self._handoffs.ListHandoffs, request)
+            for handoff in page.handoffs:
+                yield handoff
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def cancel_handoff(self, handoff_id: str) -> pb.Handoff:
+        request = pb.CancelHandoffRequest(handoff_id=handoff_id)
+        return (await self._call(self._handoffs.CancelHandoff, request)).handoff
+
+    # ---- escalations --------------------------------------------------------------------
+
+    async def list_escalations(self) -> esc.ListEscalationsResponse:
+        """The open queue (``.escalations``) and the cursor it was read at (``.sequence``)."""
+        return await self._call(self._escalations.ListEscalations, esc.ListEscalationsRequest())
+
+    async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
+        """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster."""
+        request = esc.PickUpEscalationRequest(handoff_id=handoff_id)
+        return (await self._call(self._escalations.PickUpEscalation, request)).context
+
+    async def get_context(self, handoff_id: str) -> esc.HandoffContext:
+        request = esc.GetHandoffContextRequest(handoff_id=handoff_id)
+        return (await self._call(self._escalations.GetHandoffContext, request)).context
+
+    async def release(self, handoff_id: str) -> pb.Handoff:
+        request = esc.ReleaseEscalationRequest(handoff_id=handoff_id)
+        return (await self._call(self._escalations.ReleaseEscalation, request)).handoff
+
+    async def resolve(self, handoff_id: str, resolution_note: str = "") -> pb.Handoff:
+        request = esc.ResolveEscalationRequest(
+            handoff_id=handoff_id, resolution_note=resolution_note
+        )
+        return (await self._call(self._escalations.ResolveEscalation, request)).handoff
+
+    async def metrics(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> esc.EscalationMetrics:
+        request = esc.GetEscalationMetricsRequest(
+            start_time=_timestamp(start), end_time=_timestamp(end)
+        )
+        return (await self._call(self._escalations.GetEscalationMetrics, request)).metrics
+
+    # ---- streams ------------------------------------------------------------------------
+
+    def stream_escalations(
+        self, after: int | None = None, *, max_backoff: float = 10.0
+    ) -> AsyncIterator[pb.HandoffEvent]:
+        """The live queue, forever: SNAPSHOT (or replay after ``after``), then events.
+
+        Reconnects with backoff and jitter, resumes after the last event yielded and never
+        yields one twice. RESET events (cursor too old or ahead) are passed on: rebuild from
+        their ``snapshot``. Heartbeats are passed on too (their sequence is a safe cursor).
+        """
+        return self._stream(
+            self._escalations.StreamEscalations, esc.StreamEscalationsRequest, after, max_backoff
+        )
+
+    def watch_handoffs(
+        self, after: int | None = None, *, max_backoff: float = 10.0
+    ) -> AsyncIterator[pb.HandoffEvent]:
+        """The account's handoffs of every intent (a technician's own), like the queue."""
+        return self._stream(
+            self._handoffs.WatchHandoffs, pb.WatchHandoffsRequest, after, max_backoff
+        )
+
+    async def _stream(
+        self,
+        method: Callable[..., Any],
+        request_type: Callable[[], Any],
+        after: int | None,
+        max_backoff: float,
+    ) -> AsyncIterator[pb.HandoffEvent]:
+        async def open_stream(cursor: int | None) -> AsyncIterator[pb.HandoffEvent]:
+            for attempt in range(2):
+                request = request_type()
+                if cursor is not None:
+                    request.after_sequence = cursor
+                call = method(request, metadata=await self._metadata(refresh=attempt > 0))
+                try:
+                    async for event in call:
+                        yield event
+                    return
+                except grpc.aio.AioRpcError as e:
+                    expired = e.code() == grpc.StatusCode.UNAUTHENTICATED
+                    if not (expired and attempt == 0 and self._provider is not None):
+                        raise
+
+        try:
+            async for event in resuming_stream(open_stream, after, max_backoff=max_backoff):
+                yield event
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e) from None
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+__all__: Sequence[str] = ["AsyncClient", "TokenProvider"]

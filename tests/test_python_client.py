@@ -1,0 +1,180 @@
+"""The Python client against the real server: every method, typed errors, resuming streams."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from resolutionflow.v1 import handoff_pb2
+
+from clients import (
+    AlreadyPickedUp,
+    AsyncClient,
+    Client,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from server.domain.types import Role
+from server.runtime import ServerRuntime
+from tests.processes import ServerProcess
+from tests.support import token
+
+pb = handoff_pb2
+
+
+@pytest.fixture
+def connect(server: ServerRuntime, account: str) -> Callable[..., AsyncClient]:
+    def make(role: Role, user: str, acct: str | None = None) -> AsyncClient:
+        return AsyncClient(f"127.0.0.1:{server.port}", token=token(acct or account, user, role))
+
+    return make
+
+
+async def test_every_method(connect: Callable[..., AsyncClient]) -> None:
+    async with connect(Role.TECHNICIAN, "tina") as tech, connect(Role.ENGINEER, "erin") as eng:
+        h = await tech.create_handoff(
+            "Printer prints blank pages",
+            session_id="s-1",
+            priority="high",
+            steps_tried=[("Printed a test page", "blank too")],
+        )
+        assert (h.priority, h.status) == (pb.PRIORITY_HIGH, pb.HANDOFF_STATUS_OPEN)
+        assert (await tech.get_handoff(h.id)).id == h.id
+        assert [x.id async for x in tech.list_handoffs(status="open", page_size=1)] == [h.id]
+        queue = await eng.list_escalations()
+        assert [x.id for x in queue.escalations] == [h.id] and queue.sequence >= 1
+        context = await eng.pick_up(h.id)
+        assert context.problem_summary == "Printer prints blank pages"
+        assert [s.description for s in context.whats_been_tried] == ["Printed a test page"]
+        assert (await eng.get_context(h.id)).handoff.picked_up_by.id == "erin"
+        assert (await eng.release(h.id)).status == pb.HANDOFF_STATUS_OPEN
+        await eng.pick_up(h.id)
+        resolved = await eng.resolve(h.id, "new fuser")
+        assert (resolved.status, resolved.resolution_note) == (
+            pb.HANDOFF_STATUS_RESOLVED,
+            "new fuser",
+        )
+        assert (await eng.metrics()).resolved == 1
+        other = await tech.create_handoff("second", session_id="s-2", intent="reassign")
+        assert (await tech.cancel_handoff(other.id)).status == pb.HANDOFF_STATUS_CANCELLED
+
+
+async def test_typed_errors(connect: Callable[..., AsyncClient]) -> None:
+    async with (
+        connect(Role.TECHNICIAN, "tina") as tech,
+        connect(Role.ENGINEER, "erin") as erin,
+        connect(Role.ENGINEER, "eric") as eric,
+    ):
+        h = await tech.create_handoff("x", session_id="s")
+        await erin.pick_up(h.id)
+        with pytest.raises(AlreadyPickedUp) as lost:
+            await eric.pick_up(h.id)
+        assert (lost.value.holder_id, lost.value.holder_name) == ("erin", "erin")
+        with pytest.raises(InvalidArgument) as bad:
+            await tech.create_handoff("   ", session_id="")
+        assert {v.field for v in bad.value.violations} == {"problem_summary", "session_id"}
+        with pytest.raises(NotFound):
+            await tech.get_handoff(str(uuid.uuid4()))
+        with pytest.raises(PermissionDenied):
+            await tech.list_escalations()
+        await erin.resolve(h.id)
+        with pytest.raises(Conflict):
+            await erin.resolve(h.id)
+
+
+async def test_unauthenticated_is_typed(server: ServerRuntime) -> None:
+    async with AsyncClient(f"127.0.0.1:{server.port}", token="not-a-jwt") as client:
+        with pytest.raises(Unauthenticated):
+            await client.list_handoffs().__anext__()
+
+
+async def test_token_provider_refreshes_an_expired_token(
+    server: ServerRuntime, account: str
+) -> None:
+    issued: list[str] = []
+
+    def provider() -> str:
+        # The first token is already expired; the client must come back for a fresh one.
+        ttl = -10 if not issued else 3600
+        issued.append(token(account, "erin", Role.ENGINEER, ttl=ttl))
+        return issued[-1]
+
+    async with AsyncClient(f"127.0.0.1:{server.port}", token_provider=provider) as client:
+        assert (await client.list_escalations()).sequence == 0
+        assert len(issued) == 2
+        events = client.stream_escalations()
+        assert (await events.__anext__()).type == pb.EVENT_TYPE_SNAPSHOT
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_reset_is_surfaced(connect: Callable[..., AsyncClient]) -> None:
+    async with connect(Role.ENGINEER, "erin") as eng:
+        events = eng.stream_escalations(after=999)
+        first = await events.__anext__()
+        assert first.type == pb.EVENT_TYPE_RESET
+        assert "ahead" in first.reset_reason
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_resuming_stream_survives_sigkill_and_restart(
+    database_url: str, tmp_path: Path, account: str
+) -> None:
+    server = ServerProcess(database_url, tmp_path)
+    await server.start()
+    eng = AsyncClient(server.address, token=token(account, "erin", Role.ENGINEER))
+    tech = AsyncClient(server.address, token=token(account, "tina", Role.TECHNICIAN))
+    seen: list[int] = []
+    got = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in eng.stream_escalations(after=0, max_backoff=0.5):
+            if event.type != pb.EVENT_TYPE_HEARTBEAT:
+                seen.append(event.sequence)
+                got.set()
+
+    reader = asyncio.create_task(consume())
+
+    async def until(count: int) -> None:
+        while len(seen) < count:
+            got.clear()
+            await got.wait()
+
+    try:
+        for _ in range(2):
+            await tech.create_handoff("before the crash", session_id="s")
+        await asyncio.wait_for(until(4), 20)
+        await server.kill()
+        await server.start()
+        for _ in range(2):
+            await tech.create_handoff("after the restart", session_id="s")
+        await asyncio.wait_for(until(8), 30)
+        assert seen == list(range(1, 9))
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await eng.close()
+        await tech.close()
+        await server.stop()
+
+
+async def test_sync_client(server: ServerRuntime, account: str) -> None:
+    def script() -> tuple[str, int]:
+        with (
+            Client(f"127.0.0.1:{server.port}", token=token(account, "t", Role.TECHNICIAN)) as tech,
+            Client(f"127.0.0.1:{server.port}", token=token(account, "e", Role.ENGINEER)) as eng,
+        ):
+            h = tech.create_handoff("sync", session_id="s")
+            context = eng.pick_up(h.id)
+            stream = eng.stream_escalations(after=0)
+            first = next(stream)
+            stream.close()  # type: ignore[attr-defined]
+            return context.handoff.id, first.sequence
+
+    handoff_id, first_sequence = await asyncio.to_thread(script)
+    assert first_sequence == 1 and handoff_id
