@@ -13,10 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-$(BUF):
-	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+# buf for the API checks; grpc-js for the test that reads the stream from Node.js.
+.tools/.installed: Makefile
+	npm install --silent --no-audit --no-fund --prefix .tools \
+		@bufbuild/buf@1.75.0 @grpc/grpc-js@1 @grpc/proto-loader@0
+	touch $@
 
-tools: $(BUF)
+tools: .tools/.installed
 
 run: install
 	$(VENV)/bin/resolutionflow serve
