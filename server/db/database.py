@@ -15,14 +15,18 @@ come from the same snapshot.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from server.errors import Unavailable
 
 READ_ONLY = "rf_read_only"
 # Written by the event log: (account_id, event type) of each event appended in a transaction.
@@ -54,12 +58,13 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction; commits on success, rolls back on error."""
-        async with (
-            self._write_lock or nullcontext(),
-            AsyncSession(self.engine, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+        with _connection_loss_is_unavailable():
+            async with (
+                self._write_lock or nullcontext(),
+                AsyncSession(self.engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
         appended: list[tuple[str, str]] = session.info.get(APPENDED_EVENTS, [])
         if appended:
             for listener in self._commit_listeners:
@@ -68,14 +73,47 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """One read transaction over a single consistent snapshot."""
-        async with (
-            AsyncSession(self._reader, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+        with _connection_loss_is_unavailable():
+            async with (
+                AsyncSession(self._reader, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# asyncpg's own errors appear unwrapped while connecting to a database that refuses
+# connections (shutting down, starting up, or closed to new connections).
+_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+@contextmanager
+def _connection_loss_is_unavailable() -> Iterator[None]:
+    """A lost or refused database connection is "try again" for the caller, not a bug.
+
+    Nothing was committed in that case (or the commit's outcome is unknown and the client
+    retries idempotently), so UNAVAILABLE is the honest answer.
+    """
+    try:
+        yield
+    except _CONNECTION_ERRORS as e:
+        raise Unavailable("the database is unavailable; retry shortly") from e
+    except DBAPIError as e:
+        if e.connection_invalidated:
+            raise Unavailable("the database connection was lost; retry shortly") from e
+        raise
 
 
 def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
