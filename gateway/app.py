@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated, Any, TypeVar
 
 import grpc
+import jwt
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -29,7 +32,8 @@ from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 
 from gateway import openapi
 from gateway.errors import (
@@ -66,16 +70,6 @@ Streams (`text/event-stream`): `id: <sequence>`, `event: <type>` (e.g. `snapshot
 `created`, `picked_up`, `heartbeat`), `data: <HandoffEvent as one-line JSON>`; `: ping`
 comments while idle; `event: error` then the end if the upstream fails mid-stream.
 Resume with the `Last-Event-ID` header or `?after=<sequence>`.
-"""
-
-# The web UI (its own issue) replaces this placeholder.
-INDEX_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ResolutionFlow Escalations</title></head>
-<body><h1>ResolutionFlow Escalations</h1>
-<p>The web UI arrives with its issue. Until then: the API is described at
-<a href="/docs">/docs</a> (<a href="/openapi.json">/openapi.json</a>), and
-<code>curl -N -H "Authorization: Bearer $TOKEN" /v1/escalations/stream</code>
-shows the live queue.</p></body></html>
 """
 
 # Query-parameter enums: the full proto names, as in the JSON mapping.
@@ -372,11 +366,71 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return name, f"upstream {upstream.target} is {name}"
         return name, ""
 
+    _install_web(app, settings)
+    return app
+
+
+# ---- the web page -----------------------------------------------------------------------
+
+WEB_DIR = FilePath(__file__).resolve().parent / "web"
+# The browser module lives with the clients; the page loads it from its real file.
+STREAM_JS = FilePath(__file__).resolve().parent.parent / "clients" / "web" / "stream.js"
+ROLES = ("technician", "engineer", "admin")
+
+
+def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
+    """``/`` (the page), ``/static/*`` and, in local mode only, ``POST /local/token``."""
+    local = settings.local_token_secret is not None
+    page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    page = page.replace('data-local-mode="false"', f'data-local-mode="{str(local).lower()}"')
+
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return HTMLResponse(INDEX_HTML)
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    return app
+    @app.get("/static/stream.js", include_in_schema=False)
+    async def stream_js() -> Response:
+        return FileResponse(STREAM_JS, media_type="text/javascript")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    secret = settings.local_token_secret
+    if secret is None:
+        return
+
+    @app.post("/local/token", include_in_schema=False)
+    async def local_token(request: Request) -> Response:
+        """A signed token for whoever asks: only ``resolutionflow serve`` offers this."""
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise bad_request({"body": "must be a JSON object"})
+        violations: dict[str, str] = {}
+        values: dict[str, str] = {}
+        for field in ("account", "user", "role", "name"):
+            value = data.get(field, "")
+            if not isinstance(value, str) or len(value.strip()) > 128:
+                violations[field] = "must be a string of at most 128 characters"
+            elif not value.strip() and field != "name":
+                violations[field] = "is required"
+            values[field] = value.strip() if isinstance(value, str) else ""
+        if "role" not in violations and values["role"] not in ROLES:
+            violations["role"] = f"one of {', '.join(ROLES)}"
+        if violations:
+            raise bad_request(violations)
+        now = int(time.time())
+        claims = {
+            "sub": values["user"],
+            "account": values["account"],
+            "role": values["role"],
+            "name": values["name"] or values["user"],
+            "iat": now,
+            "exp": now + settings.local_token_ttl_seconds,
+        }
+        token = jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+        return JSONResponse({"token": token, "expiresAt": claims["exp"]})
 
 
 # ---- translation helpers ----------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -128,6 +129,18 @@ def from_rpc_error(error: grpc.aio.AioRpcError, upstream: str = "") -> GatewayEr
     return GatewayError(code, message, details_of(error))
 
 
+def _retry_after(details: list[dict[str, Any]]) -> int:
+    """Whole seconds from the upstream's ``google.rpc.RetryInfo``, 1 if it sent none."""
+    for detail in details:
+        if detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+            delay = str(detail.get("retryDelay", "1s")).removesuffix("s")
+            try:
+                return max(1, math.ceil(float(delay)))
+            except ValueError:
+                break
+    return 1
+
+
 def error_json(error: GatewayError) -> bytes:
     return json.dumps(error.body, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -139,6 +152,8 @@ def error_response(error: GatewayError) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     elif status == 503:
         headers["Retry-After"] = "1"
+    elif status == 429:
+        headers["Retry-After"] = str(_retry_after(error.details))
     return Response(
         error_json(error), status_code=status, headers=headers, media_type="application/json"
     )

@@ -42,6 +42,8 @@ async def _serve_grpc(settings: Settings) -> None:
 
 async def _serve_all(settings: Settings, http_addr: str | None) -> None:
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
+    from pydantic import SecretStr
+
     from gateway.serve import start_gateway, upstream_for, wait_for_signal
     from gateway.settings import GatewaySettings
 
@@ -49,7 +51,10 @@ async def _serve_all(settings: Settings, http_addr: str | None) -> None:
     await runtime.start()
     overrides: dict[str, Any] = {"http_addr": http_addr} if http_addr else {}
     gateway_settings = GatewaySettings(
-        **overrides, upstream=upstream_for(settings.grpc_addr, runtime.port)
+        **overrides,
+        upstream=upstream_for(settings.grpc_addr, runtime.port),
+        # Local mode: the page's sign-in form may ask the gateway for a token.
+        local_token_secret=SecretStr(settings.resolved_jwt_secret()),
     )
     try:
         gateway = await start_gateway(gateway_settings)

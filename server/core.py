@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from server.db.database import Database
 from server.domain.context import HandoffContext, build_context
+from server.domain.limits import RateLimiter
 from server.domain.metrics import EscalationMetrics, metrics_window
 from server.domain.rules import Action
 from server.domain.types import (
@@ -39,8 +40,12 @@ class Core:
         self.clock = clock
         # Called after a new handoff is committed (the assessment worker listens here).
         self.created_listeners: list[Callable[[Handoff], None]] = []
+        self.create_limit = RateLimiter(
+            settings.creates_per_minute, settings.create_burst, "new handoffs"
+        )
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
+        self.create_limit.take(caller.account_id, caller.user_id)
         async with self.db.write() as s:
             handoff, created = await handoffs.create(
                 s, caller, new, self.clock(), self.settings.sla_target_seconds(new.priority)

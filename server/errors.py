@@ -54,3 +54,11 @@ class FailedPrecondition(DomainError):
 
 class Unavailable(DomainError):
     """Try again (elsewhere): e.g. the server is shutting down; streams can resume."""
+
+
+class ResourceExhausted(DomainError):
+    """A limit was reached; ``retry_after`` says when trying again makes sense."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -36,7 +36,13 @@ class ServerRuntime:
         self.core = Core(self.db, settings)
         self.codec = TokenCodec(settings.resolved_jwt_secret())
         encoder = ProtoEncoder()
-        self.hub = Hub(self.db, encoder.event, capacity=settings.stream_buffer)
+        self.hub = Hub(
+            self.db,
+            encoder.event,
+            capacity=settings.stream_buffer,
+            max_per_user=settings.max_streams_per_user,
+            max_per_account=settings.max_streams_per_account,
+        )
         self.db.on_commit(lambda appended: self.hub.notify({a for a, _ in appended}))
         self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder, settings.heartbeat_seconds)

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     sla_low_seconds: float = Field(default=14400, gt=0)
 
     heartbeat_seconds: float = Field(default=15, gt=0)
+    # Limits, per server process: open streams per user and per account, and creates per
+    # user (a token bucket: a burst, refilled at the per-minute rate).
+    max_streams_per_user: int = Field(default=20, ge=1)
+    max_streams_per_account: int = Field(default=5000, ge=1)
+    creates_per_minute: float = Field(default=1200, gt=0)
+    create_burst: int = Field(default=200, ge=1)
     # Events a stream may hold in memory; a slower reader catches up from the log instead.
     stream_buffer: int = Field(default=256, ge=1)
     # How often each replica re-checks the log head, healing a missed wake-up.

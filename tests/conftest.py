@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,6 +20,12 @@ from server.runtime import ServerRuntime
 from server.settings import Settings
 from tests.pg import fresh_database
 from tests.support import JWT_SECRET, Client, token
+
+TEST_LIMITS: dict[str, Any] = {
+    "creates_per_minute": 1e6,
+    "create_burst": 100_000,
+    "max_streams_per_user": 10_000,
+}
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -40,6 +47,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         var_dir=tmp_path_factory.mktemp("var"),
         grpc_addr="127.0.0.1:0",
         shutdown_grace_seconds=0,
+        # Tests drive load through few users; the limits have tests of their own.
+        **TEST_LIMITS,
     )
 
 

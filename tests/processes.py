@@ -35,6 +35,9 @@ class ServerProcess:
             "RF_JWT_SECRET": JWT_SECRET,
             "RF_VAR_DIR": str(log_dir),
             "RF_SHUTDOWN_GRACE_SECONDS": "2",
+            "RF_CREATES_PER_MINUTE": "1000000",
+            "RF_CREATE_BURST": "100000",
+            "RF_MAX_STREAMS_PER_USER": "10000",
             **env,
         }
         self.proc: asyncio.subprocess.Process | None = None

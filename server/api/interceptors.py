@@ -11,10 +11,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
@@ -28,6 +29,7 @@ from server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -42,6 +44,7 @@ STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 ERROR_DOMAIN = "resolutionflow.v1"
@@ -182,6 +185,10 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, method_nam
                     ]
                 )
             )
+        if isinstance(error, ResourceExhausted):
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(timedelta(seconds=error.retry_after))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         if error.reason:
             details.append(
                 error_details_pb2.ErrorInfo(

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from server import telemetry
 from server.db.database import Database
 from server.domain.types import Event
+from server.errors import ResourceExhausted
 from server.models import events
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Subscription:
     """One open stream. ``position`` is the last sequence it has consumed or skipped."""
 
     account_id: str
+    user_id: str
     position: int
     accepts: Callable[[Event], bool]
     capacity: int
@@ -115,31 +117,57 @@ class AccountFeed:
 
 
 class Hub:
-    def __init__(self, db: Database, encode: Callable[[Event], bytes], capacity: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        encode: Callable[[Event], bytes],
+        capacity: int,
+        max_per_user: int = 20,
+        max_per_account: int = 5000,
+    ) -> None:
         self.db = db
         self.encode = encode
         self.capacity = capacity
+        self.max_per_user = max_per_user
+        self.max_per_account = max_per_account
         self.feeds: dict[str, AccountFeed] = {}
+        self._per_user: Counter[tuple[str, str]] = Counter()
 
     def subscriber_count(self) -> int:
         return sum(len(f.subscribers) for f in self.feeds.values())
 
     def subscribe(
-        self, account_id: str, after: int, accepts: Callable[[Event], bool]
+        self, account_id: str, user_id: str, after: int, accepts: Callable[[Event], bool]
     ) -> tuple[Subscription, AccountFeed]:
+        if self._per_user[(account_id, user_id)] >= self.max_per_user:
+            raise ResourceExhausted(
+                f"too many open streams for this user (at most {self.max_per_user}); "
+                "close one first",
+                retry_after=5,
+            )
         feed = self.feeds.get(account_id)
+        if feed is not None and len(feed.subscribers) >= self.max_per_account:
+            raise ResourceExhausted(
+                f"too many open streams for this account (at most {self.max_per_account})",
+                retry_after=5,
+            )
         if feed is None:
             feed = self.feeds[account_id] = AccountFeed(self, account_id)
-        sub = Subscription(account_id, after, accepts, self.capacity)
+        sub = Subscription(account_id, user_id, after, accepts, self.capacity)
         feed.subscribers.add(sub)
+        self._per_user[(account_id, user_id)] += 1
         return sub, feed
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.closed = True
         feed = self.feeds.get(sub.account_id)
-        if feed is None:
+        if feed is None or sub not in feed.subscribers:
             return
         feed.subscribers.discard(sub)
+        key = (sub.account_id, sub.user_id)
+        self._per_user[key] -= 1
+        if not self._per_user[key]:
+            del self._per_user[key]
         if not feed.subscribers:
             feed.task.cancel()
             del self.feeds[sub.account_id]

@@ -66,16 +66,21 @@ class Streams:
     async def open(
         self, kind: StreamKind, caller: Caller, after: int | None
     ) -> AsyncIterator[bytes]:
-        if after is None:
-            snap = await self._snapshot(kind, caller)
-            yield self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
-            after = snap.sequence
-        elif problem := await self._cursor_problem(caller.account_id, after):
-            snap = await self._snapshot(kind, caller)
-            yield self.encoder.control(EventType.RESET, snap.sequence, snap.handoffs, problem)
-            after = snap.sequence
-        sub, feed = self.hub.subscribe(caller.account_id, after, _filter(kind, caller))
+        # Subscribe first, so a stream over its limit is refused before any byte is sent.
+        # The subscription starts out lagging: nothing is pushed to it until it has read
+        # the log from its position, which is only settled below.
+        sub, feed = self.hub.subscribe(
+            caller.account_id, caller.user_id, after or 0, _filter(kind, caller)
+        )
         try:
+            if after is None:
+                snap = await self._snapshot(kind, caller)
+                yield self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
+                sub.position = snap.sequence
+            elif problem := await self._cursor_problem(caller.account_id, after):
+                snap = await self._snapshot(kind, caller)
+                yield self.encoder.control(EventType.RESET, snap.sequence, snap.handoffs, problem)
+                sub.position = snap.sequence
             while True:
                 if sub.closed:
                     raise Unavailable(
