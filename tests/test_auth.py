@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -69,7 +71,20 @@ BAD_CREDENTIALS: dict[str, Callable[[str], str | None]] = {
     "empty account": lambda account: "Bearer " + signed(claims(account, account="")),
     "account not a string": lambda account: "Bearer " + signed(claims(account, account=7)),
     "unknown role": lambda account: "Bearer " + signed(claims(account, role="superuser")),
+    "not yet valid": lambda account: (
+        "Bearer " + signed(claims(account, nbf=int(time.time()) + 3600))
+    ),
+    "RS256 presented to an HS256 server": lambda account: "Bearer " + rs256(claims(account)),
+    "oversized": lambda account: "Bearer " + signed(claims(account, name="x" * 5_000)),
 }
+
+
+def rs256(payload: dict[str, Any]) -> str:
+    """A token that claims RS256: the server must not even try another algorithm."""
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode())
+    signature = base64.urlsafe_b64encode(b"\x00" * 256)
+    return b".".join(part.rstrip(b"=") for part in (header, body, signature)).decode()
 
 
 @pytest.mark.parametrize("case", list(BAD_CREDENTIALS))
