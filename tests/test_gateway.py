@@ -350,7 +350,7 @@ async def test_healthz_and_index(http: httpx.AsyncClient) -> None:
     page = await http.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "web UI arrives with its issue" in page.text
+    assert 'id="queue"' in page.text
 
 
 async def test_openapi_describes_real_bodies(http: httpx.AsyncClient) -> None:

@@ -34,7 +34,8 @@ let metricsTimer = 0;
 function decodeClaims(token) {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(decodeURIComponent(escape(atob(part))));
+    const binary = atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="));
+    return JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
   } catch {
     return null;
   }
@@ -183,6 +184,7 @@ function connect(url, onEvent, onReset) {
 
 function startEngineer() {
   $("engineer").hidden = false;
+  loadWorking();
   connect("/v1/escalations/stream", onQueueEvent, onQueueReset);
   setInterval(tick, 1000);
   loadMetrics();
@@ -217,7 +219,7 @@ function onQueueEvent(event) {
       queue.set(h.id, h);
       $("queue").prepend(card(h, true));
       announce(`New ${priorityLabel(h.priority)} escalation from ${byName(h.createdBy)}: ${h.problemSummary}`);
-      noticeWhileHidden();
+      if (event.type === "created") noticeWhileHidden();
       break;
     case "picked_up":
     case "resolved":
@@ -232,8 +234,57 @@ function onQueueEvent(event) {
     default:
       if (queue.has(h.id)) update(h);
   }
+  trackWorking(event.type, h);
   updateCount();
   scheduleMetrics();
+}
+
+// ---- the engineer's own picked-up escalations (to get back to them after a reload) ----------
+
+/** Escalations this engineer holds: id -> handoff. */
+const working = new Map();
+
+async function loadWorking() {
+  try {
+    const { handoffs = [] } = await api(
+      "/v1/handoffs?status=HANDOFF_STATUS_PICKED_UP&intent=HANDOFF_INTENT_ESCALATE&page_size=200",
+    );
+    for (const h of handoffs) trackWorking("picked_up", h);
+  } catch {
+    // Not essential: the list fills from the stream as well.
+  }
+}
+
+/** @param {string} type @param {any} h */
+function trackWorking(type, h) {
+  const mineNow =
+    h.status === "HANDOFF_STATUS_PICKED_UP" && h.pickedUpBy && h.pickedUpBy.id === session?.claims.sub;
+  if (mineNow) working.set(h.id, h);
+  else if (type !== "assessment_ready" && !type.startsWith("sla_")) working.delete(h.id);
+  renderWorking();
+}
+
+function renderWorking() {
+  $("working").hidden = working.size === 0;
+  $("working-list").replaceChildren(
+    ...[...working.values()].map((h) => {
+      const open = el("button", { type: "button", class: "primary", text: "Open" });
+      open.setAttribute("aria-label", `Open: ${h.problemSummary}`);
+      open.addEventListener("click", async () => {
+        try {
+          const body = await api(`/v1/escalations/${encodeURIComponent(h.id)}/context`);
+          showContext(body.context);
+        } catch (e) {
+          announce(`Could not open it: ${e.message}`);
+        }
+      });
+      return el("li", { class: "card", "data-id": h.id, "data-priority": (h.priority || "").replace("PRIORITY_", "").toLowerCase() }, [
+        el("div", { class: "card-head" }, [el("span", { class: "priority", text: priorityLabel(h.priority) })]),
+        el("p", { class: "summary", text: h.problemSummary || "" }),
+        el("div", { class: "card-actions" }, [open]),
+      ]);
+    }),
+  );
 }
 
 /** @param {any} h @param {boolean} [isNew] */
@@ -357,6 +408,7 @@ async function pickUp(id, item) {
     const body = await api(`/v1/escalations/${encodeURIComponent(id)}/pickup`, { method: "POST" });
     remove(id);
     updateCount();
+    if (body.context.handoff) trackWorking("picked_up", body.context.handoff);
     showContext(body.context);
   } catch (e) {
     // 409: the gateway's message names who has it ("already picked up by …").
@@ -417,6 +469,8 @@ $("resolve-form").addEventListener("submit", async (e) => {
       method: "POST",
       body: { resolutionNote: note },
     });
+    working.delete(current.id);
+    renderWorking();
     announce("Resolved.");
     backToQueue();
   } catch (error) {
@@ -428,6 +482,8 @@ $("release").addEventListener("click", async () => {
   if (!current) return;
   try {
     await api(`/v1/escalations/${encodeURIComponent(current.id)}/release`, { method: "POST" });
+    working.delete(current.id);
+    renderWorking();
     announce("Released to the queue.");
     backToQueue();
   } catch (error) {

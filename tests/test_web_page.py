@@ -1,0 +1,364 @@
+"""The web page in a real browser (Debian's Chromium) against the real gateway and server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from resolutionflow.v1 import escalation_pb2 as esc
+from resolutionflow.v1 import handoff_pb2 as pb
+
+from gateway.serve import RunningGateway, start_gateway
+from gateway.settings import GatewaySettings
+from server.domain.types import Role
+from server.runtime import ServerRuntime
+from tests import browser_support, gateway_support
+from tests.browser_support import card, screenshot
+from tests.support import JWT_SECRET, Client, settled
+
+pytest.importorskip("playwright.async_api")
+from playwright.async_api import expect
+
+gateway = gateway_support.gateway
+browser = browser_support.browser
+
+LIVE = "open"  # data-state of the connection badge while the stream is up
+
+
+@pytest.fixture
+async def pages(browser: Any, gateway: RunningGateway) -> AsyncIterator[Callable[..., Any]]:
+    """``await pages(account, user, role, name=..., url=..., reduced_motion=...)``."""
+    opened: list[Any] = []
+    errors: list[str] = []
+
+    async def make(account: str, user: str, role: Role | str, name: str = "", **kw: Any) -> Any:
+        url = kw.pop("url", gateway.url)
+        page = await browser_support.open_page(browser, url, account, user, role, name, **kw)
+        page.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
+        opened.append(page)
+        return page
+
+    yield make
+    for page in opened:
+        await page.context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+# Records when each card is inserted into the queue (epoch ms, the tests' shared clock).
+ARRIVALS = """() => {
+    window.arrivals = {};
+    new MutationObserver((changes) => {
+        for (const change of changes) for (const node of change.addedNodes) {
+            if (node.dataset && node.dataset.id && !(node.dataset.id in arrivals)) {
+                arrivals[node.dataset.id] = Date.now();
+            }
+        }
+    }).observe(document.querySelector('#queue'), {childList: true});
+}"""
+
+
+async def live(*pages: Any) -> None:
+    for page in pages:
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", LIVE)
+
+
+async def test_escalation_from_a_technician_page_reaches_every_engineer_page_of_the_account(
+    pages: Callable[..., Any], account: str, client_for: Callable[..., Client]
+) -> None:
+    other = f"{account}-other"
+    eng1 = await pages(account, "eng-1", Role.ENGINEER, "Eng One")
+    eng2 = await pages(account, "eng-2", Role.ENGINEER, "Eng Two")
+    stranger = await pages(other, "eng-9", Role.ENGINEER, "Other Account")
+    tech = await pages(account, "tech-1", Role.TECHNICIAN, "Tina Tech")
+    await live(eng1, eng2, stranger, tech)
+
+    await tech.fill("#esc-summary", "Printer on floor 3 prints blank pages")
+    await tech.fill(".step-description", "Replaced the toner")
+    await tech.fill(".step-outcome", "still blank")
+    await tech.click("#add-step")
+    await tech.locator(".step-description").nth(1).fill("Printed a test page")
+    await tech.locator(".step-outcome").nth(1).fill("blank too")
+    await tech.select_option("#esc-priority", "PRIORITY_URGENT")
+    for page in (eng1, eng2):
+        await page.evaluate(ARRIVALS)
+    await tech.evaluate(
+        "document.querySelector('#escalate-form').addEventListener("
+        "'submit', () => { window.submittedAt = Date.now(); }, {capture: true})"
+    )
+    await tech.click("#escalate")
+    # From the submit to the card on both engineer pages (same clock): within a second.
+    for page in (eng1, eng2):
+        arrived = page.locator("#queue .card", has_text="Printer on floor 3 prints blank pages")
+        await expect(arrived).to_be_visible()
+    submitted = await tech.evaluate("window.submittedAt")
+    for page in (eng1, eng2):
+        delays = [at - submitted for at in await page.evaluate("Object.values(window.arrivals)")]
+        assert len(delays) == 1 and delays[0] < 1000, delays
+    mine = tech.locator("#mine .card")
+    await expect(mine).to_have_count(1)
+    handoff_id = await mine.first.get_attribute("data-id")
+    assert handoff_id
+    for page in (eng1, eng2):
+        item = card(page, handoff_id)
+        await expect(item.locator(".priority")).to_have_text("Urgent")
+        await expect(item.locator(".summary")).to_have_text("Printer on floor 3 prints blank pages")
+        await expect(item.locator(".by")).to_contain_text("Tina Tech")
+        await expect(item.locator(".wait")).to_contain_text("waiting")
+        await expect(item.locator(".sla")).to_have_attribute("data-sla", "due")
+        # Created with a pending assessment; ASSESSMENT_READY fills it in live.
+        await expect(item.locator(".assessment")).to_have_attribute("data-status", "ready")
+        await expect(item.locator(".assessment")).not_to_contain_text("pending")
+    await expect(tech.locator("#mine .card .status")).to_have_text("Waiting for an engineer")
+
+    # The other account's page: its own escalation arrives, the first one never does.
+    outsider = client_for(Role.TECHNICIAN, "tech-9", acct=other)
+    theirs = await outsider.create(problem_summary="Only the other account sees this")
+    await expect(card(stranger, theirs.id)).to_be_visible()
+    await expect(stranger.locator("#queue .card")).to_have_count(1)
+    await expect(card(stranger, handoff_id)).to_have_count(0)
+    for page in (eng1, eng2):
+        await expect(card(page, theirs.id)).to_have_count(0)
+    # Announced for screen readers.
+    await expect(eng1.locator("#announcer")).to_contain_text("Printer on floor 3")
+
+
+async def test_pickup_leaves_the_other_queue_and_a_stale_pickup_names_the_holder(
+    pages: Callable[..., Any], account: str, technician: Client
+) -> None:
+    eng1 = await pages(account, "eng-1", Role.ENGINEER, "Eng One")
+    eng2 = await pages(account, "eng-2", Role.ENGINEER, "Eng Two")
+    tech = await pages(account, "tech-1", Role.TECHNICIAN, "Tina Tech")
+    await live(eng1, eng2, tech)
+
+    first = await technician.create(problem_summary="Shared drive is read-only")
+    await expect(card(eng1, first.id)).to_be_visible()
+    await expect(card(eng2, first.id)).to_be_visible()
+    await card(eng1, first.id).get_by_role("button", name="Pick up").click()
+    await expect(eng1.locator("#context")).to_be_visible()
+    await expect(card(eng2, first.id)).to_have_count(0)
+    # The technician sees who has it, then the resolution, live.
+    status = tech.locator(f'#mine .card[data-id="{first.id}"] .status')
+    await expect(status).to_have_text("Picked up by Eng One")
+    await eng1.fill("#resolution-note", "Remounted the share read-write")
+    await eng1.click("#resolve")
+    await expect(eng1.locator("#engineer")).to_be_visible()
+    await expect(status).to_have_text("Resolved: Remounted the share read-write")
+
+    # A stale card: engineer 2's page stops listening, so the card stays after the pickup.
+    second = await technician.create(problem_summary="Laptop fan is loud")
+    await expect(card(eng2, second.id)).to_be_visible()
+    await expect(card(eng1, second.id)).to_be_visible()
+    await eng2.evaluate("window.rf.stream.close()")
+    await expect(eng2.locator("#conn-state")).to_have_attribute("data-state", "closed")
+    await card(eng1, second.id).get_by_role("button", name="Pick up").click()
+    await expect(eng1.locator("#context")).to_be_visible()
+    await card(eng2, second.id).get_by_role("button", name="Pick up").click()
+    error = card(eng2, second.id).locator(".card-error")
+    await expect(error).to_contain_text("Eng One")
+    await expect(eng2.locator("#context")).to_be_hidden()
+
+    # After a reload engineer 1 finds the escalation they hold and gets back to it.
+    await eng1.reload()
+    await live(eng1)
+    held = eng1.locator(f'#working-list .card[data-id="{second.id}"]')
+    await expect(held).to_be_visible()
+    await expect(card(eng1, second.id)).to_have_count(0)
+    await held.get_by_role("button", name="Open").click()
+    await expect(eng1.locator("#ctx-problem .body")).to_have_text("Laptop fan is loud")
+    await eng1.click("#release")
+    await expect(eng1.locator("#working")).to_be_hidden()
+    await expect(card(eng1, second.id)).to_have_count(1)
+
+
+async def test_handoff_context_screen_shows_the_four_sections(
+    pages: Callable[..., Any], account: str, technician: Client, engineer: Client
+) -> None:
+    created = await technician.create(
+        priority=pb.PRIORITY_HIGH,
+        problem_summary="Outlook asks for the password on every start",
+        steps_tried=[
+            pb.Step(description="Re-entered the password", outcome="asked again"),
+            pb.Step(description="Cleared the credential manager", outcome="no change"),
+        ],
+    )
+    await settled(technician, created.id)
+    eng = await pages(account, "eng-1", Role.ENGINEER, "Erin Engineer")
+    await live(eng)
+    item = card(eng, created.id)
+    await expect(item.locator(".assessment")).to_have_attribute("data-status", "ready")
+    await screenshot(eng, "web-queue.png")
+
+    await item.get_by_role("button", name="Pick up").click()
+    context = eng.locator("#context")
+    await expect(context).to_be_visible()
+    await expect(eng.locator("#context-title")).to_be_focused()
+    truth = (
+        await engineer.call(
+            "escalations", "GetHandoffContext", esc.GetHandoffContextRequest(handoff_id=created.id)
+        )
+    ).context
+    for heading in ("Problem summary", "What's been tried", "AI assessment", "Start here"):
+        await expect(context.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+    await expect(eng.locator("#ctx-problem .body")).to_have_text(truth.problem_summary)
+    tried = eng.locator("#ctx-tried .body li")
+    await expect(tried).to_have_count(2)
+    await expect(tried.nth(0)).to_contain_text("Re-entered the password")
+    await expect(tried.nth(0)).to_contain_text("asked again")
+    await expect(tried.nth(1)).to_contain_text("Cleared the credential manager")
+    assert truth.ai_assessment.summary
+    await expect(eng.locator("#ctx-assessment .body")).to_contain_text(truth.ai_assessment.summary)
+    assert truth.start_here
+    await expect(eng.locator("#ctx-start .body")).to_have_text(truth.start_here)
+    await expect(eng.locator("#ctx-meta")).to_contain_text("picked up by Erin Engineer")
+    await eng.get_by_role("button", name="Start here", exact=True).click()
+    await expect(eng.locator("#resolution-note")).to_be_focused()
+    await screenshot(eng, "web-context.png")
+
+    # Release by keyboard: it goes back to the queue (a RELEASED event re-adds the card).
+    await eng.locator("#release").focus()
+    await eng.keyboard.press("Enter")
+    await expect(eng.locator("#engineer")).to_be_visible()
+    await expect(card(eng, created.id)).to_have_count(1)
+
+
+async def test_reconnects_after_a_gateway_restart_and_shows_each_escalation_once(
+    browser: Any, server: ServerRuntime, account: str, technician: Client
+) -> None:
+    settings = GatewaySettings(http_addr="127.0.0.1:0", upstream=f"127.0.0.1:{server.port}")
+    gw = await start_gateway(settings, log_level="warning")
+    page = None
+    try:
+        before = await technician.create(problem_summary="Before the restart")
+        page = await browser_support.open_page(browser, gw.url, account, "eng-1", Role.ENGINEER)
+        await live(page)
+        await expect(card(page, before.id)).to_be_visible()
+        port = gw.port
+        await gw.stop()
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
+        made = [
+            await technician.create(problem_summary=f"While the gateway was down #{n}")
+            for n in (1, 2)
+        ]
+        gw = await start_gateway(
+            settings.model_copy(update={"http_addr": f"127.0.0.1:{port}"}), log_level="warning"
+        )
+        await live(page)
+        for h in made:
+            await expect(card(page, h.id)).to_have_count(1)
+        await expect(page.locator("#queue .card")).to_have_count(3)
+        await expect(card(page, before.id)).to_have_count(1)
+        assert await page.evaluate("window.rf.stream.duplicatesDropped()") >= 0
+    finally:
+        if page is not None:
+            await page.context.close()
+        await gw.stop()
+
+
+async def test_reduced_motion_turns_the_slide_in_off_and_a_hidden_tab_counts_in_the_title(
+    pages: Callable[..., Any], account: str, technician: Client
+) -> None:
+    moving = await pages(account, "eng-1", Role.ENGINEER)
+    still = await pages(account, "eng-2", Role.ENGINEER, reduced_motion=True)
+    await live(moving, still)
+    hide = """() => {
+        Object.defineProperty(
+            document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    for page in (moving, still):
+        await page.evaluate(hide)
+    base = await still.title()
+
+    first = await technician.create(problem_summary="Keyboard types the wrong letters")
+    for page in (moving, still):
+        await expect(card(page, first.id)).to_be_visible()
+    animation = (
+        "el => getComputedStyle(el).animationName + ' ' + getComputedStyle(el).animationDuration"
+    )
+    assert await card(moving, first.id).evaluate(animation) == "slide-in 0.2s"
+    assert (await card(still, first.id).evaluate(animation)).startswith("none")
+    assert await still.evaluate("document.getAnimations().length") == 0
+
+    await technician.create(problem_summary="Monitor flickers")
+    await expect(still.locator("#queue .card")).to_have_count(2)
+    await expect(still).to_have_title(f"(2) New escalations · {base}")
+    # Reduced motion: the title holds still instead of flashing.
+    flashed = await still.evaluate(
+        """() => new Promise(resolve => {
+            const seen = new Set([document.title]);
+            const watcher = new MutationObserver(() => seen.add(document.title));
+            watcher.observe(
+                document.querySelector('title'),
+                {childList: true, subtree: true, characterData: true});
+            setTimeout(() => { watcher.disconnect(); resolve(seen.size); }, 2500);
+        })"""
+    )
+    assert flashed == 1
+    # Without it the title flashes between the count and the plain title.
+    await moving.wait_for_function(f"document.title === {base!r}")
+    await moving.wait_for_function("document.title.startsWith('(2) ')")
+
+    show = """() => {
+        Object.defineProperty(
+            document, 'visibilityState', {configurable: true, get: () => 'visible'});
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }"""
+    for page in (moving, still):
+        await page.evaluate(show)
+        await expect(page).to_have_title(base)
+
+
+async def test_technician_page_and_metrics_panel(
+    pages: Callable[..., Any], account: str, technician: Client, engineer: Client
+) -> None:
+    made = await technician.create(priority=pb.PRIORITY_LOW, problem_summary="Mouse is slow")
+    eng = await pages(account, "eng-1", Role.ENGINEER)
+    await live(eng)
+    await expect(eng.locator("#m-open")).to_have_text("1")
+    await expect(eng.locator("#m-chart svg rect.bar")).not_to_have_count(0)
+    await expect(eng.locator('#m-priority [data-priority="low"]')).to_contain_text("1 created")
+    await expect(card(eng, made.id)).to_be_visible()
+
+
+async def test_local_sign_in_form_only_in_local_mode(
+    browser: Any, server: ServerRuntime, gateway: RunningGateway, account: str
+) -> None:
+    # The `gateway` command's page: no form, no route.
+    plain = await browser.new_page(base_url=gateway.url)
+    try:
+        await plain.goto("/")
+        await expect(plain.locator("#token-form")).to_be_visible()
+        await expect(plain.locator("#local-form")).to_be_hidden()
+    finally:
+        await plain.close()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        missing = await http.post("/local/token", json={"account": account, "user": "u"})
+        assert missing.status_code in (404, 405)
+
+    # `serve` hands the gateway the server's secret: the form signs in for real.
+    async with gateway_support.running_gateway(
+        f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET
+    ) as local:
+        async with httpx.AsyncClient(base_url=local.url) as http:
+            bad = await http.post("/local/token", json={"account": account, "role": "boss"})
+            assert bad.status_code == 400
+            assert bad.json()["code"] == "INVALID_ARGUMENT"
+        page = await browser.new_page(base_url=local.url)
+        try:
+            await page.goto("/")
+            form = page.locator("#local-form")
+            await expect(form).to_be_visible()
+            await page.fill("#local-account", account)
+            await page.fill("#local-user", "erin")
+            await page.fill("#local-name", "Erin Engineer")
+            await page.select_option("#local-role", "engineer")
+            await form.get_by_role("button").click()
+            await expect(page.locator("#who-name")).to_contain_text("Erin Engineer")
+            await live(page)
+            await expect(page.locator("#queue-empty")).to_be_visible()
+        finally:
+            await page.close()
