@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--user", default="cli-watch", help="engineer user id for a local token")
     watch.add_argument("--token", help="bearer token (default: a local engineer token)")
     watch.set_defaults(func=cmd_watch)
+
+    from bench.cli import add_arguments as add_bench_arguments  # stdlib-only module
+
+    bench = sub.add_parser("bench", help="benchmark the real stack against bare ceilings")
+    add_bench_arguments(bench)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""Arguments of ``resolutionflow bench`` (stdlib only: the CLI imports this at start-up)."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Starts the real stack as separate processes (resolutionflow server, and the gateway for
+--transport sse) on a fresh SQLite file or the given --database-url, opens N subscribers
+spread over A accounts in a load-generator process of its own, creates escalations
+through CreateHandoff (each yields two events: CREATED, then ASSESSMENT_READY) and checks
+every delivery. Then runs the ceiling (a bare grpc.aio server, or a bare FastAPI +
+sse-starlette app, fanning pre-made bytes of the same events to the same subscribers) and,
+with --idle-streams, the memory run. Prints one JSON object on stdout; exits 1 if any
+event was lost, duplicated or out of order.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--transport", choices=("grpc", "sse"), default="grpc")
+    parser.add_argument("--subscribers", "-n", type=int, default=100, metavar="N")
+    parser.add_argument("--accounts", "-a", type=int, default=1, metavar="A")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        metavar="R",
+        help="events per second over all accounts (0, the default: as fast as possible)",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        metavar="E",
+        help="events to produce over all accounts (E/2 escalations); default: about "
+        "200,000 deliveries' worth at rate 0",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="create for this long instead of a fixed count (default 20 s when --rate > 0)",
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        default=0,
+        metavar="M",
+        help="memory run: M idle gRPC streams on a fresh server and on the bare one",
+    )
+    parser.add_argument(
+        "--streams-per-channel",
+        type=int,
+        default=100,
+        metavar="K",
+        help="gRPC streams sharing one HTTP/2 connection (SSE: per HTTP client); default 100",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="default: a fresh SQLite file in a temporary directory; a PostgreSQL URL whose "
+        "database does not exist (or has no name) gets a database created and dropped",
+    )
+    parser.add_argument(
+        "--assessment-delay",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="use an OpenAI-compatible fake provider that answers after this long",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "library"),
+        default="raw",
+        help="subscriber client: raw (lean HTTP/2 / HTTP/1.1 readers, the default) or "
+        "library (grpc.aio / httpx; the load generator then saturates first)",
+    )
+    parser.add_argument("--create-via", choices=("grpc", "http"), default="grpc")
+    parser.add_argument(
+        "--create-concurrency",
+        type=int,
+        default=8,
+        help="CreateHandoff calls in flight at rate 0 (default 8)",
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling run")
+    parser.add_argument(
+        "--no-ours", action="store_true", help="skip the real run of the stream phase"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=20,
+        help="give up when nothing arrived for this long after the last create (default 20)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the measured servers with py-spy into DIR (collapsed stacks + summary)",
+    )
+    parser.add_argument(
+        "--json-only", action="store_true", help="no progress or summary on stderr, just JSON"
+    )
+    parser.add_argument(
+        "--keep-temp", action="store_true", help="keep the temporary directory (process logs)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.runner import Bench
+
+    return Bench(args).run()

@@ -1,0 +1,110 @@
+"""The benchmark harness runs end to end and loses nothing (no timing assertions: CI only
+checks that it works and that every delivery was exactly once and in order)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from resolutionflow.v1 import handoff_pb2
+
+from bench import wire
+from bench.loadgen import percentiles
+from bench.rawclient import SSEConnection
+
+
+def test_bench_smoke_grpc(tmp_path):
+    started = time.monotonic()
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+            *("--subscribers", "20", "--accounts", "2", "--events", "120"),
+            *("--idle-streams", "40", "--json-only"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    assert result["ok"] is True, result
+    for phase in ("ours", "ceiling"):
+        figures = result[phase]
+        assert figures["lost"] == figures["duplicated"] == figures["out_of_order"] == 0, figures
+        assert figures["stream_errors"] == 0, figures
+        # 60 escalations over 2 accounts, two events each, to 10 subscribers per account.
+        assert figures["deliveries"] == 20 * 120 // 2, figures
+    assert result["ours"]["creates"] == 60
+    assert result["ours"]["create_errors"] == 0
+    assert result["ours"]["head_mismatch"] == {}
+    assert result["ours"]["peak_rss_kib"]["server"] > 0
+    assert result["ratio_to_ceiling"] > 0
+    assert result["memory"]["ours"]["streams"] == 40
+    assert time.monotonic() - started < 55
+
+
+@pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])
+def test_ceiling_bytes_are_real_handoff_events(event_type):
+    """The bare server builds events by hand; they must parse as the real message does."""
+    handoff = handoff_pb2.Handoff(id="h-1", problem_summary="VPN", sequence=7).SerializeToString()
+    occurred = 1_790_000_000.123456
+    event = handoff_pb2.HandoffEvent.FromString(
+        wire.event(300, event_type, occurred, handoff if event_type != wire.SNAPSHOT else b"")
+    )
+    assert event.sequence == 300
+    assert event.type == event_type
+    assert abs(event.occurred_at.seconds + event.occurred_at.nanos * 1e-9 - occurred) < 1e-6
+    assert event.handoff.problem_summary == ("VPN" if event_type != wire.SNAPSHOT else "")
+    assert handoff_pb2.EVENT_TYPE_SNAPSHOT == wire.SNAPSHOT
+
+
+def test_sse_frames_and_percentiles():
+    frame = wire.sse_event(
+        42,
+        "created",
+        f'{{"sequence":"{wire.SEQ_PLACEHOLDER}","occurredAt":"{wire.TS_PLACEHOLDER}"}}',
+        0.5,
+    )
+    assert frame == (
+        b"id: 42\nevent: created\n"
+        b'data: {"sequence":"42","occurredAt":"1970-01-01T00:00:00.500000Z"}\n\n'
+    )
+    assert percentiles([0.001 * i for i in range(1, 101)]) == {
+        "p50": 50.0,
+        "p99": 99.0,
+        "max": 100.0,
+    }
+
+
+def test_raw_sse_reader_dechunks_and_splits_events():
+    """The load generator's SSE reader: chunked body, CRLF pings, events split across reads."""
+    frames: list[bytes] = []
+    ends: list[str] = []
+    conn = SSEConnection(b"", lambda f, now: frames.append(f), lambda status, why: ends.append(why))
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    event = b'id: 1\nevent: created\ndata: {"occurredAt":"2026-01-01T00:00:00Z"}\n\n'
+    stream = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + chunk(b"retry: 3000\n\n")
+        + chunk(b": ping - 2026-01-01\r\n\r\n")
+        + chunk(event)
+        + chunk(event.replace(b"id: 1", b"id: 2"))
+        + b"0\r\n\r\n"
+    )
+    for i in range(0, len(stream), 7):  # arbitrary read boundaries
+        conn.data_received(stream[i : i + 7])
+    assert conn.status == 200
+    assert frames == [
+        b"retry: 3000",
+        b": ping - 2026-01-01",
+        event[:-2],
+        event.replace(b"id: 1", b"id: 2")[:-2],
+    ]
+    assert ends == ["stream ended by the server"]
