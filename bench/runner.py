@@ -601,6 +601,12 @@ class Bench:
                 out["ratio_to_ceiling"] = round(
                     ours["deliveries_per_s"] / ceiling["deliveries_per_s"], 3
                 )
+                # Less sensitive to other jobs on the machine than deliveries/s: how much
+                # server CPU a delivery costs the ceiling, relative to ours (1 = as cheap).
+                if ours["cpu_s_per_1000_deliveries"]:
+                    out["cpu_efficiency_vs_ceiling"] = round(
+                        ceiling["cpu_s_per_1000_deliveries"] / ours["cpu_s_per_1000_deliveries"], 3
+                    )
             if a.idle_streams > 0:
                 bare = self.run_idle("bare")
                 mine = self.run_idle("ours")
