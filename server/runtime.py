@@ -43,7 +43,7 @@ class ServerRuntime:
             max_per_user=settings.max_streams_per_user,
             max_per_account=settings.max_streams_per_account,
         )
-        self.db.on_commit(lambda appended: self.hub.notify({a for a, _ in appended}))
+        self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder, settings.heartbeat_seconds)
         self.grpc, self._health = create_grpc_server(
@@ -56,7 +56,7 @@ class ServerRuntime:
             concurrency=settings.assessment_concurrency,
             timeout=settings.assessment_timeout_seconds,
         )
-        self.core.created_listeners.append(lambda h: self.assessments.submit(h.id))
+        self.core.created_listeners.append(self.assessments.submit)
         self.listener: PgListener | None = None
         if not self.db.is_sqlite:
             self.listener = PgListener(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from server.domain.types import Event
+
 PREFIX = "resolutionflow_"
 
 RPCS = Counter(
@@ -46,8 +48,9 @@ ASSESSMENT_SECONDS = Histogram(
 SLA_EVENTS = Counter(PREFIX + "sla_events_total", "SLA warnings and breaches", ["kind"])
 
 
-def events_committed(appended: list[tuple[str, str]]) -> None:
-    for _account, event_type in appended:
+def events_committed(appended: list[Event]) -> None:
+    for event in appended:
+        event_type = event.type.value
         EVENTS_APPENDED.labels(event_type).inc()
         if event_type.startswith("SLA_"):
             SLA_EVENTS.labels(event_type.removeprefix("SLA_").lower()).inc()

@@ -75,8 +75,10 @@ async def test_counters_follow_a_scenario(observed: ServerRuntime, account: str)
     )
     assert delta("resolutionflow_rpc_duration_seconds_count", method="CreateHandoff") == 3
     assert delta("resolutionflow_events_appended_total", type="CREATED") == 3
-    assert delta("resolutionflow_events_appended_total", type="ASSESSMENT_READY") == 3
-    assert delta("resolutionflow_assessments_total", outcome="ready") == 3
+    # The registry is the process's: an assessment of an earlier test's handoff (on the
+    # shared session server) may also finish in this window, so at least ours.
+    assert delta("resolutionflow_events_appended_total", type="ASSESSMENT_READY") >= 3
+    assert delta("resolutionflow_assessments_total", outcome="ready") >= 3
     # The snapshot and the six events went out on the one stream.
     assert delta("resolutionflow_events_delivered_total") == 7
     assert delta("resolutionflow_open_streams", method="StreamEscalations") == 0

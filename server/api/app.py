@@ -11,11 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from resolutionflow.v1 import escalation_pb2, handoff_pb2
 
-from server.api.interceptors import (
-    AuthInterceptor,
-    ErrorInterceptor,
-    ObservabilityInterceptor,
-)
+from server.api.interceptors import ServiceInterceptor
 from server.api.servicers import EscalationService, HandoffService
 from server.auth import TokenCodec
 from server.core import Core
@@ -57,7 +53,7 @@ def create_grpc_server(
     core: Core, streams: Streams, codec: TokenCodec, *, max_request_bytes: int
 ) -> tuple[grpc.aio.Server, Any]:
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(), ErrorInterceptor(), AuthInterceptor(codec)],
+        interceptors=[ServiceInterceptor(codec)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             # Streams are long-lived: let clients keep them alive through idle proxies.

@@ -1,6 +1,7 @@
 """Runs assessments after commit, a few at a time, and records each as an event.
 
-Creation never waits for this: ``submit`` only queues the id. The outcome is saved with a
+Creation never waits for this: ``submit`` only queues the new handoff (as committed, so
+no read is needed). The outcome is saved with a
 conditional update (only while still PENDING) in the same transaction as its
 ASSESSMENT_READY event, so a replica that finds the same PENDING row after a crash cannot
 record it twice. PENDING rows are queued again at start-up.
@@ -17,7 +18,7 @@ from datetime import datetime
 from server import telemetry
 from server.assessment.providers import AssessmentFailed, Provider
 from server.db.database import Database
-from server.domain.types import Assessment, AssessmentStatus
+from server.domain.types import Assessment, AssessmentStatus, Handoff
 from server.models import handoffs
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ class AssessmentWorker:
         self.clock = clock
         self.concurrency = concurrency
         self.timeout = timeout
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.queue: asyncio.Queue[Handoff] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         async with self.db.read() as s:
             pending = await handoffs.pending_assessments(s)
-        for handoff_id in pending:
-            self.queue.put_nowait(handoff_id)
+        for handoff in pending:
+            self.queue.put_nowait(handoff)
         if pending:
             log.info("resuming %d pending assessments", len(pending))
         self.tasks = [
@@ -58,23 +59,20 @@ class AssessmentWorker:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    def submit(self, handoff_id: str) -> None:
-        self.queue.put_nowait(handoff_id)
+    def submit(self, handoff: Handoff) -> None:
+        self.queue.put_nowait(handoff)
 
     async def _work(self) -> None:
         while True:
-            handoff_id = await self.queue.get()
+            handoff = await self.queue.get()
             try:
-                await self.run(handoff_id)
+                await self.run(handoff)
             except Exception:
                 # Still PENDING in the database: the next start-up retries it.
-                log.exception("assessment of %s could not be saved", handoff_id)
+                log.exception("assessment of %s could not be saved", handoff.id)
 
-    async def run(self, handoff_id: str) -> None:
-        async with self.db.read() as s:
-            handoff = await handoffs.get_internal(s, handoff_id)
-        if handoff is None or handoff.assessment.status is not AssessmentStatus.PENDING:
-            return
+    async def run(self, handoff: Handoff) -> None:
+        handoff_id = handoff.id
         started = time.monotonic()
         try:
             verdict = await asyncio.wait_for(self.provider.assess(handoff), self.timeout)

@@ -22,14 +22,17 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from server.domain.types import Event
 from server.errors import Unavailable
 
 READ_ONLY = "rf_read_only"
-# Written by the event log: (account_id, event type) of each event appended in a transaction.
+# Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
 
 
@@ -49,10 +52,10 @@ class Database:
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._commit_listeners: list[Callable[[list[tuple[str, str]]], None]] = []
+        self._commit_listeners: list[Callable[[list[Event]], None]] = []
 
-    def on_commit(self, listener: Callable[[list[tuple[str, str]]], None]) -> None:
-        """Call ``listener([(account_id, event_type), ...])`` after events are committed."""
+    def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call ``listener(events)`` with the events a transaction appended, after commit."""
         self._commit_listeners.append(listener)
 
     @asynccontextmanager
@@ -65,7 +68,7 @@ class Database:
                 session.begin(),
             ):
                 yield session
-        appended: list[tuple[str, str]] = session.info.get(APPENDED_EVENTS, [])
+        appended: list[Event] = session.info.get(APPENDED_EVENTS, [])
         if appended:
             for listener in self._commit_listeners:
                 listener(appended)
@@ -82,6 +85,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT construct (both have ``on_conflict_do_nothing``)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return pg_insert if postgres else sqlite_insert
 
 
 # asyncpg's own errors appear unwrapped while connecting to a database that refuses

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -136,3 +137,9 @@ class SlaTimerRecord(Base):
     account_id: Mapped[str] = mapped_column(String(128))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The Core tables, for statements that need no ORM identity tracking (the write path).
+HANDOFFS = cast(Table, HandoffRecord.__table__)
+SLA_TIMERS = cast(Table, SlaTimerRecord.__table__)
+EVENTS = cast(Table, EventRecord.__table__)

@@ -7,12 +7,14 @@ import binascii
 import json
 import uuid
 from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.schema import HandoffRecord, UTCDateTime
+from server.db.database import dialect_insert
+from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
 from server.domain.rules import (
     TRANSITIONS,
     Action,
@@ -38,17 +40,30 @@ from server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from server.models import events, sla
 from server.models.records import record_change, to_domain
 
 
-def _visible(caller: Caller) -> Select[tuple[HandoffRecord]]:
-    """Every read starts here: the caller's account, and a technician's own handoffs only."""
-    query = select(HandoffRecord).where(HandoffRecord.account_id == caller.account_id)
+def _visible(caller: Caller) -> Select[Any]:
+    """Every read starts here: the caller's account, and a technician's own handoffs only.
+
+    Rows, not ORM entities: reads build domain values straight from the columns.
+    """
+    query = select(HANDOFFS).where(HANDOFFS.c.account_id == caller.account_id)
     if caller.role is Role.TECHNICIAN:
-        query = query.where(HandoffRecord.created_by_id == caller.user_id)
+        query = query.where(HANDOFFS.c.created_by_id == caller.user_id)
     return query
+
+
+async def _one(session: AsyncSession, query: Select[Any]) -> Handoff | None:
+    row = (await session.execute(query)).first()
+    return to_domain(row) if row else None
+
+
+async def _all(session: AsyncSession, query: Select[Any]) -> list[Handoff]:
+    return [to_domain(r) for r in await session.execute(query)]
 
 
 async def create(
@@ -62,74 +77,86 @@ async def create(
 
     Returns the handoff and whether this call created it.
     """
-    existing = await _by_request_id(session, caller, new.request_id)
-    if existing is not None:
-        return existing, False
     escalation = new.intent is Intent.ESCALATE
-    record = HandoffRecord(
-        id=str(uuid.uuid4()),
-        account_id=caller.account_id,
-        request_id=new.request_id,
-        session_id=new.session_id,
-        intent=new.intent.value,
-        status=Status.OPEN.value,
-        priority=new.priority.value,
-        priority_rank=new.priority.rank,
-        problem_summary=new.problem_summary,
-        steps_tried=[{"description": s.description, "outcome": s.outcome} for s in new.steps_tried],
-        notes=new.notes,
-        created_by_id=caller.user_id,
-        created_by_name=caller.name,
-        resolution_note="",
-        assessment_status=AssessmentStatus.PENDING.value,
-        sla_due_at=now + timedelta(seconds=sla_target_seconds) if escalation else None,
-        created_at=now,
-        updated_at=now,
-        sequence=0,
+    handoff_id = str(uuid.uuid4())
+    values: dict[str, Any] = {
+        "id": handoff_id,
+        "account_id": caller.account_id,
+        "request_id": new.request_id,
+        "session_id": new.session_id,
+        "intent": new.intent.value,
+        "status": Status.OPEN.value,
+        "priority": new.priority.value,
+        "priority_rank": new.priority.rank,
+        "problem_summary": new.problem_summary,
+        "steps_tried": [
+            {"description": s.description, "outcome": s.outcome} for s in new.steps_tried
+        ],
+        "notes": new.notes,
+        "created_by_id": caller.user_id,
+        "created_by_name": caller.name,
+        "picked_up_by_id": None,
+        "picked_up_by_name": None,
+        "resolution_note": "",
+        "assessment_status": AssessmentStatus.PENDING.value,
+        "assessment_summary": "",
+        "assessment_first_step": "",
+        "assessment_provider": "",
+        "assessment_failure_reason": "",
+        "assessment_completed_at": None,
+        "sla_due_at": now + timedelta(seconds=sla_target_seconds) if escalation else None,
+        "created_at": now,
+        "picked_up_at": None,
+        "resolved_at": None,
+        "cancelled_at": None,
+        "updated_at": now,
+        "sequence": 0,
+    }
+    # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
+    # or concurrent request with this request_id won) reads the winner, before touching the
+    # account's sequence row, so a repeat never costs a sequence.
+    inserted = await session.scalar(
+        dialect_insert(session)(HANDOFFS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["account_id", "created_by_id", "request_id"])
+        .returning(HANDOFFS.c.id)
     )
-    try:
-        # A savepoint, so that losing a concurrent race on the idempotency key leaves the
-        # outer transaction usable for reading the winner's row.
-        async with session.begin_nested():
-            session.add(record)
-            await session.flush()
-    except IntegrityError:
+    if inserted is None:
         winner = await _by_request_id(session, caller, new.request_id)
-        if winner is None:
-            raise
+        if winner is None:  # the winner's transaction rolled back after all: try again
+            raise Unavailable("a concurrent request with this request_id failed; retry")
         return winner, False
     if escalation:
-        session.add_all(sla.timers_for(record.id, record.account_id, now, sla_target_seconds))
-    record.sequence = await events.next_sequence(session, caller.account_id)
-    await session.flush()
-    handoff = to_domain(record)
+        await session.execute(
+            insert(SLA_TIMERS),
+            sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds),
+        )
+    values["sequence"] = await events.next_sequence(session, caller.account_id)
+    await session.execute(
+        update(HANDOFFS).where(HANDOFFS.c.id == values["id"]).values(sequence=values["sequence"])
+    )
+    handoff = to_domain(SimpleNamespace(**values))
     await events.append(session, EventType.CREATED, handoff, now)
     return handoff, True
 
 
 async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str) -> Handoff | None:
-    record = await session.scalar(
-        select(HandoffRecord)
-        .where(
-            HandoffRecord.account_id == caller.account_id,
-            HandoffRecord.created_by_id == caller.user_id,
-            HandoffRecord.request_id == request_id,
-        )
-        .execution_options(populate_existing=True)
+    return await _one(
+        session,
+        select(HANDOFFS).where(
+            HANDOFFS.c.account_id == caller.account_id,
+            HANDOFFS.c.created_by_id == caller.user_id,
+            HANDOFFS.c.request_id == request_id,
+        ),
     )
-    return to_domain(record) if record else None
 
 
 async def get(session: AsyncSession, caller: Caller, handoff_id: str) -> Handoff:
-    record = await session.scalar(
-        _visible(caller)
-        .where(HandoffRecord.id == handoff_id)
-        .execution_options(populate_existing=True)
-    )
-    if record is None:
+    handoff = await _one(session, _visible(caller).where(HANDOFFS.c.id == handoff_id))
+    if handoff is None:
         # Same answer for "does not exist" and "belongs to someone else": nothing leaks.
         raise NotFound(f"handoff {handoff_id} not found")
-    return to_domain(record)
+    return handoff
 
 
 async def get_escalation(session: AsyncSession, caller: Caller, handoff_id: str) -> Handoff:
@@ -152,22 +179,22 @@ async def list_page(
     """Newest first, keyset-paginated on (created_at, id) so pages never shift."""
     query = _visible(caller)
     if status is not None:
-        query = query.where(HandoffRecord.status == status.value)
+        query = query.where(HANDOFFS.c.status == status.value)
     if intent is not None:
-        query = query.where(HandoffRecord.intent == intent.value)
+        query = query.where(HANDOFFS.c.intent == intent.value)
     if priority is not None:
-        query = query.where(HandoffRecord.priority == priority.value)
+        query = query.where(HANDOFFS.c.priority == priority.value)
     if page_token:
         created_at, last_id = _decode_page_token(page_token)
         query = query.where(
             or_(
-                HandoffRecord.created_at < created_at,
-                and_(HandoffRecord.created_at == created_at, HandoffRecord.id < last_id),
+                HANDOFFS.c.created_at < created_at,
+                and_(HANDOFFS.c.created_at == created_at, HANDOFFS.c.id < last_id),
             )
         )
-    query = query.order_by(HandoffRecord.created_at.desc(), HandoffRecord.id.desc())
-    rows = list(await session.scalars(query.limit(page_size + 1)))
-    page = [to_domain(r) for r in rows[:page_size]]
+    query = query.order_by(HANDOFFS.c.created_at.desc(), HANDOFFS.c.id.desc())
+    rows = await _all(session, query.limit(page_size + 1))
+    page = rows[:page_size]
     token = _encode_page_token(page[-1]) if len(rows) > page_size else ""
     return page, token
 
@@ -215,9 +242,9 @@ async def transition(
     step = TRANSITIONS[action]
     values: dict[str, object] = {"status": step.to.value, "updated_at": now}
     conditions = [
-        HandoffRecord.id == handoff_id,
-        HandoffRecord.account_id == caller.account_id,
-        HandoffRecord.status.in_([s.value for s in step.allowed_from]),
+        HANDOFFS.c.id == handoff_id,
+        HANDOFFS.c.account_id == caller.account_id,
+        HANDOFFS.c.status.in_([s.value for s in step.allowed_from]),
     ]
     if action is Action.PICK_UP:
         values |= {
@@ -226,24 +253,20 @@ async def transition(
             "picked_up_at": now,
             # Time to pickup is measured to the first pickup, whatever releases follow.
             "first_picked_up_at": func.coalesce(
-                HandoffRecord.first_picked_up_at, bindparam("first", now, type_=UTCDateTime())
+                HANDOFFS.c.first_picked_up_at, bindparam("first", now, type_=UTCDateTime())
             ),
         }
     elif action is Action.RELEASE:
         values |= {"picked_up_by_id": None, "picked_up_by_name": None, "picked_up_at": None}
         if caller.role is not Role.ADMIN:
-            conditions.append(HandoffRecord.picked_up_by_id == caller.user_id)
+            conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
     elif action is Action.RESOLVE:
         values |= {"resolved_at": now, "resolution_note": resolution_note}
-        conditions.append(HandoffRecord.picked_up_by_id == caller.user_id)
+        conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
     elif action is Action.CANCEL:
         values |= {"cancelled_at": now}
     changed = await session.execute(
-        update(HandoffRecord)
-        .where(*conditions)
-        .values(**values)
-        .returning(HandoffRecord.id)
-        .execution_options(synchronize_session=False)
+        update(HANDOFFS).where(*conditions).values(**values).returning(HANDOFFS.c.id)
     )
     if changed.scalar_one_or_none() is None:
         # Lost a race (or the state never allowed it): report the state that won.
@@ -257,27 +280,22 @@ async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
     Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
     """
     sequence = await events.head(session, caller.account_id)
-    rows = await session.scalars(
+    rows = await _all(
+        session,
         _visible(caller)
-        .where(HandoffRecord.status.in_([Status.OPEN.value, Status.PICKED_UP.value]))
-        .order_by(HandoffRecord.created_at, HandoffRecord.id)
+        .where(HANDOFFS.c.status.in_([Status.OPEN.value, Status.PICKED_UP.value]))
+        .order_by(HANDOFFS.c.created_at, HANDOFFS.c.id),
     )
-    return QueueSnapshot(sequence=sequence, handoffs=[to_domain(r) for r in rows])
+    return QueueSnapshot(sequence=sequence, handoffs=rows)
 
 
-async def get_internal(session: AsyncSession, handoff_id: str) -> Handoff | None:
-    """For background work that acts for no caller; never reachable from an API."""
-    record = await session.get(HandoffRecord, handoff_id, populate_existing=True)
-    return to_domain(record) if record else None
-
-
-async def pending_assessments(session: AsyncSession) -> list[str]:
-    rows = await session.scalars(
-        select(HandoffRecord.id)
-        .where(HandoffRecord.assessment_status == AssessmentStatus.PENDING.value)
-        .order_by(HandoffRecord.created_at)
+async def pending_assessments(session: AsyncSession) -> list[Handoff]:
+    return await _all(
+        session,
+        select(HANDOFFS)
+        .where(HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value)
+        .order_by(HANDOFFS.c.created_at),
     )
-    return list(rows)
 
 
 async def save_assessment(
@@ -285,10 +303,10 @@ async def save_assessment(
 ) -> Handoff | None:
     """Record the outcome once (only over PENDING) with its ASSESSMENT_READY event."""
     changed = await session.execute(
-        update(HandoffRecord)
+        update(HANDOFFS)
         .where(
-            HandoffRecord.id == handoff_id,
-            HandoffRecord.assessment_status == AssessmentStatus.PENDING.value,
+            HANDOFFS.c.id == handoff_id,
+            HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value,
         )
         .values(
             assessment_status=result.status.value,
@@ -299,8 +317,7 @@ async def save_assessment(
             assessment_completed_at=result.completed_at,
             updated_at=now,
         )
-        .returning(HandoffRecord.account_id)
-        .execution_options(synchronize_session=False)
+        .returning(HANDOFFS.c.account_id)
     )
     account_id = changed.scalar_one_or_none()
     if account_id is None:
@@ -314,13 +331,14 @@ async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:
     Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
     """
     sequence = await events.head(session, account_id)
-    rows = await session.scalars(
-        select(HandoffRecord)
+    rows = await _all(
+        session,
+        select(HANDOFFS)
         .where(
-            HandoffRecord.account_id == account_id,
-            HandoffRecord.intent == Intent.ESCALATE.value,
-            HandoffRecord.status == Status.OPEN.value,
+            HANDOFFS.c.account_id == account_id,
+            HANDOFFS.c.intent == Intent.ESCALATE.value,
+            HANDOFFS.c.status == Status.OPEN.value,
         )
-        .order_by(HandoffRecord.priority_rank.desc(), HandoffRecord.created_at, HandoffRecord.id)
+        .order_by(HANDOFFS.c.priority_rank.desc(), HANDOFFS.c.created_at, HANDOFFS.c.id),
     )
-    return QueueSnapshot(sequence=sequence, handoffs=[to_domain(r) for r in rows])
+    return QueueSnapshot(sequence=sequence, handoffs=rows)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.schema import HandoffRecord
+from server.db.schema import HANDOFFS
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
@@ -22,7 +23,8 @@ from server.domain.types import (
 from server.models import events
 
 
-def to_domain(r: HandoffRecord) -> Handoff:
+def to_domain(r: Any) -> Handoff:
+    """A handoff from anything with the table's columns as attributes (ORM record or row)."""
     return Handoff(
         id=r.id,
         account_id=r.account_id,
@@ -61,14 +63,14 @@ async def record_change(
 ) -> Handoff:
     """Number the change just made to the handoff and log the state it left behind."""
     sequence = await events.next_sequence(session, account_id)
-    await session.execute(
-        update(HandoffRecord)
-        .where(HandoffRecord.id == handoff_id)
-        .values(sequence=sequence)
-        .execution_options(synchronize_session=False)
-    )
-    record = await session.get(HandoffRecord, handoff_id, populate_existing=True)
-    assert record is not None
-    handoff = to_domain(record)
+    row = (
+        await session.execute(
+            update(HANDOFFS)
+            .where(HANDOFFS.c.id == handoff_id)
+            .values(sequence=sequence)
+            .returning(*HANDOFFS.c)
+        )
+    ).one()
+    handoff = to_domain(row)
     await events.append(session, event_type, handoff, now)
     return handoff

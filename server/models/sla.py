@@ -16,14 +16,16 @@ WARNING_AT = 0.8
 
 def timers_for(
     handoff_id: str, account_id: str, created_at: datetime, target_seconds: float
-) -> list[SlaTimerRecord]:
+) -> list[dict[str, object]]:
+    """Rows for the sla_timers table (inserted with the escalation)."""
     return [
-        SlaTimerRecord(
-            handoff_id=handoff_id,
-            account_id=account_id,
-            kind=kind.value,
-            due_at=created_at + timedelta(seconds=target_seconds * share),
-        )
+        {
+            "handoff_id": handoff_id,
+            "account_id": account_id,
+            "kind": kind.value,
+            "due_at": created_at + timedelta(seconds=target_seconds * share),
+            "fired_at": None,
+        }
         for kind, share in ((EventType.SLA_WARNING, WARNING_AT), (EventType.SLA_BREACHED, 1.0))
     ]
 

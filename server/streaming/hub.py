@@ -9,8 +9,11 @@ Why it looks like this:
   marked *lagging*, stops receiving pushes, and reads the log itself from its last
   sequence until it has caught up with the feed, then rejoins. Duplicates that can occur
   around the rejoin are dropped by sequence, so delivery stays exactly-once and in order.
-- Wake-ups come from local commits, from PostgreSQL NOTIFY (other replicas), and from a
-  periodic tick that heals any missed notification.
+- Events committed by this process are handed to the feed directly after commit: when
+  one is the next sequence the feed expects, it is fanned out without reading the log
+  back. Anything else (a gap, another replica's commit via PostgreSQL NOTIFY, the
+  periodic tick that heals a missed notification) wakes the feed to read the log, so the
+  shortcut can only save a read, never skip an event.
 """
 
 from __future__ import annotations
@@ -105,15 +108,27 @@ class AccountFeed:
             assert self.last_seen is not None
             async with self.hub.db.read() as s:
                 batch = await events.read_after(s, self.account_id, self.last_seen, READ_BATCH)
-            now = time.time()
             for event in batch:
-                telemetry.DELIVERY_LAG.observe(max(0.0, now - event.occurred_at.timestamp()))
-                data = self.hub.encode(event)
-                for sub in self.subscribers:
-                    sub.offer(event, data)
-                self.last_seen = event.sequence
+                # A committed event may have been published while the read was in flight.
+                if event.sequence > self.last_seen:
+                    self.dispatch(event)
             if len(batch) < READ_BATCH:
                 return
+
+    def dispatch(self, event: Event) -> None:
+        """Fan one event out; callers guarantee it is the next after ``last_seen``."""
+        telemetry.DELIVERY_LAG.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        data = self.hub.encode(event)
+        for sub in self.subscribers:
+            sub.offer(event, data)
+        self.last_seen = event.sequence
+
+    def publish(self, event: Event) -> None:
+        """An event this process committed: deliver it now if it is the next one."""
+        if self.last_seen is None or event.sequence > self.last_seen + 1:
+            self.wake.set()  # not started, or a gap (a commit whose callback runs later)
+        elif event.sequence == self.last_seen + 1:
+            self.dispatch(event)
 
 
 class Hub:
@@ -171,6 +186,13 @@ class Hub:
         if not feed.subscribers:
             feed.task.cancel()
             del self.feeds[sub.account_id]
+
+    def publish(self, committed: list[Event]) -> None:
+        """Events just committed by this process, in sequence order per account."""
+        for event in committed:
+            feed = self.feeds.get(event.account_id)
+            if feed is not None:
+                feed.publish(event)
 
     def notify(self, account_ids: Iterable[str]) -> None:
         """New events were committed for these accounts (here or on another replica)."""
