@@ -45,7 +45,7 @@ class ServerRuntime:
         )
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
-        self.streams = Streams(self.db, self.hub, encoder, settings.heartbeat_seconds)
+        self.streams = Streams(self.db, self.hub, encoder)
         self.grpc, self._health = create_grpc_server(
             self.core, self.streams, self.codec, max_request_bytes=settings.max_request_bytes
         )
@@ -81,6 +81,7 @@ class ServerRuntime:
         s = self.settings
         self._tasks = [
             _every(s.log_poll_seconds, "log check", self._wake_feeds),
+            _every(s.heartbeat_seconds, "stream heartbeats", self._heartbeats),
             _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers),
             _every(s.prune_interval_seconds, "event retention", self.prune_events),
             _every(s.health_check_seconds, "database health", self.check_database),
@@ -139,6 +140,9 @@ class ServerRuntime:
 
     async def _wake_feeds(self) -> None:
         self.hub.notify_all()
+
+    async def _heartbeats(self) -> None:
+        self.hub.sweep_idle()
 
     async def fire_due_sla_timers(self) -> None:
         while True:

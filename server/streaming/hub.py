@@ -51,6 +51,10 @@ class Subscription:
     # How often this stream fell behind and switched to reading the log itself.
     overflows: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Heartbeats: ``sent`` is set by the stream on every event it sends and cleared by the
+    # hub's sweep; a sweep that finds it clear asks the stream for a heartbeat.
+    sent: bool = False
+    heartbeat_due: bool = False
 
     def offer(self, event: Event, data: bytes) -> None:
         if self.lagging or self.closed or event.sequence <= self.position:
@@ -200,6 +204,16 @@ class Hub:
             feed = self.feeds.get(account_id)
             if feed is not None:
                 feed.wake.set()
+
+    def sweep_idle(self) -> None:
+        """Every heartbeat interval: wake each stream that sent nothing since the last one."""
+        for feed in self.feeds.values():
+            for sub in feed.subscribers:
+                if sub.sent:
+                    sub.sent = False
+                else:
+                    sub.heartbeat_due = True
+                    sub.wake.set()
 
     def notify_all(self) -> None:
         self.notify(list(self.feeds))

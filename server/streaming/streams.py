@@ -6,7 +6,6 @@ encoder is given by the transport, which keeps this module free of protobuf and 
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -40,11 +39,14 @@ def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
 
 
 class Streams:
-    def __init__(self, db: Database, hub: Hub, encoder: Encoder, heartbeat_seconds: float) -> None:
+    """Opens streams; heartbeats come from the hub's sweep (``Hub.sweep_idle``), not from a
+    timer per stream: a timed wait per stream costs a task and a timer handle each time it
+    waits, which at thousands of idle streams is most of their memory and wake-ups."""
+
+    def __init__(self, db: Database, hub: Hub, encoder: Encoder) -> None:
         self.db = db
         self.hub = hub
         self.encoder = encoder
-        self.heartbeat_seconds = heartbeat_seconds
 
     async def _snapshot(self, kind: StreamKind, caller: Caller) -> QueueSnapshot:
         async with self.db.read() as s:
@@ -92,20 +94,26 @@ class Streams:
                     if sequence > sub.position:
                         sub.position = sequence
                         if data:
+                            sub.sent = True
                             yield data
                     continue
                 if sub.lagging:
-                    async for data in self._catch_up(sub):
-                        yield data
-                    await feed.ready.wait()
+                    # A stream whose position the feed has not passed joins it at once (the
+                    # feed never offers what is at or before the position); only one that
+                    # is behind the feed reads the log itself first.
+                    if feed.last_seen is None or feed.last_seen > sub.position:
+                        async for data in self._catch_up(sub):
+                            yield data
+                        await feed.ready.wait()
                     if feed.last_seen is not None and feed.last_seen <= sub.position:
                         sub.lagging = False
                     continue
-                sub.wake.clear()
-                try:
-                    await asyncio.wait_for(sub.wake.wait(), self.heartbeat_seconds)
-                except TimeoutError:
+                if sub.heartbeat_due:
+                    sub.heartbeat_due = False
                     yield self.encoder.control(EventType.HEARTBEAT, sub.position, None)
+                    continue
+                sub.wake.clear()
+                await sub.wake.wait()
         finally:
             self.hub.unsubscribe(sub)
 
