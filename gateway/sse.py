@@ -178,27 +178,41 @@ class SSEResponse(Response):
         self.call = call
         self.first = first
         self.failure = failure
+        self.sent = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = self.streams
-        read: asyncio.Future[Any] = self.first
-        disconnect = asyncio.ensure_future(_disconnected(receive))
-        closing = asyncio.ensure_future(streams.closing.wait())
+        # The pump and the pings/shutdown below both write; a lock keeps frames whole.
+        sending = asyncio.Lock()
+
+        async def body(chunk: bytes) -> None:
+            async with sending:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            body = _body_sender(send)
             await body(streams.retry_frame)
             if self.failure is not None:
                 await body(error_frame(self.failure))
                 await _end(send)
                 return
+        except OSError:
+            return
+        pump = asyncio.ensure_future(self._pump(body, send))
+        disconnect = asyncio.ensure_future(_disconnected(receive))
+        closing = asyncio.ensure_future(streams.closing.wait())
+        try:
             while True:
+                self.sent = False
                 done, _ = await asyncio.wait(
-                    {read, disconnect, closing},
+                    {pump, disconnect, closing},
                     timeout=streams.heartbeat_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if disconnect in done:
+                    return
+                if pump in done:
+                    pump.result()  # it ended the response itself (EOF or an upstream error)
                     return
                 if closing in done:
                     await body(
@@ -211,34 +225,33 @@ class SSEResponse(Response):
                     )
                     await _end(send)
                     return
-                if not done:
+                if not self.sent:
                     await body(PING)
-                    continue
-                try:
-                    message = read.result()
-                except grpc.aio.AioRpcError as e:
-                    await body(error_frame(from_rpc_error(e, streams.upstream.target)))
-                    await _end(send)
-                    return
-                if message is EOF:
-                    await _end(send)
-                    return
-                await body(streams.framer.frame(message))
-                read = asyncio.ensure_future(self.call.read())
         except OSError:
             return  # the client went away while we were writing
         finally:
             # Cancel the upstream call at once: the server frees its subscriber.
             self.call.cancel()
-            for task in (read, disconnect, closing):
+            for task in (pump, disconnect, closing):
                 _discard(task)
 
+    async def _pump(self, body: Callable[[bytes], Awaitable[None]], send: Send) -> None:
+        """Upstream messages to frames, in one task for the life of the stream.
 
-def _body_sender(send: Send) -> Callable[[bytes], Awaitable[None]]:
-    async def body(chunk: bytes) -> None:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-    return body
+        One task reading in a loop rather than a read future raced against the other
+        signals per message: that per-message ``asyncio.wait`` was the gateway's largest
+        cost after the gRPC read itself.
+        """
+        framer = self.streams.framer
+        try:
+            message = await self.first
+            while message is not EOF:
+                await body(framer.frame(message))
+                self.sent = True
+                message = await self.call.read()
+        except grpc.aio.AioRpcError as e:
+            await body(error_frame(from_rpc_error(e, self.streams.upstream.target)))
+        await _end(send)
 
 
 async def _end(send: Send) -> None:
