@@ -93,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="give up when nothing arrived for this long after the last create (default 20)",
     )
     parser.add_argument(
+        "--sample-every",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="soak curve: record the servers' RSS and open descriptors this often during the "
+        "stream phase (JSON: ours.curve)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="record the measured servers with py-spy into DIR (collapsed stacks + summary)",

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,9 @@ class Proc:
     def rss_kib(self) -> int:
         return status_kib(self.pid, "VmRSS")
 
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()
         try:
@@ -130,6 +134,41 @@ class Proc:
                 with contextlib.suppress(OSError):
                     stream.close()
         self._log.close()
+
+
+class Sampler:
+    """Resident memory and open descriptors of some processes, every ``every`` seconds.
+
+    A thread, so that a sample is taken on time however long the caller blocks waiting on
+    the load generator; the samples make the curve of a soak run.
+    """
+
+    def __init__(self, procs: dict[str, Proc], every: float) -> None:
+        self.procs = procs
+        self.every = every
+        self.samples: list[dict[str, object]] = []
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        row: dict[str, object] = {"t": round(time.monotonic() - self._t0, 1)}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(OSError, KeyError):
+                row[name] = {"rss_kib": proc.rss_kib(), "fds": proc.open_fds()}
+        self.samples.append(row)
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def stop(self) -> list[dict[str, object]]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return self.samples
 
 
 def wait_until(

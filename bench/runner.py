@@ -352,9 +352,11 @@ class Bench:
         db_before = self.db_backend_cpu()
         machine_before = procs.machine_cpu_seconds()
         t0 = time.monotonic()
+        sampler = procs.Sampler(servers, self.args.sample_every) if self.args.sample_every else None
         loadgen.send("go")
         loadgen.expect("measured", timeout=timeout)
         elapsed = time.monotonic() - t0
+        curve = sampler.stop() if sampler else None
         for recorder in recorders:
             recorder.stop()
         after = {name: p.cpu() for name, p in servers.items()}
@@ -385,6 +387,8 @@ class Bench:
         )
         if scraped:
             result["server_metrics"] = scraped
+        if curve is not None:
+            result["curve"] = curve
         return result
 
     def db_backend_cpu(self) -> dict[int, float]:
