@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.database import APPENDED_EVENTS, dialect_insert
@@ -18,26 +18,38 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+# Hot statements are built once: constructing a statement costs more than running it
+# from SQLAlchemy's compiled cache.
+_BUMP = (
+    update(AccountSequence)
+    .where(AccountSequence.account_id == bindparam("account"))
+    .values(last_sequence=AccountSequence.last_sequence + 1)
+    .returning(AccountSequence.last_sequence)
+)
+_APPEND = insert(EVENTS)
+_READ_AFTER = (
+    select(EVENTS)
+    .where(EVENTS.c.account_id == bindparam("account"), EVENTS.c.sequence > bindparam("after"))
+    .order_by(EVENTS.c.sequence)
+    .limit(bindparam("limit"))
+)
+
+
 async def next_sequence(session: AsyncSession, account_id: str) -> int:
     """Take the account's next sequence inside the caller's transaction.
 
     The counter row stays locked until commit, so a second writer of the same account waits
     here and commits after us: sequences become visible in order, never with a hole.
     """
-    bump = (
-        update(AccountSequence)
-        .where(AccountSequence.account_id == account_id)
-        .values(last_sequence=AccountSequence.last_sequence + 1)
-        .returning(AccountSequence.last_sequence)
-    )
-    value = (await session.execute(bump)).scalar_one_or_none()
+    params = {"account": account_id}
+    value = (await session.execute(_BUMP, params)).scalar_one_or_none()
     if value is None:
         await session.execute(
             dialect_insert(session)(AccountSequence)
             .values(account_id=account_id, last_sequence=0)
             .on_conflict_do_nothing(index_elements=["account_id"])
         )
-        value = (await session.execute(bump)).scalar_one()
+        value = (await session.execute(_BUMP, params)).scalar_one()
     return value
 
 
@@ -50,14 +62,15 @@ async def append(
     share of a write's CPU, and nothing here needs identity tracking.
     """
     await session.execute(
-        insert(EVENTS).values(
-            account_id=handoff.account_id,
-            sequence=handoff.sequence,
-            type=event_type.value,
-            handoff_id=handoff.id,
-            occurred_at=occurred_at,
-            payload=handoff.to_json(),
-        )
+        _APPEND,
+        {
+            "account_id": handoff.account_id,
+            "sequence": handoff.sequence,
+            "type": event_type.value,
+            "handoff_id": handoff.id,
+            "occurred_at": occurred_at,
+            "payload": handoff.to_json(),
+        },
     )
     event = Event(
         account_id=handoff.account_id,
@@ -103,10 +116,7 @@ async def read_after(
     session: AsyncSession, account_id: str, after: int, limit: int = 1000
 ) -> list[Event]:
     rows = await session.execute(
-        select(EVENTS)
-        .where(EVENTS.c.account_id == account_id, EVENTS.c.sequence > after)
-        .order_by(EVENTS.c.sequence)
-        .limit(limit)
+        _READ_AFTER, {"account": account_id, "after": after, "limit": limit}
     )
     return [
         Event(

@@ -7,13 +7,11 @@ import binascii
 import json
 import uuid
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.database import dialect_insert
 from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
 from server.domain.rules import (
     TRANSITIONS,
@@ -66,6 +64,15 @@ async def _all(session: AsyncSession, query: Select[Any]) -> list[Handoff]:
     return [to_domain(r) for r in await session.execute(query)]
 
 
+# Spelled out because the dialects' ON CONFLICT constructs are never cached by SQLAlchemy
+# (compiled anew on every create); SQLite and PostgreSQL accept this same text.
+_INSERT_NEW = text(
+    f"INSERT INTO handoffs ({', '.join(c.name for c in HANDOFFS.c)}) "
+    f"VALUES ({', '.join(':' + c.name for c in HANDOFFS.c)}) "
+    "ON CONFLICT (account_id, created_by_id, request_id) DO NOTHING RETURNING id"
+).bindparams(*(bindparam(c.name, type_=c.type) for c in HANDOFFS.c))
+
+
 async def create(
     session: AsyncSession,
     caller: Caller,
@@ -105,8 +112,10 @@ async def create(
         "assessment_failure_reason": "",
         "assessment_completed_at": None,
         "sla_due_at": now + timedelta(seconds=sla_target_seconds) if escalation else None,
+        "sla_breached_at": None,
         "created_at": now,
         "picked_up_at": None,
+        "first_picked_up_at": None,
         "resolved_at": None,
         "cancelled_at": None,
         "updated_at": now,
@@ -115,12 +124,7 @@ async def create(
     # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
     # or concurrent request with this request_id won) reads the winner, before touching the
     # account's sequence row, so a repeat never costs a sequence.
-    inserted = await session.scalar(
-        dialect_insert(session)(HANDOFFS)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["account_id", "created_by_id", "request_id"])
-        .returning(HANDOFFS.c.id)
-    )
+    inserted = await session.scalar(_INSERT_NEW, values)
     if inserted is None:
         winner = await _by_request_id(session, caller, new.request_id)
         if winner is None:  # the winner's transaction rolled back after all: try again
@@ -131,13 +135,7 @@ async def create(
             insert(SLA_TIMERS),
             sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds),
         )
-    values["sequence"] = await events.next_sequence(session, caller.account_id)
-    await session.execute(
-        update(HANDOFFS).where(HANDOFFS.c.id == values["id"]).values(sequence=values["sequence"])
-    )
-    handoff = to_domain(SimpleNamespace(**values))
-    await events.append(session, EventType.CREATED, handoff, now)
-    return handoff, True
+    return await record_change(session, caller.account_id, handoff_id, EventType.CREATED, now), True
 
 
 async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str) -> Handoff | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import HANDOFFS
@@ -58,19 +58,20 @@ def to_domain(r: Any) -> Handoff:
     )
 
 
+_NUMBER = (
+    update(HANDOFFS)
+    .where(HANDOFFS.c.id == bindparam("handoff"))
+    .values(sequence=bindparam("number"))
+    .returning(*HANDOFFS.c)
+)
+
+
 async def record_change(
     session: AsyncSession, account_id: str, handoff_id: str, event_type: EventType, now: datetime
 ) -> Handoff:
     """Number the change just made to the handoff and log the state it left behind."""
     sequence = await events.next_sequence(session, account_id)
-    row = (
-        await session.execute(
-            update(HANDOFFS)
-            .where(HANDOFFS.c.id == handoff_id)
-            .values(sequence=sequence)
-            .returning(*HANDOFFS.c)
-        )
-    ).one()
+    row = (await session.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
     handoff = to_domain(row)
     await events.append(session, event_type, handoff, now)
     return handoff
