@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import serve
 from server.domain.types import Role
 from tests import gateway_support
 from tests.gateway_support import SSEReader, bearer, handoff_body, running_gateway
@@ -72,3 +75,14 @@ async def test_http_metrics_follow_requests_and_streams(
 
     assert delta(route="/v1/handoffs", method="POST", status="201") == 2
     assert delta(route="/v1/handoffs/{handoff_id}", method="GET", status="400") == 1
+
+
+def test_listening_socket_is_tcp_so_responses_are_not_held_by_nagle() -> None:
+    # asyncio turns TCP_NODELAY on only for sockets that say they are TCP (accepted ones
+    # inherit the listener's protocol); without it every response waited ~40 ms for the
+    # client's delayed ACK.
+    sock = serve._bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
