@@ -133,6 +133,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     _install_openapi(app)
 
     timeout = settings.upstream_timeout_seconds
+    limit = settings.max_body_bytes
 
     async def call(request: Request, rpc: Callable[..., Awaitable[M]], message: Message) -> M:
         return await rpc(message, metadata=_metadata(request), timeout=timeout)
@@ -145,10 +146,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["handoffs"],
         summary="Create a handoff (CreateHandoff); idempotent per requestId",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 429),
+        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 413, 429),
     )
     async def create_handoff(request: Request) -> Response:
-        message = await _parse_body(request, pb.CreateHandoffRequest())
+        message = await _parse_body(request, pb.CreateHandoffRequest(), limit)
         reply = await call(request, upstream.handoffs.CreateHandoff, message)
         return proto_json(
             reply, status_code=201, headers={"Location": f"/v1/handoffs/{reply.handoff.id}"}
@@ -296,11 +297,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["escalations"],
         summary="Resolve a picked-up escalation (ResolveEscalation)",
         openapi_extra=_body("ResolveEscalationRequestBody", required=False),
-        responses=_responses(200, "ResolveEscalationResponse", 400, 401, 403, 404, 409),
+        responses=_responses(200, "ResolveEscalationResponse", 400, 401, 403, 404, 409, 413),
     )
     async def resolve(request: Request, handoff_id: HandoffId) -> Response:
         message = await _parse_body(
-            request, esc.ResolveEscalationRequest(), allow_empty=True, path_fields={"handoff_id"}
+            request,
+            esc.ResolveEscalationRequest(),
+            limit,
+            allow_empty=True,
+            path_fields={"handoff_id"},
         )
         message.handoff_id = handoff_id
         return proto_json(await call(request, upstream.escalations.ResolveEscalation, message))
@@ -490,14 +495,31 @@ def _timestamp(field: str, value: str) -> Timestamp:
     return ts
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+    too_large = StarletteHTTPException(413, f"the request body is over {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _parse_body(
     request: Request,
     message: M,
+    limit: int,
     *,
     allow_empty: bool = False,
     path_fields: set[str] | None = None,
 ) -> M:
-    raw = await request.body()
+    raw = await _read_body(request, limit)
     if not raw.strip():
         if allow_empty:
             return message
@@ -508,6 +530,9 @@ async def _parse_body(
         raise bad_request({"body": f"not valid JSON: {e}"}) from None
     if not isinstance(data, dict):
         raise bad_request({"body": "must be a JSON object"})
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise bad_request({where: "must be Unicode text (a lone surrogate such as \\ud800 is not)"})
     for name in path_fields or ():
         descriptor = message.DESCRIPTOR.fields_by_name[name]
         for key in (name, descriptor.json_name):
@@ -521,6 +546,37 @@ async def _parse_body(
     except (ValueError, TypeError, RecursionError) as e:
         raise bad_request({"body": str(e)}) from None
     return message
+
+
+def _lone_surrogate(data: dict[str, Any]) -> str | None:
+    """Where a decoded body holds a lone surrogate (JSON allows the escape "\\ud800"), or None.
+
+    Protobuf strings cannot hold one. Caught here, before ``json_format``: its C
+    implementation fails on one in a key or an enum name with a SystemError (a 500), and
+    an error message echoing one could not be encoded. A bad key is reported at its parent.
+    """
+    todo: list[tuple[str, Any]] = [("body", data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    return path
+                todo.append((key if path == "body" else f"{path}.{key}", item))
+        elif isinstance(value, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _violation(text: str) -> tuple[str, str]:
@@ -590,7 +646,8 @@ ERROR_DESCRIPTIONS = {
     403: "PERMISSION_DENIED: the token's role may not do this",
     404: "NOT_FOUND: no such handoff in the caller's account",
     409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names who)",
-    429: "RESOURCE_EXHAUSTED: e.g. the request is too large",
+    413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
+    429: "RESOURCE_EXHAUSTED: a rate or stream limit, or a message over the server's limit",
     501: "UNIMPLEMENTED: the server does not offer this call yet",
     503: "UNAVAILABLE: the gRPC server is down or restarting; retry",
     504: "DEADLINE_EXCEEDED: the gRPC server did not answer in time",

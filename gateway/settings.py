@@ -31,6 +31,10 @@ class GatewaySettings(BaseSettings):
     # caught in this window and become ordinary HTTP errors.
     sse_first_event_wait_seconds: float = Field(default=1.0, ge=0)
 
+    # Request bodies larger than this are refused (413) before they are read into memory.
+    # JSON takes more room than the protobuf it becomes, so it is above the server's 1 MiB.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+
     # Deadline of each unary upstream call (REST request) and of the health check.
     upstream_timeout_seconds: float = Field(default=10, gt=0)
     health_timeout_seconds: float = Field(default=2, gt=0)

@@ -55,6 +55,43 @@ def handoff_body(**fields: Any) -> dict[str, Any]:
     return body
 
 
+# Checks of REST answers, shared by the gateway test modules.
+
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def violations(body: dict[str, Any]) -> dict[str, str]:
+    """field -> description of the google.rpc.BadRequest in an error body."""
+    found: dict[str, str] = {}
+    for detail in body["details"]:
+        if detail.get("@type") == BAD_REQUEST_TYPE:
+            for v in detail["fieldViolations"]:
+                found[v["field"]] = v["description"]
+    return found
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"code", "message", "details"}
+    assert body["code"] == code
+    assert body["message"]
+    assert isinstance(body["details"], list)
+    return body
+
+
+async def create(http: httpx.AsyncClient, account: str, **fields: Any) -> dict[str, Any]:
+    response = await http.post(
+        "/v1/handoffs",
+        json=handoff_body(**fields),
+        headers=bearer(account, Role.TECHNICIAN, "tina", "Tina Tech"),
+    )
+    assert response.status_code == 201, response.text
+    handoff: dict[str, Any] = response.json()["handoff"]
+    return handoff
+
+
 class SSEReader:
     """One SSE request consumed in the background with httpx-sse, events kept in order."""
 

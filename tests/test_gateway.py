@@ -7,7 +7,6 @@ OpenAPI and CORS. Streams are in test_gateway_sse.py.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import httpx
 import pytest
@@ -15,47 +14,20 @@ import pytest
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from tests import gateway_support
-from tests.gateway_support import bearer, handoff_body, running_gateway
+from tests.gateway_support import (
+    BAD_REQUEST_TYPE,
+    assert_error,
+    bearer,
+    create,
+    handoff_body,
+    running_gateway,
+    violations,
+)
 from tests.support import token
 
 # Fixtures (conftest.py is shared; these live beside the helpers).
 gateway = gateway_support.gateway
 http = gateway_support.http
-
-BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
-
-
-def violations(body: dict[str, Any]) -> dict[str, str]:
-    """field -> description of the google.rpc.BadRequest in an error body."""
-    found: dict[str, str] = {}
-    for detail in body["details"]:
-        if detail.get("@type") == BAD_REQUEST_TYPE:
-            for v in detail["fieldViolations"]:
-                found[v["field"]] = v["description"]
-    return found
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"code", "message", "details"}
-    assert body["code"] == code
-    assert body["message"]
-    assert isinstance(body["details"], list)
-    return body
-
-
-async def create(http: httpx.AsyncClient, account: str, **fields: Any) -> dict[str, Any]:
-    response = await http.post(
-        "/v1/handoffs",
-        json=handoff_body(**fields),
-        headers=bearer(account, Role.TECHNICIAN, "tina", "Tina Tech"),
-    )
-    assert response.status_code == 201, response.text
-    handoff: dict[str, Any] = response.json()["handoff"]
-    return handoff
-
 
 # ---- handoffs ---------------------------------------------------------------------------
 
