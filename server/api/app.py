@@ -24,26 +24,30 @@ SERVICE_NAMES = (
 
 
 def _serialize(message: Any) -> bytes:
-    """Stream events arrive already encoded (once for all subscribers); pass them through."""
-    return message if isinstance(message, bytes) else message.SerializeToString()
+    return bytes(message.SerializeToString())
 
 
 def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name: str) -> None:
-    """Like the generated ``add_*_to_server``, but with the pass-through serializer."""
+    """Like the generated ``add_*_to_server``, but streams send their bytes as they are.
+
+    Stream events arrive already encoded (once for all subscribers of an account), so the
+    streaming methods have no serializer at all: gRPC writes the bytes without calling
+    back into Python for every message.
+    """
     service = file.services_by_name[name]
     handlers = {}
     for method in service.methods:
         deserialize = GetMessageClass(method.input_type).FromString
-        factory = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = factory(
-            getattr(servicer, method.name),
-            request_deserializer=deserialize,
-            response_serializer=_serialize,
-        )
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                getattr(servicer, method.name), request_deserializer=deserialize
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, method.name),
+                request_deserializer=deserialize,
+                response_serializer=_serialize,
+            )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

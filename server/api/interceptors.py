@@ -137,7 +137,6 @@ class ServiceInterceptor(AsyncServerInterceptor):
         started: float,
     ) -> AsyncIterator[Any]:
         gauge = telemetry.OPEN_STREAMS.labels(name)
-        delivered = telemetry.EVENTS_DELIVERED
         gauge.inc()
         failed = True
         sent = 0
@@ -145,7 +144,6 @@ class ServiceInterceptor(AsyncServerInterceptor):
             try:
                 async for item in responses:
                     sent += 1
-                    delivered.inc()
                     yield item
                 failed = False
             except Exception as e:

@@ -10,6 +10,7 @@ import enum
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
+from server import telemetry
 from server.db.database import Database
 from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
 from server.errors import Unavailable
@@ -74,13 +75,17 @@ class Streams:
         sub, feed = self.hub.subscribe(
             caller.account_id, caller.user_id, after or 0, _filter(kind, caller)
         )
+        delivered = telemetry.EVENTS_DELIVERED
+        unreported = 0
         try:
             if after is None:
                 snap = await self._snapshot(kind, caller)
+                delivered.inc()
                 yield self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
                 sub.position = snap.sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
                 snap = await self._snapshot(kind, caller)
+                delivered.inc()
                 yield self.encoder.control(EventType.RESET, snap.sequence, snap.handoffs, problem)
                 sub.position = snap.sequence
             while True:
@@ -95,6 +100,7 @@ class Streams:
                         sub.position = sequence
                         if data:
                             sub.sent = True
+                            unreported += 1
                             yield data
                     continue
                 if sub.lagging:
@@ -103,6 +109,7 @@ class Streams:
                     # is behind the feed reads the log itself first.
                     if feed.last_seen is None or feed.last_seen > sub.position:
                         async for data in self._catch_up(sub):
+                            delivered.inc()
                             yield data
                         await feed.ready.wait()
                     if feed.last_seen is not None and feed.last_seen <= sub.position:
@@ -110,11 +117,17 @@ class Streams:
                     continue
                 if sub.heartbeat_due:
                     sub.heartbeat_due = False
+                    delivered.inc()
                     yield self.encoder.control(EventType.HEARTBEAT, sub.position, None)
                     continue
+                # Live events are counted per burst, not one by one: the counter takes a
+                # lock each time.
+                delivered.inc(unreported)
+                unreported = 0
                 sub.wake.clear()
                 await sub.wake.wait()
         finally:
+            delivered.inc(unreported)
             self.hub.unsubscribe(sub)
 
     async def _catch_up(self, sub: Subscription) -> AsyncIterator[bytes]:
