@@ -138,6 +138,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def call(request: Request, rpc: Callable[..., Awaitable[M]], message: Message) -> M:
         return await rpc(message, metadata=_metadata(request), timeout=timeout)
 
+    async def stream(
+        request: Request, rpc: Callable[..., Any], message: Any, after: int | None
+    ) -> Response:
+        """Start the upstream stream from the cursor (``Last-Event-ID`` or ``?after=``)."""
+        cursor = _cursor(request, after)
+        if cursor is not None:
+            message.after_sequence = cursor
+        return await streams.respond(rpc(message, metadata=_metadata(request)))
+
     # ---- handoffs -----------------------------------------------------------------------
 
     @app.post(
@@ -189,12 +198,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         request: Request,
         after: int | None = Query(None, ge=0, le=MAX_UINT64, description="resume after it"),
     ) -> Response:
-        message = pb.WatchHandoffsRequest()
-        cursor = _cursor(request, after)
-        if cursor is not None:
-            message.after_sequence = cursor
-        return await streams.respond(
-            upstream.handoffs.WatchHandoffs(message, metadata=_metadata(request))
+        return await stream(
+            request, upstream.handoffs.WatchHandoffs, pb.WatchHandoffsRequest(), after
         )
 
     @app.get(
@@ -240,12 +245,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         request: Request,
         after: int | None = Query(None, ge=0, le=MAX_UINT64, description="resume after it"),
     ) -> Response:
-        message = esc.StreamEscalationsRequest()
-        cursor = _cursor(request, after)
-        if cursor is not None:
-            message.after_sequence = cursor
-        return await streams.respond(
-            upstream.escalations.StreamEscalations(message, metadata=_metadata(request))
+        return await stream(
+            request, upstream.escalations.StreamEscalations, esc.StreamEscalationsRequest(), after
         )
 
     @app.get(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support import JWT_SECRET
@@ -98,3 +99,71 @@ class ServerProcess:
                 await self.signal_and_wait(signal.SIGTERM)
             except TimeoutError:
                 await self.kill()
+
+
+# ---- the CLI as a process (``serve``, ``gateway``) ----------------------------------------
+
+
+async def start_cli(
+    tmp_path: Path, *args: str, local: bool = False, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``python -m server.cli ARGS``, logging to ``tmp_path/cli.log``.
+
+    ``local``: no RF_JWT_SECRET, as on a newcomer's machine (the secret is then created
+    under RF_VAR_DIR); otherwise the tests' secret. ``env``: more variables.
+    """
+    full = {k: v for k, v in os.environ.items() if k != "RF_JWT_SECRET"}
+    if not local:
+        full["RF_JWT_SECRET"] = JWT_SECRET
+    full |= env or {}
+    log = (tmp_path / "cli.log").open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server.cli",
+            *args,
+            cwd=REPO,
+            env={**full, "RF_VAR_DIR": str(tmp_path)},
+            stdout=log,
+            stderr=log,
+        )
+    finally:
+        log.close()
+
+
+def serve_args(grpc_port: int, http_port: int, database_url: str) -> tuple[str, ...]:
+    return (
+        "serve",
+        *("--grpc-addr", f"127.0.0.1:{grpc_port}"),
+        *("--http-addr", f"127.0.0.1:{http_port}"),
+        *("--database-url", database_url),
+    )
+
+
+def gateway_args(http_port: int, upstream_port: int) -> tuple[str, ...]:
+    return (
+        "gateway",
+        *("--http-addr", f"127.0.0.1:{http_port}"),
+        *("--upstream", f"127.0.0.1:{upstream_port}"),
+    )
+
+
+async def http_serving(client: httpx.AsyncClient, proc: asyncio.subprocess.Process) -> bool:
+    assert proc.returncode is None, "the process exited"
+    try:
+        return (await client.get("/healthz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def stop_cli(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM, and the exit code (SIGKILL and fail if it does not exit within 20 s)."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), 20)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import httpx
 
 from server.domain.types import Role
-from tests.processes import REPO, free_port
-from tests.support import JWT_SECRET, token, wait_until
+from tests.processes import free_port, http_serving, serve_args, start_cli, stop_cli
+from tests.support import token, wait_until
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:
@@ -27,35 +24,16 @@ def json_lines(path: Path) -> list[dict[str, object]]:
 
 async def test_request_id_appears_in_gateway_and_server_logs(tmp_path: Path, account: str) -> None:
     grpc_port, http_port = free_port(), free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--grpc-addr",
-            f"127.0.0.1:{grpc_port}",
-            "--http-addr",
-            f"127.0.0.1:{http_port}",
-            "--database-url",
-            f"sqlite+aiosqlite:///{tmp_path / 'rf.db'}",
-            cwd=REPO,
-            env={**os.environ, "RF_JWT_SECRET": JWT_SECRET, "RF_LOG_FORMAT": "json"},
-            stdout=out,
-            stderr=out,
-        )
+    log = tmp_path / "cli.log"
+    proc = await start_cli(
+        tmp_path,
+        *serve_args(grpc_port, http_port, f"sqlite+aiosqlite:///{tmp_path / 'rf.db'}"),
+        env={"RF_LOG_FORMAT": "json"},
+    )
     try:
         base = f"http://127.0.0.1:{http_port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, timeout=30, what="serve to answer")
+            await wait_until(lambda: http_serving(http, proc), timeout=30, what="serve is up")
             response = await http.post(
                 "/v1/handoffs",
                 headers={
@@ -82,5 +60,4 @@ async def test_request_id_appears_in_gateway_and_server_logs(tmp_path: Path, acc
         assert by_logger["resolutionflow.access"]["method"] == "CreateHandoff"
         assert by_logger["resolutionflow.access"]["user_id"] == "tina"
     finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 15)
+        await stop_cli(proc)

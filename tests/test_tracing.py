@@ -4,9 +4,7 @@ server, exported over OTLP/HTTP to a local collector."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,8 +16,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.domain.types import Role
-from tests.processes import REPO, ServerProcess, free_port
-from tests.support import JWT_SECRET, token, wait_until
+from tests.processes import (
+    ServerProcess,
+    free_port,
+    gateway_args,
+    http_serving,
+    start_cli,
+    stop_cli,
+)
+from tests.support import token, wait_until
 
 trace_service = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
@@ -60,30 +65,10 @@ async def test_one_trace_spans_gateway_and_server(
     server = ServerProcess(database_url, tmp_path, **tracing_env)
     await server.start()
     http_port = free_port()
-    gateway = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "gateway",
-        "--http-addr",
-        f"127.0.0.1:{http_port}",
-        "--upstream",
-        server.address,
-        cwd=REPO,
-        env={**os.environ, "RF_JWT_SECRET": JWT_SECRET, **tracing_env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    gateway = await start_cli(tmp_path, *gateway_args(http_port, server.port), env=tracing_env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get("/livez")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, timeout=30, what="the gateway")
+            await wait_until(lambda: http_serving(http, gateway), timeout=30, what="the gateway")
             response = await http.post(
                 "/v1/handoffs",
                 headers={"Authorization": f"Bearer {token(account, 't', Role.TECHNICIAN)}"},
@@ -109,8 +94,7 @@ async def test_one_trace_spans_gateway_and_server(
 
         await wait_until(lambda: joined(), timeout=20, what="spans of one trace from both")
     finally:
-        gateway.terminate()
-        await asyncio.wait_for(gateway.wait(), 15)
+        await stop_cli(gateway)
         await server.stop()
         collector.should_exit = True
         await collector_task

@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import httpx
 import jwt
 
 from server.runtime import ServerRuntime
-from tests.processes import REPO, free_port
+from tests.processes import free_port, gateway_args, http_serving, serve_args, start_cli, stop_cli
 from tests.support import wait_until
-from tests.test_gateway_cli import serving, stop
-
-
-async def start(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    """The CLI with no RF_JWT_SECRET: local use, the secret is created under RF_VAR_DIR."""
-    env = {k: v for k, v in os.environ.items() if k != "RF_JWT_SECRET"}
-    log = (tmp_path / "cli.log").open("ab")
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server.cli",
-            *args,
-            cwd=REPO,
-            env={**env, "RF_VAR_DIR": str(tmp_path)},
-            stdout=log,
-            stderr=log,
-        )
-    finally:
-        log.close()
 
 
 async def test_serve_offers_local_tokens_signed_with_the_servers_secret(
     tmp_path: Path, database_url: str, account: str
 ) -> None:
     grpc_port, http_port = free_port(), free_port()
-    proc = await start(
-        tmp_path,
-        "serve",
-        "--grpc-addr",
-        f"127.0.0.1:{grpc_port}",
-        "--http-addr",
-        f"127.0.0.1:{http_port}",
-        "--database-url",
-        database_url,
-    )
+    proc = await start_cli(tmp_path, *serve_args(grpc_port, http_port, database_url), local=True)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as http:
-            await wait_until(lambda: serving(http, proc), timeout=30, what="serve is up")
+            await wait_until(lambda: http_serving(http, proc), timeout=30, what="serve is up")
             page = await http.get("/")
             assert 'data-local-mode="true"' in page.text
             reply = await http.post(
@@ -81,7 +49,7 @@ async def test_serve_offers_local_tokens_signed_with_the_servers_secret(
                 assert refused.status_code == 400
                 assert refused.json()["code"] == "INVALID_ARGUMENT"
     finally:
-        code = await stop(proc)
+        code = await stop_cli(proc)
     assert code == 0, (tmp_path / "cli.log").read_text()[-3000:]
 
 
@@ -89,17 +57,10 @@ async def test_the_gateway_command_has_no_local_token_route(
     tmp_path: Path, server: ServerRuntime
 ) -> None:
     http_port = free_port()
-    proc = await start(
-        tmp_path,
-        "gateway",
-        "--http-addr",
-        f"127.0.0.1:{http_port}",
-        "--upstream",
-        f"127.0.0.1:{server.port}",
-    )
+    proc = await start_cli(tmp_path, *gateway_args(http_port, server.port), local=True)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as http:
-            await wait_until(lambda: serving(http, proc), timeout=30, what="gateway is up")
+            await wait_until(lambda: http_serving(http, proc), timeout=30, what="gateway is up")
             reply = await http.post(
                 "/local/token", json={"account": "a", "user": "u", "role": "admin"}
             )
@@ -111,5 +72,5 @@ async def test_the_gateway_command_has_no_local_token_route(
             assert "export function openStream" in script.text
             assert script.headers["content-type"].startswith("text/javascript")
     finally:
-        code = await stop(proc)
+        code = await stop_cli(proc)
     assert code == 0, (tmp_path / "cli.log").read_text()[-3000:]
