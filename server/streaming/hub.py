@@ -52,8 +52,10 @@ class Subscription:
     overflows: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Heartbeats: ``sent`` is set by the stream on every event it sends and cleared by the
-    # hub's sweep; a sweep that finds it clear asks the stream for a heartbeat.
-    sent: bool = False
+    # hub's sweep; a sweep that finds it clear asks the stream for a heartbeat. It starts
+    # set (opening is activity), so no stream hears a heartbeat sooner than one interval
+    # after its last event: between one and two intervals, then one per interval.
+    sent: bool = True
     heartbeat_due: bool = False
 
     def offer(self, event: Event, data: bytes) -> None:
