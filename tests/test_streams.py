@@ -144,6 +144,32 @@ async def test_snapshot_and_deltas_never_miss_or_repeat(
         r.cancel()
 
 
+async def test_streams_opened_together_share_a_snapshot_and_miss_nothing(
+    technician: Client, client_for: Callable[..., Client]
+) -> None:
+    """A reconnect storm: 40 streams open at once while escalations keep arriving (the
+    path where openers share snapshot reads); each sees every escalation exactly once."""
+    created = [(await technician.create()).id for _ in range(3)]
+
+    async def create_many() -> None:
+        for _ in range(15):
+            created.append((await technician.create()).id)
+
+    readers = [stream_escalations(client_for(Role.ENGINEER)) for _ in range(40)]
+    await create_many()
+
+    def seen(r: StreamReader) -> list[str]:
+        in_snapshot = [h.id for h in r.events[0].snapshot]
+        return in_snapshot + [e.handoff.id for e in of_type(r, pb.EVENT_TYPE_CREATED)]
+
+    for r in readers:
+        await r.wait_for(lambda r: bool(r.events) and set(seen(r)) >= set(created))
+        assert r.events[0].type == pb.EVENT_TYPE_SNAPSHOT
+        assert sorted(seen(r)) == sorted(created), "each escalation exactly once"
+        assert all(e.sequence > r.events[0].sequence for e in r.events[1:])
+        r.cancel()
+
+
 async def test_resume_replays_exactly_the_missed_events(
     technician: Client, engineer: Client
 ) -> None:

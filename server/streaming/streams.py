@@ -6,6 +6,7 @@ encoder is given by the transport, which keeps this module free of protobuf and 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -15,7 +16,7 @@ from server.db.database import Database
 from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
 from server.errors import Unavailable
 from server.models import events, handoffs
-from server.streaming.hub import READ_BATCH, Hub, Subscription
+from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
 
 
 class StreamKind(enum.Enum):
@@ -55,6 +56,36 @@ class Streams:
                 return await handoffs.queue(s, caller.account_id)
             return await handoffs.active(s, caller)
 
+    async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, bytes]:
+        snap = await self._snapshot(kind, caller)
+        return snap.sequence, self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
+
+    async def _opening_snapshot(
+        self, kind: StreamKind, caller: Caller, feed: AccountFeed
+    ) -> tuple[int, bytes]:
+        """The SNAPSHOT a new stream starts with, and its sequence.
+
+        The escalation queue is the same for every engineer of an account, so streams that
+        open together (a reconnect storm after a deploy) share one read: concurrent openers
+        await the read in flight, and later ones reuse it while the feed has seen nothing
+        newer. Any snapshot is a correct start, since the stream then reads every event
+        after its sequence; sharing only saves reads.
+        """
+        if kind is not StreamKind.ESCALATIONS:
+            return await self._encoded_snapshot(kind, caller)
+        shared = feed.snapshot
+        if shared is None or (
+            shared.done()
+            and (
+                shared.cancelled()
+                or shared.exception() is not None
+                or (feed.last_seen is not None and shared.result()[0] < feed.last_seen)
+            )
+        ):
+            shared = feed.snapshot = asyncio.ensure_future(self._encoded_snapshot(kind, caller))
+        # Shielded: one opener going away must not cancel the read the others wait on.
+        return await asyncio.shield(shared)
+
     async def _cursor_problem(self, account_id: str, after: int) -> str:
         """Why ``after`` cannot be resumed from, or "" when it can."""
         async with self.db.read() as s:
@@ -79,10 +110,10 @@ class Streams:
         unreported = 0
         try:
             if after is None:
-                snap = await self._snapshot(kind, caller)
+                sequence, data = await self._opening_snapshot(kind, caller, feed)
                 delivered.inc()
-                yield self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
-                sub.position = snap.sequence
+                yield data
+                sub.position = sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
                 snap = await self._snapshot(kind, caller)
                 delivered.inc()
