@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -65,11 +66,13 @@ class ServerRuntime:
                 on_connect=self._listening,
             )
         self._tasks: list[asyncio.Task[None]] = []
+        self._periodic: list[asyncio.Task[None]] = []
         self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port = 0
         self._serving = NOT_SERVING
         self._stopping = False
+        self._jobs_stop = asyncio.Event()
 
     async def start(self, grpc_addr: str | None = None) -> int:
         """Migrate, bind and serve; returns the bound port (useful with port 0)."""
@@ -79,13 +82,15 @@ class ServerRuntime:
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {addr}")
         s = self.settings
-        self._tasks = [
-            _every(s.log_poll_seconds, "log check", self._wake_feeds),
-            _every(s.heartbeat_seconds, "stream heartbeats", self._heartbeats),
-            _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers),
-            _every(s.prune_interval_seconds, "event retention", self.prune_events),
-            _every(s.health_check_seconds, "database health", self.check_database),
+        done = self._jobs_stop
+        self._periodic = [
+            _every(s.log_poll_seconds, "log check", self._wake_feeds, done),
+            _every(s.heartbeat_seconds, "stream heartbeats", self._heartbeats, done),
+            _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers, done),
+            _every(s.prune_interval_seconds, "event retention", self.prune_events, done),
+            _every(s.health_check_seconds, "database health", self.check_database, done),
         ]
+        self._tasks = list(self._periodic)
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
         await self.assessments.start()
@@ -107,6 +112,12 @@ class ServerRuntime:
             await self._health.set(name, NOT_SERVING)
         self.hub.close_all()
         await self.grpc.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        # Periodic jobs finish the one they are in: cancelling a write transaction half-way
+        # can leave SQLite's write lock with a connection nobody closes. Whatever is still
+        # running after the deadline (and the LISTEN task) is cancelled.
+        self._jobs_stop.set()
+        if self._periodic:
+            await asyncio.wait(self._periodic, timeout=10)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -158,10 +169,17 @@ class ServerRuntime:
             log.info("pruned %d events older than %s", pruned, cutoff.isoformat())
 
 
-def _every(seconds: float, what: str, job: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+def _every(
+    seconds: float, what: str, job: Callable[[], Awaitable[None]], done: asyncio.Event
+) -> asyncio.Task[None]:
+    """Run ``job`` every ``seconds`` until ``done`` is set (never stopped half-way)."""
+
     async def loop() -> None:
         while True:
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), seconds)
+            if done.is_set():
+                return
             try:
                 await job()
             except Exception:

@@ -41,6 +41,7 @@ class AssessmentWorker:
         self.timeout = timeout
         self.queue: asyncio.Queue[Handoff] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
+        self._saving: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         async with self.db.read() as s:
@@ -58,6 +59,7 @@ class AssessmentWorker:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self._saving, return_exceptions=True)
 
     def submit(self, handoff: Handoff) -> None:
         self.queue.put_nowait(handoff)
@@ -100,5 +102,13 @@ class AssessmentWorker:
             )
         telemetry.ASSESSMENT_SECONDS.observe(time.monotonic() - started)
         telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
+        # Shielded, and awaited by stop(): stopping must not cut a write transaction
+        # half-way (on SQLite that can leave the write lock with an unclosed connection).
+        save = asyncio.ensure_future(self._save(handoff_id, result))
+        self._saving.add(save)
+        save.add_done_callback(self._saving.discard)
+        await asyncio.shield(save)
+
+    async def _save(self, handoff_id: str, result: Assessment) -> None:
         async with self.db.write() as s:
             await handoffs.save_assessment(s, handoff_id, result, self.clock())
