@@ -85,8 +85,8 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
     def WatchHandoffs(
         self, request: pb.WatchHandoffsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        # Encoded HandoffEvent bytes (registered with a pass-through serializer), returned
-        # rather than re-yielded: one generator fewer for every event sent.
+        # Encoded HandoffEvent bytes (registered without a serializer: sent as they are),
+        # returned rather than re-yielded: one generator fewer for every event sent.
         return self.streams.open(StreamKind.HANDOFFS, current_caller(), _cursor(request))
 
 

@@ -1,10 +1,10 @@
 """Runs assessments after commit, a few at a time, and records each as an event.
 
 Creation never waits for this: ``submit`` only queues the new handoff (as committed, so
-no read is needed). The outcome is saved with a
-conditional update (only while still PENDING) in the same transaction as its
-ASSESSMENT_READY event, so a replica that finds the same PENDING row after a crash cannot
-record it twice. PENDING rows are queued again at start-up.
+no read is needed). The outcome is saved with a conditional update (only while still
+PENDING) in the same transaction as its ASSESSMENT_READY event, so a replica that finds the
+same PENDING row after a crash cannot record it twice. PENDING rows are queued again at
+start-up.
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -85,12 +83,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-def dialect_insert(session: AsyncSession) -> Any:
-    """The dialect's INSERT construct (both have ``on_conflict_do_nothing``)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    return pg_insert if postgres else sqlite_insert
 
 
 # asyncpg's own errors appear unwrapped while connecting to a database that refuses

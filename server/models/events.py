@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.database import APPENDED_EVENTS, dialect_insert
+from server.db.database import APPENDED_EVENTS
 from server.db.schema import EVENTS, AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
 
@@ -45,7 +47,7 @@ async def next_sequence(session: AsyncSession, account_id: str) -> int:
     value = (await session.execute(_BUMP, params)).scalar_one_or_none()
     if value is None:
         await session.execute(
-            dialect_insert(session)(AccountSequence)
+            (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(AccountSequence)
             .values(account_id=account_id, last_sequence=0)
             .on_conflict_do_nothing(index_elements=["account_id"])
         )

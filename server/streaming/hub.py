@@ -58,10 +58,11 @@ class Subscription:
     sent: bool = True
     heartbeat_due: bool = False
 
-    def offer(self, event: Event, data: bytes) -> None:
+    def offer(self, event: Event, data: bytes, accepted: bool) -> None:
+        """``accepted``: what ``self.accepts(event)`` says (the feed asks once per filter)."""
         if self.lagging or self.closed or event.sequence <= self.position:
             return
-        if not self.accepts(event):
+        if not accepted:
             if not self.buffer:
                 self.position = event.sequence
             else:
@@ -128,8 +129,12 @@ class AccountFeed:
         """Fan one event out; callers guarantee it is the next after ``last_seen``."""
         telemetry.DELIVERY_LAG.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
         data = self.hub.encode(event)
+        verdicts: dict[Callable[[Event], bool], bool] = {}
         for sub in self.subscribers:
-            sub.offer(event, data)
+            accepted = verdicts.get(sub.accepts)
+            if accepted is None:
+                accepted = verdicts[sub.accepts] = sub.accepts(event)
+            sub.offer(event, data, accepted)
         self.last_seen = event.sequence
 
     def publish(self, event: Event) -> None:

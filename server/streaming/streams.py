@@ -32,12 +32,22 @@ class Encoder(Protocol):
     ) -> bytes: ...
 
 
+def _is_escalation(e: Event) -> bool:
+    return e.handoff.intent is Intent.ESCALATE
+
+
+def _everything(e: Event) -> bool:
+    return True
+
+
 def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
+    # Shared functions where streams see the same (the feed evaluates each distinct filter
+    # once per event); a technician's own filter is theirs alone.
     if kind is StreamKind.ESCALATIONS:
-        return lambda e: e.handoff.intent is Intent.ESCALATE
+        return _is_escalation
     if caller.role is Role.TECHNICIAN:
         return lambda e: e.handoff.created_by.id == caller.user_id
-    return lambda e: True
+    return _everything
 
 
 class Streams:
