@@ -1,4 +1,4 @@
-"""The HTTP gateway: REST + Server-Sent Events in front of the gRPC server (DESIGN §2, §4).
+"""The HTTP gateway: REST + Server-Sent Events in front of the gRPC server (docs/design.md §2, §4).
 
 A translator only. Each route turns the HTTP request into a protobuf request
 (``json_format`` for bodies), calls the server through the generated stubs with the

@@ -1,4 +1,4 @@
-"""gRPC status -> HTTP status and the JSON error body, in one table (DESIGN §4).
+"""gRPC status -> HTTP status and the JSON error body, in one table (docs/design.md §4).
 
 Every error the gateway answers has the body ``{"code", "message", "details"}``:
 ``code`` is the gRPC status name, ``details`` the rich-status details rendered with the

@@ -1,6 +1,6 @@
 """gRPC server streams -> Server-Sent Events.
 
-Framing (DESIGN §4), plain ``\\n`` line endings::
+Framing (docs/design.md §4), plain ``\\n`` line endings::
 
     retry: 3000                       once, first: how long browsers wait to reconnect
 
@@ -29,7 +29,7 @@ only ``retry:`` and ``event: error``, so that every kind of client, native
 ``EventSource`` included (it never retries after a non-200), reconnects by itself.
 
 Why our own framing instead of sse-starlette (which is installed):
-- Frame once per gateway, not once per browser (DESIGN §6). Rendering an event to JSON
+- Frame once per gateway, not once per browser (docs/design.md §6). Rendering an event to JSON
   with ``json_format`` is pure Python and by far the costliest step; every subscriber of
   an account receives the very same event, so ``Framer`` keeps the finished frame bytes
   in a small bounded cache keyed by the event's wire bytes (re-serializing is C and cheap)
@@ -41,7 +41,7 @@ Why our own framing instead of sse-starlette (which is installed):
 - Disconnect handling is the same idea as sse-starlette's: a watcher on ASGI
   ``receive()`` sees ``http.disconnect`` immediately (even on an idle stream), and the
   upstream call is cancelled in a ``finally`` at once, which frees the server-side
-  subscriber (invariant 10).
+  subscriber (docs/design.md invariant 10).
 """
 
 from __future__ import annotations

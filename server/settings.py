@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # Upper bound for one assessment, retries included; past it the assessment FAILS.
     assessment_timeout_seconds: float = Field(default=60, gt=0)
 
-    # Pickup targets per priority, in seconds (DESIGN: URGENT 5 min ... LOW 4 h).
+    # Pickup targets per priority, in seconds (docs/design.md, invariant 12).
     sla_urgent_seconds: float = Field(default=300, gt=0)
     sla_high_seconds: float = Field(default=900, gt=0)
     sla_normal_seconds: float = Field(default=3600, gt=0)

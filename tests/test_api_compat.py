@@ -57,3 +57,20 @@ def test_removed_field_fails(copies: tuple[Path, Path]) -> None:
     result = buf_breaking(after, before)
     assert result.returncode != 0
     assert "notes" in result.stdout + result.stderr
+
+
+def test_gate_holds_todays_protos_against_the_committed_baseline(
+    copies: tuple[Path, Path], repo_root: Path
+) -> None:
+    """The gate `make lint` runs: today's protos pass against the released baseline, and
+    the same baseline refuses a removed field (so the gate can fail on main itself)."""
+    baseline = repo_root / "protos" / "api-baseline.binpb"
+    assert "api-baseline.binpb" in (repo_root / "Makefile").read_text()
+    _, after = copies
+    assert buf_breaking(after, baseline).returncode == 0
+    proto = after / "protos/resolutionflow/v1/escalation.proto"
+    text = proto.read_text()
+    field = next(line for line in text.splitlines() if line.strip().startswith("string "))
+    proto.write_text(text.replace(field + "\n", "", 1))
+    result = buf_breaking(after, baseline)
+    assert result.returncode != 0, result.stdout

@@ -260,7 +260,7 @@ async def test_gateway_shutdown_ends_streams_with_an_error_event(
     await wait_until(lambda: subscribers(server, account) == 0, timeout=2)
 
 
-# ---- disconnects (invariant 10) ---------------------------------------------------------
+# ---- disconnects (docs/design.md invariant 10) ------------------------------------------
 
 
 async def test_closing_the_connection_frees_the_server_subscriber(

@@ -1,4 +1,4 @@
-"""The live queue's guarantees (DESIGN §3 invariants 1-5): a real server, real streams.
+"""The live queue's guarantees (docs/design.md §3, invariants 1-5): a real server, real streams.
 
 Every create is followed by a background ASSESSMENT_READY event, so a create accounts for
 two sequences once its assessment is recorded (``settled``).
