@@ -23,6 +23,7 @@ from playwright.async_api import expect
 
 gateway = gateway_support.gateway
 browser = browser_support.browser
+chromium = browser_support.chromium
 
 LIVE = "open"  # data-state of the connection badge while the stream is up
 

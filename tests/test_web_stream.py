@@ -19,6 +19,7 @@ pytest.importorskip("playwright.async_api")
 
 gateway = gateway_support.gateway
 browser = browser_support.browser
+chromium = browser_support.chromium
 
 # Opens a stream in the page and records what it reports in window.log.
 OPEN = """async ({url, token}) => {
