@@ -71,6 +71,8 @@ DESCRIPTION = """REST and Server-Sent Events in front of the `resolutionflow.v1`
 
 Bodies use the protobuf JSON mapping (lowerCamelCase fields, enums by name, timestamps as
 RFC 3339, 64-bit integers as strings), so a field reads the same here and in grpcurl.
+Request bodies are `Content-Type: application/json` only (415 otherwise); enums also take
+their short names (`"priority": "HIGH"` for `PRIORITY_HIGH`), as query strings do.
 Every call but `/healthz` needs `Authorization: Bearer <JWT>` (`resolutionflow token`).
 Errors: `{"code": "<gRPC status>", "message": "...", "details": [...]}`.
 
@@ -161,7 +163,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["handoffs"],
         summary="Create a handoff (CreateHandoff); idempotent per requestId",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 413, 429),
+        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 408, 413, 415, 429),
     )
     async def create_handoff(request: Request) -> Response:
         message = await _parse_body(request, pb.CreateHandoffRequest(), limit, seconds=body_timeout)
@@ -304,7 +306,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["escalations"],
         summary="Resolve a picked-up escalation (ResolveEscalation)",
         openapi_extra=_body("ResolveEscalationRequestBody", required=False),
-        responses=_responses(200, "ResolveEscalationResponse", 400, 401, 403, 404, 409, 413),
+        responses=_responses(
+            200, "ResolveEscalationResponse", 400, 401, 403, 404, 408, 409, 413, 415
+        ),
     )
     async def resolve(request: Request, handoff_id: HandoffId) -> Response:
         message = await _parse_body(
@@ -762,7 +766,9 @@ ERROR_DESCRIPTIONS = {
     403: "PERMISSION_DENIED: the token's role may not do this",
     404: "NOT_FOUND: no such handoff in the caller's account",
     409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names who)",
+    408: "DEADLINE_EXCEEDED: the body did not arrive within RF_HTTP_BODY_TIMEOUT_SECONDS",
     413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
+    415: "INVALID_ARGUMENT: the body is not sent as Content-Type: application/json",
     429: "RESOURCE_EXHAUSTED: a rate or stream limit, or a message over the server's limit",
     501: "UNIMPLEMENTED: the server does not offer this call yet",
     503: "UNAVAILABLE: the gRPC server is down or restarting; retry",

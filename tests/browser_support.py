@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from server.domain.types import Role
-from tests.support import token
+from tests.support import token, wait_until
 
 CHROMIUM = os.environ.get("RF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -137,6 +137,16 @@ async def open_page(
     page = await context.new_page()
     await page.goto("/")
     return page
+
+
+async def wait_for_js(page: Any, expression: str, timeout_ms: float = TIMEOUT_MS) -> None:
+    """Until a JavaScript expression is true in the page.
+
+    Playwright's ``wait_for_function`` compiles a string predicate inside the page with
+    ``eval``, which the page's CSP (no 'unsafe-eval') refuses; ``evaluate`` runs through
+    the DevTools protocol, outside the page's policy, so it is polled instead.
+    """
+    await wait_until(lambda: page.evaluate(expression), timeout=timeout_ms / 1000, what=expression)
 
 
 def card(page: Any, handoff_id: str) -> Any:
