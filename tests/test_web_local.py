@@ -135,9 +135,9 @@ async def test_local_sign_in_answers_only_its_own_page_on_a_loopback_name(
             # The page's own request, by each loopback name: a token.
             for name in ("127.0.0.1", "localhost", "[::1]"):
                 own = f"{name}:{port}"
-                for origin in ({}, {"Origin": f"http://{own}"}):
-                    reply = await post({"Host": own, **origin})
-                    assert reply.status_code == 200, (own, origin, reply.text)
+                for same in ({}, {"Origin": f"http://{own}"}):
+                    reply = await post({"Host": own, **same})
+                    assert reply.status_code == 200, (own, same, reply.text)
                     assert reply.json()["token"]
 
             # DNS rebinding: the attacker's name in Host (and Origin), the request reaching
