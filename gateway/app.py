@@ -10,7 +10,10 @@ table in ``gateway.errors``. There is no auth logic here: the server decides.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,10 +35,12 @@ from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from gateway import openapi
+from gateway.docs import install_docs
 from gateway.errors import (
     CODE_OF_HTTP,
     GatewayError,
@@ -43,12 +48,15 @@ from gateway.errors import (
     error_response,
     from_rpc_error,
 )
+from gateway.json_body import check_body, enum_choices, enum_value
 from gateway.request_ids import RequestIdMiddleware, request_id
+from gateway.security import SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
 from gateway.sse import SSEStreams
 from gateway.upstream import Upstream
 
 M = TypeVar("M", bound=Message)
+log = logging.getLogger(__name__)
 
 # Handoff ids are UUIDs (the server answers 400 for anything else, 404 for unknown ones).
 HandoffId = Annotated[
@@ -63,6 +71,8 @@ DESCRIPTION = """REST and Server-Sent Events in front of the `resolutionflow.v1`
 
 Bodies use the protobuf JSON mapping (lowerCamelCase fields, enums by name, timestamps as
 RFC 3339, 64-bit integers as strings), so a field reads the same here and in grpcurl.
+Request bodies are `Content-Type: application/json` only (415 otherwise); enums also take
+their short names (`"priority": "HIGH"` for `PRIORITY_HIGH`), as query strings do.
 Every call but `/healthz` needs `Authorization: Bearer <JWT>` (`resolutionflow token`).
 Errors: `{"code": "<gRPC status>", "message": "...", "details": [...]}`.
 
@@ -77,11 +87,6 @@ STATUS_NAMES = [v.name for v in pb.HandoffStatus.DESCRIPTOR.values]
 INTENT_NAMES = [v.name for v in pb.HandoffIntent.DESCRIPTOR.values]
 PRIORITY_NAMES = [v.name for v in pb.Priority.DESCRIPTOR.values]
 
-_PREFIXES = {
-    "status": "HANDOFF_STATUS_",
-    "intent": "HANDOFF_INTENT_",
-    "priority": "PRIORITY_",
-}
 _ENUM_TYPES: dict[str, Any] = {
     "status": pb.HandoffStatus,
     "intent": pb.HandoffIntent,
@@ -113,7 +118,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="v1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # Swagger UI is served from installed assets (gateway.docs), not a CDN.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
@@ -129,11 +135,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     _install_error_handlers(app, upstream)
     _install_openapi(app)
 
     timeout = settings.upstream_timeout_seconds
     limit = settings.max_body_bytes
+    body_timeout = settings.http_body_timeout_seconds
 
     async def call(request: Request, rpc: Callable[..., Awaitable[M]], message: Message) -> M:
         return await rpc(message, metadata=_metadata(request), timeout=timeout)
@@ -155,10 +163,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["handoffs"],
         summary="Create a handoff (CreateHandoff); idempotent per requestId",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 413, 429),
+        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 408, 413, 415, 429),
     )
     async def create_handoff(request: Request) -> Response:
-        message = await _parse_body(request, pb.CreateHandoffRequest(), limit)
+        message = await _parse_body(request, pb.CreateHandoffRequest(), limit, seconds=body_timeout)
         reply = await call(request, upstream.handoffs.CreateHandoff, message)
         return proto_json(
             reply, status_code=201, headers={"Location": f"/v1/handoffs/{reply.handoff.id}"}
@@ -298,13 +306,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["escalations"],
         summary="Resolve a picked-up escalation (ResolveEscalation)",
         openapi_extra=_body("ResolveEscalationRequestBody", required=False),
-        responses=_responses(200, "ResolveEscalationResponse", 400, 401, 403, 404, 409, 413),
+        responses=_responses(
+            200, "ResolveEscalationResponse", 400, 401, 403, 404, 408, 409, 413, 415
+        ),
     )
     async def resolve(request: Request, handoff_id: HandoffId) -> Response:
         message = await _parse_body(
             request,
             esc.ResolveEscalationRequest(),
             limit,
+            seconds=body_timeout,
             allow_empty=True,
             path_fields={"handoff_id"},
         )
@@ -372,6 +383,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return name, f"upstream {upstream.target} is {name}"
         return name, ""
 
+    install_docs(app)
     _install_web(app, settings)
     return app
 
@@ -386,29 +398,43 @@ ROLES = ("technician", "engineer", "admin")
 
 def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
     """``/`` (the page), ``/static/*`` and, in local mode only, ``POST /local/token``."""
-    local = settings.local_token_secret is not None
+    host, _ = settings.http_host_port
+    secret = settings.local_token_secret if is_loopback(host) else None
+    if settings.local_token_secret is not None and secret is None:
+        log.warning("local sign-in is off: %s is not a loopback address", host)
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
-    page = page.replace('data-local-mode="false"', f'data-local-mode="{str(local).lower()}"')
+    page = page.replace(
+        'data-local-mode="false"', f'data-local-mode="{str(secret is not None).lower()}"'
+    )
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> Response:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/static/stream.js", include_in_schema=False)
+    @app.api_route("/static/stream.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def stream_js() -> Response:
         return FileResponse(STREAM_JS, media_type="text/javascript")
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    secret = settings.local_token_secret
     if secret is None:
         return
+    roles = ROLES if settings.local_admin else tuple(r for r in ROLES if r != "admin")
 
     @app.post("/local/token", include_in_schema=False)
     async def local_token(request: Request) -> Response:
-        """A signed token for whoever asks: only ``resolutionflow serve`` offers this."""
+        """A signed token for whoever asks: only ``resolutionflow serve`` offers this.
+
+        Whoever can reach this route can act as anyone in any account, so it answers only
+        a page this gateway served itself on a loopback address: a loopback ``Host`` (a
+        DNS-rebinding page has its own name there), no foreign ``Origin``, and a JSON
+        body (a cross-site form or ``text/plain`` post never gets here).
+        """
+        _require_local_caller(request)
+        raw = await _read_body(request, 4096, settings.http_body_timeout_seconds)
+        _require_json(request)
         try:
-            data = json.loads(await request.body() or b"{}")
+            data = json.loads(raw or b"{}")
         except ValueError:
             data = None
         if not isinstance(data, dict):
@@ -423,9 +449,15 @@ def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
                 violations[field] = "is required"
             values[field] = value.strip() if isinstance(value, str) else ""
         if "role" not in violations and values["role"] not in ROLES:
-            violations["role"] = f"one of {', '.join(ROLES)}"
+            violations["role"] = f"one of {', '.join(roles)}"
         if violations:
             raise bad_request(violations)
+        if values["role"] not in roles:
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "local sign-in does not hand out admin tokens; start `resolutionflow serve "
+                "--local-admin` to allow it, or use `resolutionflow token --role admin`",
+            )
         now = int(time.time())
         claims = {
             "sub": values["user"],
@@ -437,6 +469,46 @@ def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
         }
         token = jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
         return JSONResponse({"token": token, "expiresAt": claims["exp"]})
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_local_caller(request: Request) -> None:
+    """403 unless the request names this gateway by a loopback name and comes from its page.
+
+    A DNS-rebinding attack points a name the attacker controls at 127.0.0.1: the browser
+    then sends that name as ``Host`` (and as the page's origin), so both are checked
+    against the loopback names with the port this gateway listens on.
+    """
+    server = request.scope.get("server")
+    port = server[1] if server else None
+    hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    if port == 80:
+        hosts.update(LOOPBACK_NAMES)
+    host = request.headers.get("host", "").lower()
+    origin = request.headers.get("origin")
+    if host not in hosts:
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "local sign-in answers only requests to a loopback address "
+            "(http://127.0.0.1, http://localhost or http://[::1] with the port)",
+        )
+    if origin is not None and origin.lower() != f"http://{host}":
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "local sign-in answers only the page this gateway serves (same origin)",
+        )
 
 
 # ---- translation helpers ----------------------------------------------------------------
@@ -477,14 +549,29 @@ def _cursor(request: Request, after: int | None) -> int | None:
 def _enum(field: str, value: str | None) -> Any:
     if value is None or value == "":
         return 0
-    enum_type = _ENUM_TYPES[field]
-    for name in (value, _PREFIXES[field] + value.upper()):
-        try:
-            return int(enum_type.Value(name))
-        except ValueError:
-            continue
-    names = ", ".join(v.name for v in enum_type.DESCRIPTOR.values)
-    raise bad_request({field: f"unknown value {value!r}; one of {names}"})
+    enum = _ENUM_TYPES[field].DESCRIPTOR
+    number = enum_value(enum, value)
+    if number is None:
+        raise bad_request({field: f"unknown value {value[:80]!r}; {enum_choices(enum)}"})
+    return number
+
+
+def _require_json(request: Request) -> None:
+    """A body is JSON only when it says so: ``text/plain`` or XML is refused with 415.
+
+    Browsers send ``text/plain`` cross-origin without a CORS preflight; accepting it as JSON
+    would let any web page post to the API with the user's ambient credentials.
+    """
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    charset = ""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        raise StarletteHTTPException(
+            415, "the request body must be JSON, sent as Content-Type: application/json"
+        )
 
 
 def _timestamp(field: str, value: str) -> Timestamp:
@@ -496,19 +583,36 @@ def _timestamp(field: str, value: str) -> Timestamp:
     return ts
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes.
+
+    A body that has not arrived whole within ``seconds`` is answered 408 and the
+    connection closed: a client trickling a body must not hold a request open for ever.
+    """
     too_large = StarletteHTTPException(413, f"the request body is over {limit} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        log.info(
+            "request body not received within %ss; answered 408",
+            seconds,
+            extra={"request_id": request_id(request), "path": request.url.path},
+        )
+        raise StarletteHTTPException(
+            408,
+            f"the request body did not arrive within {seconds:g} seconds",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -517,14 +621,16 @@ async def _parse_body(
     message: M,
     limit: int,
     *,
+    seconds: float,
     allow_empty: bool = False,
     path_fields: set[str] | None = None,
 ) -> M:
-    raw = await _read_body(request, limit)
+    raw = await _read_body(request, limit, seconds)
     if not raw.strip():
         if allow_empty:
             return message
         raise bad_request({"body": "a JSON object is required"})
+    _require_json(request)
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as e:
@@ -534,6 +640,9 @@ async def _parse_body(
     where = _lone_surrogate(data)
     if where is not None:
         raise bad_request({where: "must be Unicode text (a lone surrogate such as \\ud800 is not)"})
+    problems = check_body(data, message.DESCRIPTOR)
+    if problems:
+        raise bad_request(problems)
     for name in path_fields or ():
         descriptor = message.DESCRIPTOR.fields_by_name[name]
         for key in (name, descriptor.json_name):
@@ -626,6 +735,15 @@ def _install_error_handlers(app: FastAPI, upstream: Upstream) -> None:
             headers=exc.headers,
         )
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # Nobody is left to answer: one line, not a traceback (a phone that lost signal
+        # mid-upload is not a gateway error).
+        log.info(
+            "client disconnected before its request body arrived",
+            extra={"request_id": request_id(request), "path": request.url.path},
+        )
+        return Response(status_code=499)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         return JSONResponse(
             {"code": "INTERNAL", "message": "internal error in the gateway", "details": []},
@@ -636,6 +754,7 @@ def _install_error_handlers(app: FastAPI, upstream: Upstream) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -647,7 +766,9 @@ ERROR_DESCRIPTIONS = {
     403: "PERMISSION_DENIED: the token's role may not do this",
     404: "NOT_FOUND: no such handoff in the caller's account",
     409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names who)",
+    408: "DEADLINE_EXCEEDED: the body did not arrive within RF_HTTP_BODY_TIMEOUT_SECONDS",
     413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
+    415: "INVALID_ARGUMENT: the body is not sent as Content-Type: application/json",
     429: "RESOURCE_EXHAUSTED: a rate or stream limit, or a message over the server's limit",
     501: "UNIMPLEMENTED: the server does not offer this call yet",
     503: "UNAVAILABLE: the gRPC server is down or restarting; retry",

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.app import create_app
+from gateway.protocol import bounded_protocol
 from gateway.settings import GatewaySettings, split_addr
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ async def start_gateway(
         log_level=log_level,
         access_log=access_log,
         ws="none",
+        # h11 with bounds on slow headers and bodies (gateway.protocol), never httptools.
+        http=bounded_protocol(
+            settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+        ),
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )
     server = _Server(config)

@@ -35,6 +35,13 @@ class GatewaySettings(BaseSettings):
     # JSON takes more room than the protobuf it becomes, so it is above the server's 1 MiB.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
 
+    # Slow clients: the request line and headers must arrive within this long of the
+    # connection opening (or of the previous response on a kept-alive connection), and a
+    # request body within http_body_timeout_seconds; otherwise the connection is closed
+    # (a late body gets 408 first). A slowloris client holds a connection that long at most.
+    http_header_timeout_seconds: float = Field(default=10, gt=0)
+    http_body_timeout_seconds: float = Field(default=30, gt=0)
+
     # Deadline of each unary upstream call (REST request) and of the health check.
     upstream_timeout_seconds: float = Field(default=10, gt=0)
     health_timeout_seconds: float = Field(default=2, gt=0)
@@ -53,6 +60,9 @@ class GatewaySettings(BaseSettings):
     # ``gateway`` command, production), that route does not exist.
     local_token_secret: SecretStr | None = Field(default=None, exclude=True)
     local_token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
+    # Whether local sign-in may hand out admin tokens (``serve --local-admin``): off, so a
+    # page on this machine cannot make itself an admin of every account.
+    local_admin: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -40,7 +40,7 @@ async def _serve_grpc(settings: Settings) -> None:
     await runtime.stop()
 
 
-async def _serve_all(settings: Settings, http_addr: str | None) -> None:
+async def _serve_all(settings: Settings, http_addr: str | None, local_admin: bool = False) -> None:
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
     from pydantic import SecretStr
 
@@ -55,6 +55,7 @@ async def _serve_all(settings: Settings, http_addr: str | None) -> None:
         upstream=upstream_for(settings.grpc_addr, runtime.port),
         # Local mode: the page's sign-in form may ask the gateway for a token.
         local_token_secret=SecretStr(settings.resolved_jwt_secret()),
+        local_admin=local_admin,
     )
     try:
         gateway = await start_gateway(gateway_settings)
@@ -72,7 +73,9 @@ async def _serve_all(settings: Settings, http_addr: str | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(_serve_all(_settings(args), getattr(args, "http_addr", None)))
+    asyncio.run(
+        _serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin))
+    )
     return 0
 
 
@@ -181,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
     serve.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
     serve.add_argument("--database-url", help="default ./var/resolutionflow.db (RF_DATABASE_URL)")
+    serve.add_argument(
+        "--local-admin",
+        action="store_true",
+        help="let the page's local sign-in hand out admin tokens too (off: never admin)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     server = sub.add_parser("server", help="run the gRPC server only")

@@ -6,6 +6,7 @@ installs it with apt). Tests skip when it or the playwright package is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from server.domain.types import Role
-from tests.support import token
+from tests.support import token, wait_until
 
 CHROMIUM = os.environ.get("RF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -34,7 +35,8 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Any]:
+async def chromium() -> AsyncIterator[Any]:
+    """The one Chromium of the session; tests use it through ``browser``."""
     playwright_api = pytest.importorskip("playwright.async_api")
     if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per session
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -44,6 +46,73 @@ async def browser() -> AsyncIterator[Any]:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def browser(chromium: Any) -> AsyncIterator[CSPCheckedBrowser]:
+    """The browser for one test; the test fails on any Content-Security-Policy violation.
+
+    The gateway serves the page with a strict CSP (scripts, styles and connections from
+    its own origin only, nothing inline). A page change that breaks it would only show as
+    a console error and a missing style or script, so every page opened here is watched.
+    """
+    checked = CSPCheckedBrowser(chromium)
+    try:
+        yield checked
+    finally:
+        await checked.close()
+    if checked.violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(checked.violations))
+
+
+# Reports each violation event of every frame to the test (Playwright binding below).
+_VIOLATION_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__rfCspViolation(
+    `${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`
+  );
+});
+"""
+
+
+class CSPCheckedBrowser:
+    """A Playwright browser whose contexts record CSP violations (console and events)."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+        self._contexts: list[Any] = []
+        self.violations: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
+
+    async def new_context(self, **options: Any) -> Any:
+        context = await self._browser.new_context(**options)
+        self._contexts.append(context)
+        await context.expose_binding(
+            "__rfCspViolation", lambda _source, text: self.violations.append(str(text))
+        )
+        await context.add_init_script(_VIOLATION_LISTENER)
+        context.on("page", self._watch_console)
+        return context
+
+    async def new_page(self, **options: Any) -> Any:
+        """A page in a context of its own, as ``Browser.new_page`` gives."""
+        context = await self.new_context(**options)
+        return await context.new_page()
+
+    def _watch_console(self, page: Any) -> None:
+        def on_console(message: Any) -> None:
+            if "Content Security Policy" in message.text:
+                self.violations.append(f"console: {message.text}")
+
+        page.on("console", on_console)
+
+    async def close(self) -> None:
+        for context in self._contexts:
+            with contextlib.suppress(Exception):
+                await context.close()
+        self._contexts.clear()
 
 
 async def open_page(
@@ -68,6 +137,16 @@ async def open_page(
     page = await context.new_page()
     await page.goto("/")
     return page
+
+
+async def wait_for_js(page: Any, expression: str, timeout_ms: float = TIMEOUT_MS) -> None:
+    """Until a JavaScript expression is true in the page.
+
+    Playwright's ``wait_for_function`` compiles a string predicate inside the page with
+    ``eval``, which the page's CSP (no 'unsafe-eval') refuses; ``evaluate`` runs through
+    the DevTools protocol, outside the page's policy, so it is polled instead.
+    """
+    await wait_until(lambda: page.evaluate(expression), timeout=timeout_ms / 1000, what=expression)
 
 
 def card(page: Any, handoff_id: str) -> Any:

@@ -220,6 +220,119 @@ async def test_body_over_the_gateway_cap_is_413_before_it_is_read(
     await assert_nothing_written_and_still_serving(http, account)
 
 
+# ---- numbers, enums and content types ----------------------------------------------------
+
+
+def number_body(field: str, raw: bytes, **fields: Any) -> bytes:
+    """A create body whose ``field`` is the JSON text ``raw`` (a number JSON may not hold)."""
+    text = json.dumps(handoff_body(**{field: "@number@"}, **fields)).encode()
+    return text.replace(b'"@number@"', raw)
+
+
+# case -> (body, field the 400 must name). Python's JSON decoder reads 1e999 and the
+# non-standard Infinity / NaN as float infinities and NaN; protobuf's JSON parser then
+# failed on them with an OverflowError (a 500), and took 1.5 or true for enum value 1.
+NUMBER_BODIES: dict[str, tuple[bytes, str]] = {
+    "intent 1e999": (number_body("intent", b"1e999"), "intent"),
+    "intent -1e999": (number_body("intent", b"-1e999"), "intent"),
+    "intent Infinity": (number_body("intent", b"Infinity"), "intent"),
+    "intent -Infinity": (number_body("intent", b"-Infinity"), "intent"),
+    "intent NaN": (number_body("intent", b"NaN"), "intent"),
+    "intent 1.5": (number_body("intent", b"1.5"), "intent"),
+    "intent true": (number_body("intent", b"true"), "intent"),
+    "intent 99 (no such value)": (number_body("intent", b"99"), "intent"),
+    "priority 1e999": (number_body("priority", b"1e999"), "priority"),
+    "priority -0.5": (number_body("priority", b"-0.5"), "priority"),
+    "problemSummary 1e999": (number_body("problemSummary", b"1e999"), "problemSummary"),
+    "unknown field Infinity": (number_body("extra", b"Infinity"), "extra"),
+    "step description NaN": (
+        number_body("stepsTried", b'[{"description": NaN}]'),
+        "stepsTried[0].description",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMBER_BODIES))
+async def test_bad_numbers_are_400_naming_the_field_and_write_nothing(
+    http: httpx.AsyncClient, account: str, case: str
+) -> None:
+    content, field = NUMBER_BODIES[case]
+    tech = bearer(account, Role.TECHNICIAN, "tina", "Tina Tech")
+    response = await http.post("/v1/handoffs", content=content, headers={**tech, **JSON})
+    body = assert_error(response, 400, "INVALID_ARGUMENT")
+    found = violations(body)
+    assert field in found, found
+    if field in ("intent", "priority"):
+        # An enum error lists what is valid, full and short names.
+        assert "ESCALATE" in found[field] or "URGENT" in found[field], found
+    await assert_nothing_written_and_still_serving(http, account)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/xml",
+        "text/xml",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "application/jsonx",
+        None,
+    ],
+)
+async def test_a_body_that_is_not_declared_json_is_415_and_writes_nothing(
+    http: httpx.AsyncClient, account: str, content_type: str | None
+) -> None:
+    # Valid JSON all the same: the declared type decides. A browser sends text/plain and
+    # form bodies cross-site without a CORS preflight; JSON must be asked for.
+    tech = bearer(account, Role.TECHNICIAN, "tina", "Tina Tech")
+    headers = {**tech, **({"Content-Type": content_type} if content_type else {})}
+    content = json.dumps(handoff_body()).encode()
+    response = await http.post("/v1/handoffs", content=content, headers=headers)
+    body = assert_error(response, 415, "INVALID_ARGUMENT")
+    assert "application/json" in body["message"]
+    await assert_nothing_written_and_still_serving(http, account)
+
+    # Resolve too: its body is optional, but one that is sent must be JSON.
+    handoff = await create(http, account)
+    eng = bearer(account, Role.ENGINEER, "erin", "Erin")
+    picked = await http.post(f"/v1/escalations/{handoff['id']}/pickup", headers=eng)
+    assert picked.status_code == 200, picked.text
+    resolve = await http.post(
+        f"/v1/escalations/{handoff['id']}/resolve",
+        content=b'{"resolutionNote": "rebooted"}',
+        headers={**eng, **({"Content-Type": content_type} if content_type else {})},
+    )
+    assert_error(resolve, 415, "INVALID_ARGUMENT")
+    got = await http.get(f"/v1/handoffs/{handoff['id']}", headers=eng)
+    assert got.json()["handoff"]["status"] == "HANDOFF_STATUS_PICKED_UP"
+
+
+async def test_bodies_take_short_enum_names_and_errors_list_the_values(
+    http: httpx.AsyncClient, account: str
+) -> None:
+    tech = bearer(account, Role.TECHNICIAN, "tina", "Tina Tech")
+    sent = handoff_body(intent="ESCALATE", priority="urgent")
+    response = await http.post("/v1/handoffs", json=sent, headers=tech)
+    assert response.status_code == 201, response.text
+    handoff = response.json()["handoff"]
+    assert handoff["intent"] == "HANDOFF_INTENT_ESCALATE"
+    assert handoff["priority"] == "PRIORITY_URGENT"
+    # The full names and numbers of the JSON mapping still work.
+    full = handoff_body(intent="HANDOFF_INTENT_ESCALATE", priority=3)
+    response = await http.post("/v1/handoffs", json=full, headers=tech)
+    assert response.status_code == 201, response.text
+    assert response.json()["handoff"]["priority"] == "PRIORITY_HIGH"
+
+    bad = await http.post("/v1/handoffs", json=handoff_body(priority="SOON"), headers=tech)
+    found = violations(assert_error(bad, 400, "INVALID_ARGUMENT"))
+    for name in ("LOW", "NORMAL", "HIGH", "URGENT", "PRIORITY_URGENT"):
+        assert name in found["priority"], found
+    assert "'SOON'" in found["priority"]
+
+
 # Strings with meaning to SQL, to LIKE patterns, to drivers' parameter styles, or to
 # PostgreSQL's escape syntax; none starts or ends with whitespace (the server trims text).
 SQL_LIKE = [

@@ -1,15 +1,30 @@
-"""``POST /local/token``: offered by ``resolutionflow serve`` only, never by ``gateway``."""
+"""``POST /local/token``: offered by ``resolutionflow serve`` only, never by ``gateway``.
+
+Whoever reaches that route can act as anyone in any account, so it answers only a page the
+gateway served itself on a loopback address: a loopback ``Host`` with the gateway's port
+(DNS rebinding sends the attacker's name there), no foreign ``Origin``, a JSON body (a
+cross-site form or ``text/plain`` post is refused), and never an admin token unless
+``serve --local-admin`` asked for it. On a non-loopback bind the route does not exist.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
+from pydantic import SecretStr
 
+from gateway.serve import start_gateway
+from gateway.settings import GatewaySettings
 from server.runtime import ServerRuntime
+from tests import gateway_support
+from tests.gateway_support import assert_error
 from tests.processes import free_port, gateway_args, http_serving, serve_args, start_cli, stop_cli
-from tests.support import wait_until
+from tests.support import JWT_SECRET, wait_until
+
+ENGINEER = {"account": "acct-local", "user": "erin", "role": "engineer", "name": "Erin"}
 
 
 async def test_serve_offers_local_tokens_signed_with_the_servers_secret(
@@ -48,6 +63,11 @@ async def test_serve_offers_local_tokens_signed_with_the_servers_secret(
                 refused = await http.post("/local/token", json=bad)
                 assert refused.status_code == 400
                 assert refused.json()["code"] == "INVALID_ARGUMENT"
+            # Never an admin unless `serve --local-admin` asked for it.
+            admin = await http.post("/local/token", json={**ENGINEER, "role": "admin"})
+            body = assert_error(admin, 403, "PERMISSION_DENIED")
+            assert "--local-admin" in body["message"]
+            assert "token" not in body
     finally:
         code = await stop_cli(proc)
     assert code == 0, (tmp_path / "cli.log").read_text()[-3000:]
@@ -74,3 +94,113 @@ async def test_the_gateway_command_has_no_local_token_route(
     finally:
         code = await stop_cli(proc)
     assert code == 0, (tmp_path / "cli.log").read_text()[-3000:]
+
+
+async def test_serve_with_local_admin_hands_out_admin_tokens(
+    tmp_path: Path, database_url: str
+) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    args = (*serve_args(grpc_port, http_port, database_url), "--local-admin")
+    proc = await start_cli(tmp_path, *args, local=True)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as http:
+            await wait_until(lambda: http_serving(http, proc), timeout=30, what="serve is up")
+            reply = await http.post("/local/token", json={**ENGINEER, "role": "admin"})
+            assert reply.status_code == 200, reply.text
+            claims = jwt.decode(reply.json()["token"], options={"verify_signature": False})
+            assert claims["role"] == "admin"
+    finally:
+        code = await stop_cli(proc)
+    assert code == 0, (tmp_path / "cli.log").read_text()[-3000:]
+
+
+def _host(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+async def test_local_sign_in_answers_only_its_own_page_on_a_loopback_name(
+    server: ServerRuntime,
+) -> None:
+    async with gateway_support.running_gateway(
+        f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET
+    ) as gw:
+        port = gw.port
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+
+            async def post(headers: dict[str, str], **kw: Any) -> httpx.Response:
+                if "content" not in kw:
+                    kw["json"] = ENGINEER
+                return await http.post("/local/token", headers=headers, **kw)
+
+            # The page's own request, by each loopback name: a token.
+            for name in ("127.0.0.1", "localhost", "[::1]"):
+                own = f"{name}:{port}"
+                for same in ({}, {"Origin": f"http://{own}"}):
+                    reply = await post({"Host": own, **same})
+                    assert reply.status_code == 200, (own, same, reply.text)
+                    assert reply.json()["token"]
+
+            # DNS rebinding: the attacker's name in Host (and Origin), the request reaching
+            # 127.0.0.1 all the same. Or the right Host with another port or no port.
+            for host in (
+                f"evil.example:{port}",
+                f"127.0.0.1.evil.example:{port}",
+                f"127.0.0.1:{port + 1}",
+                "127.0.0.1",
+                "",
+            ):
+                refused = await post({"Host": host, "Origin": f"http://{host}"})
+                body = assert_error(refused, 403, "PERMISSION_DENIED")
+                assert "loopback" in body["message"]
+
+            # A foreign page posting to the loopback address: Origin gives it away.
+            for origin in ("http://evil.example", "null", f"https://127.0.0.1:{port}"):
+                refused = await post({"Host": _host(gw.url), "Origin": origin})
+                body = assert_error(refused, 403, "PERMISSION_DENIED")
+                assert "same origin" in body["message"]
+
+            # Bodies a cross-site form or a no-preflight fetch can send: not JSON.
+            payload = b'{"account": "a", "user": "u", "role": "engineer"}'
+            for content_type in (
+                "text/plain",
+                "text/plain;charset=UTF-8",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+                "application/xml",
+            ):
+                refused = await post({"Content-Type": content_type}, content=payload)
+                assert_error(refused, 415, "INVALID_ARGUMENT")
+            refused = await post({}, content=payload)  # no Content-Type at all
+            assert_error(refused, 415, "INVALID_ARGUMENT")
+
+            admin = await http.post("/local/token", json={**ENGINEER, "role": "admin"})
+            assert_error(admin, 403, "PERMISSION_DENIED")
+
+    async with (
+        gateway_support.running_gateway(
+            f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET, local_admin=True
+        ) as gw,
+        httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
+    ):
+        admin = await http.post("/local/token", json={**ENGINEER, "role": "admin"})
+        assert admin.status_code == 200, admin.text
+
+
+async def test_local_sign_in_is_off_on_a_non_loopback_bind(server: ServerRuntime) -> None:
+    gw = await start_gateway(
+        GatewaySettings(
+            http_addr="0.0.0.0:0",
+            upstream=f"127.0.0.1:{server.port}",
+            local_token_secret=SecretStr(JWT_SECRET),
+        ),
+        log_level="warning",
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=10) as http:
+            page = await http.get("/")
+            assert 'data-local-mode="false"' in page.text
+            reply = await http.post("/local/token", json=ENGINEER)
+            assert reply.status_code in (404, 405), reply.text
+            assert "token" not in reply.text
+    finally:
+        await gw.stop()

@@ -23,6 +23,7 @@ from playwright.async_api import expect
 
 gateway = gateway_support.gateway
 browser = browser_support.browser
+chromium = browser_support.chromium
 
 LIVE = "open"  # data-state of the connection badge while the stream is up
 
@@ -298,8 +299,8 @@ async def test_reduced_motion_turns_the_slide_in_off_and_a_hidden_tab_counts_in_
     )
     assert flashed == 1
     # Without it the title flashes between the count and the plain title.
-    await moving.wait_for_function(f"document.title === {base!r}")
-    await moving.wait_for_function("document.title.startsWith('(2) ')")
+    await browser_support.wait_for_js(moving, f"document.title === {base!r}")
+    await browser_support.wait_for_js(moving, "document.title.startsWith('(2) ')")
 
     show = """() => {
         Object.defineProperty(

@@ -19,6 +19,7 @@ pytest.importorskip("playwright.async_api")
 
 gateway = gateway_support.gateway
 browser = browser_support.browser
+chromium = browser_support.chromium
 
 # Opens a stream in the page and records what it reports in window.log.
 OPEN = """async ({url, token}) => {
@@ -61,20 +62,20 @@ async def test_resumes_after_a_gateway_restart_without_duplicates(
         await page.evaluate(
             OPEN, {"url": "/v1/escalations/stream", "token": engineer_token(account)}
         )
-        await page.wait_for_function("log.resets.length === 1 && log.resets[0].n === 1")
+        await browser_support.wait_for_js(page, "log.resets.length === 1 && log.resets[0].n === 1")
         first = await technician.create(problem_summary="live")
-        await page.wait_for_function(f"log.events.some(e => e.id === {first.id!r})")
+        await browser_support.wait_for_js(page, f"log.events.some(e => e.id === {first.id!r})")
 
         port = gw.port
         await gw.stop()
-        await page.wait_for_function("log.states.includes('reconnecting')")
+        await browser_support.wait_for_js(page, "log.states.includes('reconnecting')")
         missed = [await technician.create(problem_summary=f"missed {n}") for n in (1, 2)]
         gw = await start_gateway(
             settings.model_copy(update={"http_addr": f"127.0.0.1:{port}"}), log_level="warning"
         )
         ids = [first.id, *(h.id for h in missed)]
-        await page.wait_for_function(
-            f"{ids!r}.every(id => log.events.some(e => e.type === 'created' && e.id === id))"
+        await browser_support.wait_for_js(
+            page, f"{ids!r}.every(id => log.events.some(e => e.type === 'created' && e.id === id))"
         )
         log, last = await page.evaluate("[log, window.handle.lastEventId()]")
         sequences = [e["sequence"] for e in log["events"]]
@@ -94,16 +95,16 @@ async def test_abort_releases_the_upstream_subscriber(
 ) -> None:
     assert subscribers(server, account) == 0
     await blank.evaluate(OPEN, {"url": "/v1/escalations/stream", "token": engineer_token(account)})
-    await blank.wait_for_function("log.resets.length === 1")
+    await browser_support.wait_for_js(blank, "log.resets.length === 1")
     await wait_until(lambda: subscribers(server, account) == 1, what="one subscriber")
     await blank.evaluate("window.ctl.abort()")
-    await blank.wait_for_function("log.states.at(-1) === 'closed'")
+    await browser_support.wait_for_js(blank, "log.states.at(-1) === 'closed'")
     await wait_until(lambda: subscribers(server, account) == 0, what="subscriber freed")
 
 
 async def test_a_bad_token_fails_without_retrying(blank: Any, account: str) -> None:
     await blank.evaluate(OPEN, {"url": "/v1/escalations/stream", "token": "not-a-jwt"})
-    await blank.wait_for_function("log.states.at(-1) === 'failed'")
+    await browser_support.wait_for_js(blank, "log.states.at(-1) === 'failed'")
     assert "reconnecting" not in await blank.evaluate("log.states")
 
 
@@ -208,11 +209,11 @@ async def test_a_cursor_ahead_of_the_log_is_surfaced_as_a_reset(
         OPEN.replace("url, token, signal", "url, token, lastEventId: 999999999, signal"),
         {"url": "/v1/escalations/stream", "token": engineer_token(account)},
     )
-    await blank.wait_for_function("log.resets.length === 1")
+    await browser_support.wait_for_js(blank, "log.resets.length === 1")
     (reset,) = await blank.evaluate("log.resets")
     assert reset["type"] == "reset" and reset["n"] == 1
     later = await technician.create(problem_summary="after the reset")
-    await blank.wait_for_function(f"log.events.some(e => e.id === {later.id!r})")
+    await browser_support.wait_for_js(blank, f"log.events.some(e => e.id === {later.id!r})")
     await blank.evaluate("window.ctl.abort()")
     events = await blank.evaluate("log.events")
     # Counted from the reset's cursor (not the bogus one): later events are delivered.
