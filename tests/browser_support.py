@@ -81,10 +81,10 @@ def card(page: Any, handoff_id: str) -> Any:
     return page.locator(f'#queue .card[data-id="{handoff_id}"]')
 
 
-async def screenshot(page: Any, name: str) -> Path:
+async def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

@@ -77,7 +77,7 @@ async function api(path, opts = {}) {
   if (!response.ok) {
     const error = new Error((body && body.message) || `HTTP ${response.status}`);
     Object.assign(error, { status: response.status, body });
-    if (response.status === 401) endSession(`The server no longer accepts your sign-in (${error.message}).`);
+    if (response.status === 401) authFailed(error.message);
     throw error;
   }
   return body;
@@ -221,6 +221,11 @@ function endSession(reason) {
   if (reason) announce(reason);
 }
 
+/** Any 401, at load or mid-shift (page call or stream). @param {string} why */
+function authFailed(why) {
+  if (session) endSession(`Your sign-in is no longer valid (${why}). Sign in again to keep working.`);
+}
+
 $("token-form").addEventListener("submit", (e) => {
   e.preventDefault();
   signIn(/** @type {HTMLTextAreaElement} */ ($("token-input")).value);
@@ -261,7 +266,7 @@ const STATE_TEXT = {
 function showState(state, info) {
   const error = info && info.error;
   if (state === "failed" && error && (error.status === 401 || error.body?.code === "UNAUTHENTICATED")) {
-    endSession(`Your sign-in is no longer valid (${error.message}). Sign in again to keep working.`);
+    authFailed(error.message);
     return;
   }
   const badge = $("conn-state");
@@ -431,7 +436,7 @@ function renderWorking() {
       open.addEventListener("click", () => openContext(h.id));
       return el("li", { class: "card", "data-id": h.id, "data-priority": priorityKey(h.priority) }, [
         el("div", { class: "card-head" }, [el("span", { class: "badge priority", text: priorityLabel(h.priority) })]),
-        el("p", { class: "summary", text: h.problemSummary || "" }),
+        el("p", { class: "summary", dir: "auto", text: h.problemSummary || "" }),
         el("div", { class: "card-actions" }, [open]),
       ]);
     }),
@@ -481,7 +486,7 @@ function fillCard(item, h) {
       el("span", { class: "sla", "data-sla": "due" }),
       el("span", { class: "wait", "data-created": h.createdAt || "" }),
     ]),
-    el("p", { class: "summary", text: h.problemSummary || "" }),
+    el("p", { class: "summary", dir: "auto", text: h.problemSummary || "" }),
     el("p", {
       class: "by",
       text: `Escalated by ${byName(h.createdBy)}${steps ? ` · ${steps} step${steps > 1 ? "s" : ""} tried` : ""}${h.notes ? " · has notes" : ""}`,
@@ -515,6 +520,8 @@ function updateCount() {
   $("queue-count").textContent = String(queue.size);
   $("queue-empty").hidden = queue.size > 0;
   const now = Date.now();
+  // The cards' clocks are set from the same instant as the figures, so they agree.
+  for (const item of $("queue").querySelectorAll(".card")) tickCard(/** @type {HTMLElement} */ (item), now);
   $("m-open").textContent = String(queue.size);
   const created = [...queue.values()].map((h) => Date.parse(h.createdAt || "")).filter(Number.isFinite);
   $("m-oldest").textContent = created.length ? duration((now - Math.min(...created)) / 1000) : "–";
@@ -549,11 +556,8 @@ function tickCard(item, now) {
 }
 
 function tick() {
-  const now = Date.now();
-  for (const item of $("queue").querySelectorAll(".card")) tickCard(/** @type {HTMLElement} */ (item), now);
   reorder();
   updateCount();
-  if (current) fillFacts(current, now);
 }
 
 // ---- background tab: the title counts new escalations -------------------------------------
@@ -644,8 +648,8 @@ function showContext(ctx) {
     ...(steps.length
       ? steps.map((/** @type {any} */ s) =>
           el("li", {}, [
-            el("span", { class: "step-what", text: s.description }),
-            el("span", { class: "step-outcome", text: s.outcome || "no outcome recorded" }),
+            el("span", { class: "step-what", dir: "auto", text: s.description }),
+            el("span", { class: "step-outcome", dir: "auto", text: s.outcome || "no outcome recorded" }),
           ]))
       : [el("li", { class: "none", text: "Nothing recorded." })]),
   );
@@ -653,7 +657,7 @@ function showContext(ctx) {
   const assessment = $("ctx-assessment").querySelector(".body");
   $("ctx-assessment").dataset.status = assessmentState(a).state;
   assessment.textContent =
-    a.status === "ASSESSMENT_STATUS_READY" ? `${a.summary}${a.provider ? ` (${a.provider})` : ""}`
+    a.status === "ASSESSMENT_STATUS_READY" ? a.summary || ""
       : a.status === "ASSESSMENT_STATUS_FAILED"
         ? `The AI assessment failed${a.failureReason ? ` (${a.failureReason})` : ""}; work from the steps tried.`
         : "The AI assessment is still being prepared; it appears on the queue card when ready.";
@@ -661,7 +665,8 @@ function showContext(ctx) {
   $("ctx-start").classList.remove("started");
   $("ctx-error").textContent = "";
   /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value = "";
-  $("context-title").textContent = short(ctx.problemSummary || h.problemSummary || "Handoff context", 140);
+  $("context-title").textContent = short(ctx.problemSummary || h.problemSummary || "Handoff context", 90);
+  $("ctx-provider").textContent = a.status === "ASSESSMENT_STATUS_READY" && a.provider ? `Source: ${a.provider}` : "";
   syncActions();
   updateCount();
   $("context-title").focus();
@@ -763,7 +768,14 @@ async function loadMetrics() {
  * Bars of escalations created per day, with a y axis (counts) and x axis (dates); an
  * empty state says so in words. byDay has no per-priority split. @param {any[]} days
  */
-function chart(days) {
+function chart(byDay) {
+  // The API lists the days that had escalations; the chart shows all seven (UTC) days.
+  const known = new Map(byDay.map((d) => [d.date, d]));
+  const days = [];
+  for (let back = 6; back >= 0; back -= 1) {
+    const date = new Date(Date.now() - back * 86400000).toISOString().slice(0, 10);
+    days.push(known.get(date) || { date, created: 0, resolved: 0 });
+  }
   const total = days.reduce((n, d) => n + (d.created || 0), 0);
   if (!total) return el("p", { class: "chart-empty", text: "No escalations in the last 7 days." });
   const NS = "http://www.w3.org/2000/svg";
@@ -998,8 +1010,8 @@ function upsertMine(h, older = false) {
       el("span", { class: "badge priority", text: priorityLabel(merged.priority) }),
       el("span", { class: "wait", text: merged.createdAt ? `escalated ${clockTime(Date.parse(merged.createdAt))}` : "" }),
     ]),
-    el("p", { class: "summary", text: merged.problemSummary || "" }),
-    el("p", { class: "status", text }),
+    el("p", { class: "summary", dir: "auto", text: merged.problemSummary || "" }),
+    el("p", { class: "status", dir: "auto", text }),
   ];
   if (state === "waiting") {
     const button = el("button", { type: "button", class: "quiet cancel needs-live", text: "Cancel" });
