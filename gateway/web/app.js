@@ -617,12 +617,12 @@ function fillFacts(h, now) {
   const created = Date.parse(h.createdAt || "");
   const picked = Date.parse(h.pickedUpAt || "") || now;
   $("ctx-waited").textContent = Number.isFinite(created)
-    ? `${duration((picked - created) / 1000)} before pickup (escalated at ${clockTime(created)})`
+    ? `${duration((picked - created) / 1000)} before pickup · escalated ${clockTime(created)}`
     : "–";
   const due = Date.parse(h.slaDueAt || "");
   if (!Number.isFinite(due)) $("ctx-sla").textContent = "no target";
-  else if (picked <= due) $("ctx-sla").textContent = `met: picked up ${duration((due - picked) / 1000)} before the ${clockTime(due)} target`;
-  else $("ctx-sla").textContent = `breached: picked up ${duration((picked - due) / 1000)} after the ${clockTime(due)} target`;
+  else if (picked <= due) $("ctx-sla").textContent = `met, ${duration((due - picked) / 1000)} to spare · due ${clockTime(due)}`;
+  else $("ctx-sla").textContent = `breached, picked up ${duration((picked - due) / 1000)} late · due ${clockTime(due)}`;
   $("ctx-sla").dataset.sla = Number.isFinite(due) && picked > due ? "breached" : "due";
 }
 
