@@ -718,8 +718,7 @@ async def test_hostile_content_never_scrolls_sideways_and_mobile_targets_are_44p
         await expect(eng.locator("#ctx-tried .body li")).to_have_count(50)
         await assert_no_horizontal_scroll(eng, f"context at {width}px")
         await assert_tap_targets(eng, f"context at {width}px")
-        if width == 390:
-            await screenshot(eng, "web-mobile-context.png", full_page=False)
+        await screenshot(eng, f"web-hostile-context-{width}.png")
         await eng.click("#release")
         await expect(eng.locator("#engineer")).to_be_visible()
 
@@ -732,6 +731,7 @@ async def test_hostile_content_never_scrolls_sideways_and_mobile_targets_are_44p
         await tech.locator(".step-description").nth(1).fill(LONG_URL)
         await assert_no_horizontal_scroll(tech, f"technician at {width}px")
         await assert_tap_targets(tech, f"technician at {width}px")
+        await screenshot(tech, f"web-hostile-technician-{width}.png", full_page=False)
 
 
 async def test_disconnected_stream_shows_a_banner_and_pauses_actions(
