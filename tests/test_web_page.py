@@ -608,6 +608,10 @@ async def test_queue_order_is_breached_then_sla_due_then_age_and_figures_follow_
                 "data-status", "ready"
             )
             await screenshot(page, "web-queue.png")
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await assert_no_horizontal_scroll(page, "queue at 390px")
+            await screenshot(page, "web-mobile.png", full_page=False)
+            await page.set_viewport_size({"width": 1280, "height": 900})
             # Picking one up: the figures drop with the cards, at once.
             await card(page, urgent.id).get_by_role("button", name="Pick up").click()
             await expect(page.locator("#context")).to_be_visible()
@@ -713,7 +717,7 @@ async def test_hostile_content_never_scrolls_sideways_and_mobile_targets_are_44p
         assert sign_out and sign_out["x"] + sign_out["width"] <= width, sign_out
         await assert_tap_targets(eng, f"queue at {width}px")
         if width == 390:
-            await screenshot(eng, "web-mobile.png", full_page=False)
+            await screenshot(eng, "web-hostile-mobile.png", full_page=False)
         await card(eng, hostile.id).get_by_role("button", name="Pick up").click()
         await expect(eng.locator("#ctx-tried .body li")).to_have_count(50)
         await assert_no_horizontal_scroll(eng, f"context at {width}px")
