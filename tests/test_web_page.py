@@ -26,7 +26,9 @@ from tests.browser_support import (
     card,
     screenshot,
 )
+from tests.fake_openai import Reply, answer, fake_openai
 from tests.support import JWT_SECRET, Client, settled, token
+from tests.test_assessment import openai_settings
 
 pytest.importorskip("playwright.async_api")
 from playwright.async_api import expect
@@ -815,3 +817,54 @@ async def test_keyboard_only_pickup_and_resolve_and_arrivals_announced_once(
     await expect(eng.locator("#engineer")).to_be_visible()
     await expect(eng.locator("#announcer")).to_have_text("Resolved.")
     await expect(card(eng, made.id)).to_have_count(0)
+
+
+async def test_context_screen_says_when_the_assessment_failed_or_is_pending(
+    browser: Any, settings: Settings, account: str
+) -> None:
+    # A provider that refuses the first request (not retried), then is slow for the rest.
+    async with fake_openai(
+        Reply(status=400), Reply(body=answer("Late.", "Call the customer"), delay=8)
+    ) as fake:
+        runtime = ServerRuntime(openai_settings(settings, fake.base_url))
+        await runtime.start()
+        page = None
+        try:
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel,
+                gateway_support.running_gateway(f"127.0.0.1:{runtime.port}") as gw,
+            ):
+                tech = Client(channel, token(account, "t", Role.TECHNICIAN, "Tina"), account, "t")
+                failed = await tech.create(problem_summary="Assessment will fail")
+                await settled(tech, failed.id)
+                pending = await tech.create(problem_summary="Assessment still pending")
+                page = await browser_support.open_page(
+                    browser, gw.url, account, "eng-1", Role.ENGINEER
+                )
+                await live(page)
+                await expect(card(page, failed.id).locator(".assessment")).to_have_text(
+                    "AI assessment unavailable"
+                )
+                await expect(card(page, pending.id).locator(".assessment")).to_have_text(
+                    "AI assessment pending…"
+                )
+                await card(page, failed.id).get_by_role("button", name="Pick up").click()
+                await expect(page.locator("#ctx-assessment")).to_have_attribute(
+                    "data-status", "failed"
+                )
+                await expect(page.locator("#ctx-assessment .body")).to_contain_text(
+                    "The AI assessment failed"
+                )
+                await expect(page.locator("#ctx-start .body")).not_to_be_empty()
+                await page.click("#back")
+                await card(page, pending.id).get_by_role("button", name="Pick up").click()
+                await expect(page.locator("#ctx-assessment")).to_have_attribute(
+                    "data-status", "pending"
+                )
+                await expect(page.locator("#ctx-assessment .body")).to_contain_text(
+                    "still being prepared"
+                )
+        finally:
+            if page is not None:
+                await page.context.close()
+            await runtime.stop(0)
