@@ -124,15 +124,22 @@ async def open_page(
     name: str = "",
     *,
     reduced_motion: bool = False,
+    width: int = 1100,
+    height: int = 760,
+    bearer: str = "",
+    ttl: int = 3600,
 ) -> Any:
     """A page signed in as that user (its own browser context: its own sessionStorage)."""
     context = await browser.new_context(
         base_url=base_url,
         reduced_motion="reduce" if reduced_motion else "no-preference",
-        viewport={"width": 1100, "height": 760},
+        viewport={"width": width, "height": height},
+        # Phone-sized pages behave as phones (touch, no hover), as the layout assumes.
+        has_touch=width < 600,
+        is_mobile=width < 600,
     )
     context.set_default_timeout(TIMEOUT_MS)
-    bearer = token(account, user, Role(role), name=name or user.title())
+    bearer = bearer or token(account, user, Role(role), name=name or user.title(), ttl=ttl)
     await context.add_init_script(f"sessionStorage.setItem('rf.token', {bearer!r});")
     page = await context.new_page()
     await page.goto("/")
@@ -153,8 +160,49 @@ def card(page: Any, handoff_id: str) -> Any:
     return page.locator(f'#queue .card[data-id="{handoff_id}"]')
 
 
-async def screenshot(page: Any, name: str) -> Path:
+async def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+async def assert_accessible(page: Any, screen: str) -> None:
+    """axe-core (bundled by axe-playwright-python, no CDN): no serious or critical issue."""
+    from axe_playwright_python.async_playwright import Axe
+
+    results = await Axe().run(page)
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, f"accessibility violations on the {screen} screen: {bad}"
+
+
+async def assert_no_horizontal_scroll(page: Any, screen: str) -> None:
+    widths = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]"
+    )
+    assert max(widths[:2]) <= widths[2], f"{screen}: scrolls sideways {widths}"
+
+
+# Every visible control of the page, with its box: tap targets and clipping at 390 px.
+CONTROLS = """() => [...document.querySelectorAll('button, input, select, textarea, a[href]')]
+    .filter(el => el.offsetParent !== null && !el.closest('.visually-hidden'))
+    .map(el => {
+        const r = el.getBoundingClientRect();
+        return {what: el.id || el.className || el.tagName, text: (el.textContent || '').trim(),
+                left: r.left, right: r.right, width: r.width, height: r.height};
+    })"""
+
+
+async def assert_tap_targets(page: Any, screen: str) -> None:
+    """At least 44 x 44 px (WCAG 2.5.5) and inside the viewport (nothing clipped)."""
+    width = await page.evaluate("window.innerWidth")
+    controls = await page.evaluate(CONTROLS)
+    assert controls, screen
+    small = [c for c in controls if c["height"] < 44 or c["width"] < 44]
+    assert not small, f"{screen}: tap targets under 44 px: {small[:5]}"
+    clipped = [c for c in controls if c["left"] < 0 or c["right"] > width + 0.5]
+    assert not clipped, f"{screen}: controls outside the viewport: {clipped[:5]}"

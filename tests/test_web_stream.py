@@ -220,3 +220,48 @@ async def test_a_cursor_ahead_of_the_log_is_surfaced_as_a_reset(
     assert all(e["sequence"] > reset["sequence"] for e in events)
     assert await blank.evaluate("window.handle.lastEventId()") == events[-1]["sequence"]
     assert made.id not in [e["id"] for e in events if e["type"] == "created"]
+
+
+# A token that expires mid-stream: the gateway's `event: error` frame carries
+# UNAUTHENTICATED. Retrying cannot fix it; the stream asks for a fresh token once (as for
+# a 401), then fails for good instead of reconnecting forever with a dead token.
+UNAUTHENTICATED_MID_STREAM = """async () => {
+    const { openStream } = await import('/static/stream.js');
+    const enc = new TextEncoder();
+    const frames = [
+        'id: 1\\nevent: snapshot\\ndata: {"sequence":"1","snapshot":[]}\\n\\n',
+        'event: error\\ndata: {"code":"UNAUTHENTICATED","message":"token expired"}\\n\\n',
+    ];
+    let connections = 0;
+    const fakeFetch = async (url, init) => {
+        connections += 1;
+        const body = new ReadableStream({
+            start(controller) {
+                for (const f of frames) controller.enqueue(enc.encode(f));
+                controller.close();
+            },
+        });
+        return new Response(body, { status: 200, headers: {'content-type': 'text/event-stream'} });
+    };
+    const states = [];
+    let failure = null;
+    const handle = openStream({
+        url: '/x', getToken: () => 't', fetch: fakeFetch, initialDelayMs: 10, maxDelayMs: 20,
+        onState: (s, info) => {
+            states.push(s);
+            if (s === 'failed') failure = {status: info.error.status, code: info.error.body.code};
+        },
+    });
+    await Promise.race([handle.done, new Promise(r => setTimeout(r, 3000))]);
+    return { states, failure, connections, final: handle.state() };
+}"""
+
+
+async def test_an_unauthenticated_error_frame_fails_the_stream_instead_of_retrying(
+    blank: Any,
+) -> None:
+    result = await blank.evaluate(UNAUTHENTICATED_MID_STREAM)
+    assert result["final"] == "failed", result
+    assert result["failure"] == {"status": 401, "code": "UNAUTHENTICATED"}, result
+    assert "reconnecting" not in result["states"], result
+    assert result["connections"] == 2, result  # the first, then one with a fresh token

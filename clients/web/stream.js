@@ -4,6 +4,7 @@
 // `text/event-stream` body itself. Same semantics as the Python client's resuming iterator:
 //   - tracks the last `id` (the per-account sequence) and resumes with `Last-Event-ID`;
 //   - reconnects with exponential backoff and jitter on network errors, on `event: error`
+//     (except code UNAUTHENTICATED: like a 401, a retry cannot fix an expired token)
 //     (the gateway's mid-stream failure frame), on a clean end, and on a dead connection
 //     (no bytes for `heartbeatTimeoutMs`: the gateway sends `: ping` comments and the
 //     server `event: heartbeat` every 15 s while idle, so 2 x 15 s of silence means dead);
@@ -239,7 +240,10 @@ export function openStream(options) {
     }
     if (name === "error") {
       const message = (data && data.message) || "the stream failed";
-      return { error: new StreamError(message, 0, data), delivered: false };
+      // A token that expired or was revoked mid-stream: retrying cannot fix it, so it is
+      // reported like the 401 it would get on reconnect (fatal, after one token refresh).
+      const status = data && data.code === "UNAUTHENTICATED" ? 401 : 0;
+      return { error: new StreamError(message, status, data), delivered: false };
     }
     const sequence = toSequence(frame.id) ?? toSequence(data && data.sequence);
     if (name === "heartbeat") {

@@ -1,10 +1,14 @@
 // The ResolutionFlow web page: engineer queue + handoff context, technician escalations,
-// metrics. Plain ES module, no build step. Streams come from /static/stream.js.
+// metrics. Plain ES module, no build step, no inline script or style (the page is served
+// under a strict Content-Security-Policy). Streams come from /static/stream.js.
 import { openStream } from "/static/stream.js";
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const TOKEN_KEY = "rf.token";
 const BASE_TITLE = document.title;
+// How long before the token expires the page starts warning (a shift should not end
+// with a half-written resolution note thrown away by a sudden sign-in screen).
+const EXPIRY_WARNING_MS = 10 * 60 * 1000;
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const PRIORITY_LABEL = {
   PRIORITY_URGENT: "Urgent",
@@ -12,21 +16,36 @@ const PRIORITY_LABEL = {
   PRIORITY_NORMAL: "Normal",
   PRIORITY_LOW: "Low",
 };
+// API field names as the people who fill the form know them.
+const FIELD_LABEL = {
+  problem_summary: "Problem summary",
+  notes: "Notes",
+  steps_tried: "Steps tried",
+  priority: "Priority",
+  session_id: "Session",
+  request_id: "Request",
+  intent: "Kind of handoff",
+  resolution_note: "Resolution note",
+};
 
 /** @type {{token: string, claims: any}|null} */
 let session = null;
 /** @type {import("/static/stream.js").StreamHandle|null} */
 let stream = null;
-/** The engineer's queue: handoff id -> handoff (the DOM mirrors it). */
+let live = false; // the stream is open: actions that need the server are enabled
+/** The engineer's queue: handoff id -> handoff (the DOM mirrors it, in queueOrder). */
 const queue = new Map();
 /** SLA events seen per handoff id: "warning" | "breached". */
 const slaSeen = new Map();
+/** Who took recently removed cards (id -> handoff), for the loser of a pickup race. */
+const taken = new Map();
 /** The technician's handoffs. */
 const mine = new Map();
 let current = null; // the handoff on the context screen
 let unseen = 0; // new escalations while the tab was hidden
 let flashTimer = 0;
-let metricsTimer = 0;
+/** Timers of the signed-in session, cleared when it ends. */
+let timers = [];
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -42,7 +61,8 @@ function decodeClaims(token) {
 }
 
 /**
- * A JSON API call with the bearer token; throws {status, body} on failure.
+ * A JSON API call with the bearer token; throws {status, body} on failure. A 401 ends the
+ * session: whatever the page shows is no longer backed by a valid sign-in.
  * @param {string} path @param {{method?: string, body?: any}} [opts]
  */
 async function api(path, opts = {}) {
@@ -57,17 +77,35 @@ async function api(path, opts = {}) {
   if (!response.ok) {
     const error = new Error((body && body.message) || `HTTP ${response.status}`);
     Object.assign(error, { status: response.status, body });
+    if (response.status === 401) authFailed(error.message);
     throw error;
   }
   return body;
 }
 
+let lastAnnounced = "";
 /** @param {string} message */
 function announce(message) {
   const el = $("announcer");
+  lastAnnounced = message;
   el.textContent = "";
   // A fresh text node after clearing makes screen readers read repeats too.
-  requestAnimationFrame(() => (el.textContent = message));
+  requestAnimationFrame(() => {
+    if (lastAnnounced === message) el.textContent = message;
+  });
+}
+
+/**
+ * A message that stays until dismissed (or replaced), in a live region of its own: for
+ * outcomes that concern a card that may already be gone.
+ * @param {string} message @param {"bad"|"ok"} [kind]
+ */
+function toast(message, kind = "bad") {
+  const close = el("button", { type: "button", class: "quiet", text: "Dismiss" });
+  const item = el("div", { class: `toast ${kind}` }, [el("p", { text: message }), close]);
+  close.addEventListener("click", () => item.remove());
+  $("toasts").append(item);
+  while ($("toasts").children.length > 3) $("toasts").firstElementChild?.remove();
 }
 
 /** @param {number} seconds */
@@ -95,29 +133,97 @@ function el(tag, props = {}, children = []) {
 }
 
 const priorityLabel = (/** @type {string} */ p) => PRIORITY_LABEL[p] || "Normal";
+const priorityKey = (/** @type {string} */ p) => (p || "PRIORITY_NORMAL").replace("PRIORITY_", "").toLowerCase();
 const byName = (/** @type {any} */ ref) => (ref && (ref.name || ref.id)) || "someone";
+const short = (/** @type {string} */ text, n = 80) => (text.length > n ? `${text.slice(0, n - 1)}…` : text);
+const clockTime = (/** @type {number} */ ms) =>
+  new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
-// ---- sign-in --------------------------------------------------------------------------------
+/** Every action button that needs the server is disabled while the stream is down. */
+function syncActions() {
+  for (const button of document.querySelectorAll("button.needs-live")) {
+    /** @type {HTMLButtonElement} */ (button).disabled = !live;
+  }
+}
+
+// ---- sign-in and the session's end ----------------------------------------------------------
 
 /** @param {string} token */
 function signIn(token) {
   const claims = decodeClaims(token.trim());
   if (!claims || !claims.role || !claims.account) {
-    $("token-error").textContent = "That is not a ResolutionFlow token (no role/account claims).";
+    $("token-error").textContent = "That is not a ResolutionFlow token (no role or account in it).";
+    return;
+  }
+  const expiresAt = Number(claims.exp) * 1000;
+  if (Number.isFinite(expiresAt) && expiresAt <= Date.now()) {
+    endSession(`That token expired at ${clockTime(expiresAt)}. Ask for a fresh one.`);
     return;
   }
   session = { token: token.trim(), claims };
   sessionStorage.setItem(TOKEN_KEY, session.token);
   $("sign-in").hidden = true;
+  $("sign-in-reason").hidden = true;
+  $("token-error").textContent = "";
   $("who").hidden = false;
-  $("who-name").textContent = `${claims.name || claims.sub} · ${claims.role} · ${claims.account}`;
+  document.body.dataset.signedIn = "true";
+  $("who-name").textContent = claims.name || claims.sub;
+  $("who-name").title = `${claims.name || claims.sub} · ${claims.role} · ${claims.account}`;
+  if (Number.isFinite(expiresAt)) watchExpiry(expiresAt);
   if (claims.role === "technician") startTechnician();
   else startEngineer();
 }
 
-function signOut() {
+/** @param {number} expiresAt epoch ms */
+function watchExpiry(expiresAt) {
+  const check = () => {
+    const left = expiresAt - Date.now();
+    if (left <= 0) {
+      endSession(`Your sign-in expired at ${clockTime(expiresAt)}. Sign in again to keep working.`);
+      return;
+    }
+    const warn = left <= EXPIRY_WARNING_MS;
+    $("banner-expiry").hidden = !warn;
+    if (warn) {
+      $("banner-expiry-text").textContent =
+        `Your sign-in expires in ${duration(left / 1000)} (at ${clockTime(expiresAt)}). ` +
+        "Finish or save what you are writing, then sign in again with a fresh token.";
+    }
+  };
+  check();
+  timers.push(window.setInterval(check, 1000));
+}
+
+/**
+ * Back to the sign-in screen, with the reason when it was not the person's choice. Tears
+ * down everything the session showed, so no stale card keeps an action button.
+ * @param {string} reason
+ */
+function endSession(reason) {
+  stream?.close();
+  stream = null;
+  live = false;
+  for (const t of timers) clearInterval(t);
+  timers = [];
+  session = null;
+  current = null;
   sessionStorage.removeItem(TOKEN_KEY);
-  location.reload();
+  for (const map of [queue, slaSeen, taken, mine, working]) map.clear();
+  for (const id of ["queue", "working-list", "mine", "toasts", "m-chart", "m-priority"]) $(id).replaceChildren();
+  for (const id of ["engineer", "context", "technician", "who", "banner-conn", "banner-expiry", "working"]) $(id).hidden = true;
+  document.body.dataset.signedIn = "false";
+  $("sign-in").hidden = false;
+  const why = $("sign-in-reason");
+  why.textContent = reason;
+  why.hidden = !reason;
+  /** @type {HTMLTextAreaElement} */ ($("token-input")).value = "";
+  $("sign-in-title").focus?.();
+  if (reason) announce(reason);
+}
+
+/** Any 401, at load or mid-shift (page call or stream). @param {string} why */
+function authFailed(why) {
+  if (session) endSession(`Your sign-in is no longer valid (${why}). Sign in again to keep working.`);
 }
 
 $("token-form").addEventListener("submit", (e) => {
@@ -143,7 +249,8 @@ $("local-form").addEventListener("submit", async (e) => {
   }
 });
 
-$("sign-out").addEventListener("click", signOut);
+$("sign-out").addEventListener("click", () => endSession(""));
+$("renew").addEventListener("click", () => endSession("Paste a fresh token to continue."));
 
 // ---- connection state -----------------------------------------------------------------------
 
@@ -157,14 +264,27 @@ const STATE_TEXT = {
 
 /** @param {string} state @param {any} info */
 function showState(state, info) {
+  const error = info && info.error;
+  if (state === "failed" && error && (error.status === 401 || error.body?.code === "UNAUTHENTICATED")) {
+    authFailed(error.message);
+    return;
+  }
   const badge = $("conn-state");
   badge.dataset.state = state;
-  let text = STATE_TEXT[state] || state;
-  if (state === "reconnecting" && info.delayMs !== undefined) {
-    text = `reconnecting in ${(info.delayMs / 1000).toFixed(1)}s (attempt ${info.attempt})`;
+  badge.textContent = STATE_TEXT[state] || state;
+  live = state === "open";
+  const banner = $("banner-conn");
+  if (state === "reconnecting") {
+    const wait = info.delayMs !== undefined ? ` Trying again in ${(info.delayMs / 1000).toFixed(0)} s.` : "";
+    banner.textContent = `Connection to the server lost: the queue may be out of date and actions are paused.${wait}`;
+  } else if (state === "failed") {
+    banner.textContent = `Disconnected: ${error ? error.message : "the server refused the stream"}. Reload the page to try again.`;
+  } else if (state === "closed") {
+    banner.textContent = "Disconnected: the live queue has stopped. Reload the page to reconnect.";
   }
-  if (state === "failed" && info.error) text = `disconnected: ${info.error.message}`;
-  badge.textContent = text;
+  banner.hidden = state === "open" || state === "connecting";
+  document.body.dataset.conn = state;
+  syncActions();
 }
 
 /** @param {string} url @param {(e: any) => void} onEvent @param {(e: any) => void} onReset */
@@ -186,9 +306,48 @@ function startEngineer() {
   $("engineer").hidden = false;
   loadWorking();
   connect("/v1/escalations/stream", onQueueEvent, onQueueReset);
-  setInterval(tick, 1000);
+  timers.push(window.setInterval(tick, 1000));
   loadMetrics();
-  metricsTimer = window.setInterval(loadMetrics, 30000);
+  timers.push(window.setInterval(loadMetrics, 30000));
+}
+
+/** @param {any} h @param {number} now */
+function isBreached(h, now) {
+  if (slaSeen.get(h.id) === "breached") return true;
+  const due = Date.parse(h.slaDueAt || "");
+  return Number.isFinite(due) && now >= due;
+}
+
+/**
+ * What needs a human first: breached, then the earliest SLA due time (the due time already
+ * folds in priority), then the oldest. ListEscalations returns the same order.
+ * @param {any} a @param {any} b
+ */
+function queueOrder(a, b, now = Date.now()) {
+  const breached = Number(isBreached(b, now)) - Number(isBreached(a, now));
+  if (breached) return breached;
+  const due = (h) => {
+    const t = Date.parse(h.slaDueAt || "");
+    return Number.isFinite(t) ? t : Number.POSITIVE_INFINITY;
+  };
+  const byDue = due(a) - due(b);
+  if (byDue) return byDue;
+  const byAge = (Date.parse(a.createdAt || "") || 0) - (Date.parse(b.createdAt || "") || 0);
+  return byAge || String(a.id).localeCompare(String(b.id));
+}
+
+/** Puts the cards in queueOrder, moving only those out of place (keeps focus where it was). */
+function reorder() {
+  const list = $("queue");
+  const focused = document.activeElement;
+  const order = [...queue.values()].sort((a, b) => queueOrder(a, b));
+  order.forEach((h, i) => {
+    const item = list.querySelector(`:scope > [data-id="${CSS.escape(h.id)}"]`);
+    if (item && list.children[i] !== item) list.insertBefore(item, list.children[i] || null);
+  });
+  if (focused instanceof HTMLElement && focused !== document.activeElement && list.contains(focused)) {
+    focused.focus();
+  }
 }
 
 /** @param {any} reset */
@@ -200,6 +359,7 @@ function onQueueReset(reset) {
     queue.set(h.id, h);
     $("queue").append(card(h));
   }
+  reorder();
   if (reset.type === "reset") announce(`Queue reloaded: ${queue.size} open escalations.`);
   updateCount();
 }
@@ -218,12 +378,13 @@ function onQueueEvent(event) {
       }
       queue.set(h.id, h);
       $("queue").prepend(card(h, true));
-      announce(`New ${priorityLabel(h.priority)} escalation from ${byName(h.createdBy)}: ${h.problemSummary}`);
+      announce(`New ${priorityLabel(h.priority)} escalation from ${byName(h.createdBy)}: ${short(h.problemSummary || "", 160)}`);
       if (event.type === "created") noticeWhileHidden();
       break;
     case "picked_up":
     case "resolved":
     case "cancelled":
+      taken.set(h.id, h);
       remove(h.id);
       break;
     case "sla_warning":
@@ -234,6 +395,7 @@ function onQueueEvent(event) {
     default:
       if (queue.has(h.id)) update(h);
   }
+  reorder();
   trackWorking(event.type, h);
   updateCount();
   scheduleMetrics();
@@ -266,25 +428,29 @@ function trackWorking(type, h) {
 
 function renderWorking() {
   $("working").hidden = working.size === 0;
+  $("m-working").textContent = String(working.size);
   $("working-list").replaceChildren(
     ...[...working.values()].map((h) => {
       const open = el("button", { type: "button", class: "primary", text: "Open" });
-      open.setAttribute("aria-label", `Open: ${h.problemSummary}`);
-      open.addEventListener("click", async () => {
-        try {
-          const body = await api(`/v1/escalations/${encodeURIComponent(h.id)}/context`);
-          showContext(body.context);
-        } catch (e) {
-          announce(`Could not open it: ${e.message}`);
-        }
-      });
-      return el("li", { class: "card", "data-id": h.id, "data-priority": (h.priority || "").replace("PRIORITY_", "").toLowerCase() }, [
-        el("div", { class: "card-head" }, [el("span", { class: "priority", text: priorityLabel(h.priority) })]),
-        el("p", { class: "summary", text: h.problemSummary || "" }),
+      open.setAttribute("aria-label", `Open: ${short(h.problemSummary || "")}`);
+      open.addEventListener("click", () => openContext(h.id));
+      return el("li", { class: "card", "data-id": h.id, "data-priority": priorityKey(h.priority) }, [
+        el("div", { class: "card-head" }, [el("span", { class: "badge priority", text: priorityLabel(h.priority) })]),
+        el("p", { class: "summary", dir: "auto", text: h.problemSummary || "" }),
         el("div", { class: "card-actions" }, [open]),
       ]);
     }),
   );
+}
+
+/** @param {string} id */
+async function openContext(id) {
+  try {
+    const body = await api(`/v1/escalations/${encodeURIComponent(id)}/context`);
+    showContext(body.context);
+  } catch (e) {
+    if (e.status !== 401) toast(`Could not open it: ${e.message}`);
+  }
 }
 
 /** @param {any} h @param {boolean} [isNew] */
@@ -292,36 +458,41 @@ function card(h, isNew = false) {
   const item = el("li", {
     class: `card${isNew ? " new" : ""}`,
     "data-id": h.id,
-    "data-priority": (h.priority || "PRIORITY_NORMAL").replace("PRIORITY_", "").toLowerCase(),
+    "data-priority": priorityKey(h.priority),
   });
   fillCard(item, h);
   return item;
 }
 
+/** @param {any} assessment */
+function assessmentState(assessment) {
+  const a = assessment || {};
+  if (a.status === "ASSESSMENT_STATUS_READY") return { state: "ready", text: a.summary || "" };
+  if (a.status === "ASSESSMENT_STATUS_FAILED") return { state: "failed", text: "AI assessment unavailable" };
+  return { state: "pending", text: "AI assessment pending…" };
+}
+
 /** @param {HTMLElement} item @param {any} h */
 function fillCard(item, h) {
-  const pickup = el("button", { type: "button", class: "primary pickup", text: "Pick up" });
-  pickup.setAttribute("aria-label", `Pick up: ${h.problemSummary}`);
+  const pickup = el("button", { type: "button", class: "primary pickup needs-live", text: "Pick up" });
+  pickup.setAttribute("aria-label", `Pick up: ${short(h.problemSummary || "")}`);
+  pickup.disabled = !live;
   pickup.addEventListener("click", () => pickUp(h.id, item));
-  const assessment = h.assessment || {};
-  let assessmentText = "AI assessment pending…";
-  if (assessment.status === "ASSESSMENT_STATUS_READY") assessmentText = assessment.summary;
-  if (assessment.status === "ASSESSMENT_STATUS_FAILED") assessmentText = "AI assessment unavailable";
+  const assessment = assessmentState(h.assessment);
+  const steps = (h.stepsTried || []).length;
   item.replaceChildren(
     el("div", { class: "card-head" }, [
-      el("span", { class: "priority", text: priorityLabel(h.priority) }),
+      el("span", { class: "badge priority", text: priorityLabel(h.priority) }),
       el("span", { class: "sla", "data-sla": "due" }),
       el("span", { class: "wait", "data-created": h.createdAt || "" }),
     ]),
-    el("p", { class: "summary", text: h.problemSummary || "" }),
-    el("p", { class: "by", text: `Escalated by ${byName(h.createdBy)}` }),
+    el("p", { class: "summary", dir: "auto", text: h.problemSummary || "" }),
     el("p", {
-      class: "assessment",
-      "data-status": (assessment.status || "ASSESSMENT_STATUS_PENDING").replace("ASSESSMENT_STATUS_", "").toLowerCase(),
-      text: assessmentText,
+      class: "by",
+      text: `Escalated by ${byName(h.createdBy)}${steps ? ` · ${steps} step${steps > 1 ? "s" : ""} tried` : ""}${h.notes ? " · has notes" : ""}`,
     }),
+    el("p", { class: "assessment", "data-status": assessment.state, text: assessment.text }),
     el("div", { class: "card-actions" }, [pickup]),
-    el("p", { class: "error card-error", role: "alert" }),
   );
   item.dataset.slaDue = h.slaDueAt || "";
   tickCard(item, Date.now());
@@ -341,9 +512,24 @@ function remove(id) {
   $("queue").querySelector(`[data-id="${CSS.escape(id)}"]`)?.remove();
 }
 
+/**
+ * The figures beside the queue come from the queue itself (not from a metrics fetch that
+ * may be seconds old), so they agree with the cards at every moment.
+ */
 function updateCount() {
   $("queue-count").textContent = String(queue.size);
   $("queue-empty").hidden = queue.size > 0;
+  const now = Date.now();
+  // The cards' clocks are set from the same instant as the figures, so they agree.
+  for (const item of $("queue").querySelectorAll(".card")) tickCard(/** @type {HTMLElement} */ (item), now);
+  $("m-open").textContent = String(queue.size);
+  const created = [...queue.values()].map((h) => Date.parse(h.createdAt || "")).filter(Number.isFinite);
+  $("m-oldest").textContent = created.length ? duration((now - Math.min(...created)) / 1000) : "–";
+  const breached = [...queue.values()].filter((h) => isBreached(h, now)).length;
+  $("m-breached").textContent = String(breached);
+  $("m-breached").dataset.bad = String(breached > 0);
+  $("ctx-live").textContent =
+    `${queue.size} open in the queue${breached ? `, ${breached} past SLA` : ""}`;
 }
 
 /** Ticking wait times and SLA states. @param {HTMLElement} item @param {number} now */
@@ -361,16 +547,17 @@ function tickCard(item, now) {
     }
     sla.textContent =
       state === "breached" ? `SLA breached ${duration((now - due) / 1000)} ago`
-        : `SLA ${state === "warning" ? "warning: " : ""}due in ${duration((due - now) / 1000)}`;
+        : `SLA ${state === "warning" ? "at risk: " : ""}due in ${duration((due - now) / 1000)}`;
   } else {
     sla.textContent = state === "due" ? "" : `SLA ${state}`;
   }
   sla.dataset.sla = state;
+  item.dataset.sla = state;
 }
 
 function tick() {
-  const now = Date.now();
-  for (const item of $("queue").querySelectorAll(".card")) tickCard(/** @type {HTMLElement} */ (item), now);
+  reorder();
+  updateCount();
 }
 
 // ---- background tab: the title counts new escalations -------------------------------------
@@ -402,8 +589,7 @@ document.addEventListener("visibilitychange", () => {
 
 /** @param {string} id @param {HTMLElement} item */
 async function pickUp(id, item) {
-  const error = /** @type {HTMLElement} */ (item.querySelector(".card-error"));
-  error.textContent = "";
+  const summary = queue.get(id)?.problemSummary || item.querySelector(".summary")?.textContent || "";
   try {
     const body = await api(`/v1/escalations/${encodeURIComponent(id)}/pickup`, { method: "POST" });
     remove(id);
@@ -411,40 +597,81 @@ async function pickUp(id, item) {
     if (body.context.handoff) trackWorking("picked_up", body.context.handoff);
     showContext(body.context);
   } catch (e) {
-    // 409: the gateway's message names who has it ("already picked up by …").
-    error.textContent = e.status === 409 ? e.message : `Could not pick up: ${e.message}`;
-    item.classList.add("taken");
-    announce(error.textContent);
+    if (e.status === 401) return;
+    // The card may already be gone (the picked_up event can beat the 409): the message
+    // lives in the toast region, which outlives it.
+    const winner = taken.get(id);
+    let message = `Could not pick up “${short(summary, 60)}”: ${e.message}`;
+    if (e.status === 409) {
+      message = winner && winner.pickedUpBy
+        ? `${byName(winner.pickedUpBy)} picked up “${short(summary, 60)}” before you.`
+        : `Someone else has “${short(summary, 60)}”: ${e.message}`;
+      item.classList.add("taken");
+    }
+    toast(message);
   }
+}
+
+/** @param {any} h @param {number} now */
+function fillFacts(h, now) {
+  const created = Date.parse(h.createdAt || "");
+  const picked = Date.parse(h.pickedUpAt || "") || now;
+  $("ctx-waited").textContent = Number.isFinite(created)
+    ? `${duration((picked - created) / 1000)} before pickup · escalated ${clockTime(created)}`
+    : "–";
+  const due = Date.parse(h.slaDueAt || "");
+  if (!Number.isFinite(due)) $("ctx-sla").textContent = "no target";
+  else if (picked <= due) $("ctx-sla").textContent = `met, ${duration((due - picked) / 1000)} to spare · due ${clockTime(due)}`;
+  else $("ctx-sla").textContent = `breached, picked up ${duration((picked - due) / 1000)} late · due ${clockTime(due)}`;
+  $("ctx-sla").dataset.sla = Number.isFinite(due) && picked > due ? "breached" : "due";
 }
 
 /** @param {any} ctx */
 function showContext(ctx) {
-  current = ctx.handoff;
+  const h = ctx.handoff || {};
+  current = h;
   $("engineer").hidden = true;
   $("context").hidden = false;
-  const h = ctx.handoff || {};
-  $("ctx-meta").textContent =
-    `${priorityLabel(h.priority)} · escalated by ${byName(h.createdBy)} · picked up by ${byName(h.pickedUpBy)}`;
+  $("ctx-priority").textContent = priorityLabel(h.priority);
+  $("context").dataset.priority = priorityKey(h.priority);
+  $("ctx-by").textContent = byName(h.createdBy);
+  $("ctx-session").textContent = h.sessionId || "–";
+  fillFacts(h, Date.now());
   $("ctx-problem").querySelector(".body").textContent = ctx.problemSummary || h.problemSummary || "";
+  const notes = ctx.notes ?? h.notes ?? "";
+  const notesBody = $("ctx-notes").querySelector(".body");
+  notesBody.textContent = notes || "No notes from the technician.";
+  notesBody.classList.toggle("none", !notes);
   const tried = $("ctx-tried").querySelector(".body");
   const steps = ctx.whatsBeenTried || [];
   tried.replaceChildren(
     ...(steps.length
       ? steps.map((/** @type {any} */ s) =>
-          el("li", {}, [el("span", { text: s.description }), " → ", el("strong", { text: s.outcome || "no outcome" })]))
-      : [el("li", { text: "Nothing recorded." })]),
+          el("li", {}, [
+            el("span", { class: "step-what", dir: "auto", text: s.description }),
+            el("span", { class: "step-outcome", dir: "auto", text: s.outcome || "no outcome recorded" }),
+          ]))
+      : [el("li", { class: "none", text: "Nothing recorded." })]),
   );
   const a = ctx.aiAssessment || {};
-  $("ctx-assessment").querySelector(".body").textContent =
-    a.status === "ASSESSMENT_STATUS_READY" ? `${a.summary}${a.provider ? ` (${a.provider})` : ""}`
-      : a.status === "ASSESSMENT_STATUS_FAILED" ? "The AI assessment failed; use the steps above."
-        : "The AI assessment is still being prepared.";
-  $("ctx-start").querySelector(".body").textContent = ctx.startHere || "";
+  const assessment = $("ctx-assessment").querySelector(".body");
+  $("ctx-assessment").dataset.status = assessmentState(a).state;
+  assessment.textContent =
+    a.status === "ASSESSMENT_STATUS_READY" ? a.summary || ""
+      : a.status === "ASSESSMENT_STATUS_FAILED"
+        ? `The AI assessment failed${a.failureReason ? ` (${a.failureReason})` : ""}; work from the steps tried.`
+        : "The AI assessment is still being prepared; it appears on the queue card when ready.";
+  $("ctx-start").querySelector(".body").textContent = ctx.startHere || "No suggestion: start from the problem summary.";
+  $("ctx-start").classList.remove("started");
   $("ctx-error").textContent = "";
   /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value = "";
+  $("context-title").textContent = short(ctx.problemSummary || h.problemSummary || "Handoff context", 90);
+  $("ctx-provider").textContent = a.status === "ASSESSMENT_STATUS_READY" && a.provider ? `Source: ${a.provider}` : "";
+  syncActions();
+  updateCount();
   $("context-title").focus();
-  announce(`Picked up: ${ctx.problemSummary || h.problemSummary}`);
+  window.scrollTo(0, 0);
+  announce(`Picked up: ${short(ctx.problemSummary || h.problemSummary || "", 160)}`);
 }
 
 function backToQueue() {
@@ -454,16 +681,30 @@ function backToQueue() {
   $("queue-title").focus();
 }
 
+$("back").addEventListener("click", backToQueue);
+
+// "Start here" is the first line of the engineer's work log: it starts the resolution
+// note with the suggested step, so what was done is written down as it is done.
 $("start-here").addEventListener("click", () => {
+  const note = /** @type {HTMLTextAreaElement} */ ($("resolution-note"));
+  const step = $("ctx-start").querySelector(".body")?.textContent || "";
+  const line = `Started with: ${step}\n`;
+  if (!note.value.startsWith(line)) note.value = `${line}${note.value}`;
   $("ctx-start").classList.add("started");
-  $("resolution-note").focus();
-  announce("Started. Write down what fixed it, then resolve.");
+  note.focus();
+  note.setSelectionRange(note.value.length, note.value.length);
+  announce("Started. The note begins with the first step; add what fixed it, then resolve.");
 });
 
 $("resolve-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   if (!current) return;
-  const note = /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value;
+  const note = /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value.trim();
+  if (!note) {
+    $("ctx-error").textContent = "Write what fixed it before resolving: the next technician needs it.";
+    $("resolution-note").focus();
+    return;
+  }
   try {
     await api(`/v1/escalations/${encodeURIComponent(current.id)}/resolve`, {
       method: "POST",
@@ -474,7 +715,7 @@ $("resolve-form").addEventListener("submit", async (e) => {
     announce("Resolved.");
     backToQueue();
   } catch (error) {
-    $("ctx-error").textContent = `Could not resolve: ${error.message}`;
+    if (error.status !== 401) $("ctx-error").textContent = `Could not resolve: ${humanError(error)}`;
   }
 });
 
@@ -487,11 +728,11 @@ $("release").addEventListener("click", async () => {
     announce("Released to the queue.");
     backToQueue();
   } catch (error) {
-    $("ctx-error").textContent = `Could not release: ${error.message}`;
+    if (error.status !== 401) $("ctx-error").textContent = `Could not release: ${humanError(error)}`;
   }
 });
 
-// ---- metrics --------------------------------------------------------------------------------
+// ---- metrics (history; the live figures come from the queue) -------------------------------
 
 let metricsPending = 0;
 function scheduleMetrics() {
@@ -500,57 +741,79 @@ function scheduleMetrics() {
 }
 
 async function loadMetrics() {
+  if (!session) return;
   try {
     const { metrics = {} } = await api("/v1/escalations/metrics");
     $("m-error").textContent = "";
-    $("m-open").textContent = String(metrics.openNow || 0);
-    $("m-oldest").textContent = metrics.openNow ? duration(metrics.oldestWaitingSeconds || 0) : "–";
     const pickup = metrics.timeToPickup || {};
     $("m-p50").textContent = pickup.count ? duration(pickup.p50Seconds || 0) : "–";
     $("m-p90").textContent = pickup.count ? duration(pickup.p90Seconds || 0) : "–";
     $("m-chart").replaceChildren(chart(metrics.byDay || []));
+    const rows = (metrics.byPriority || []).filter((/** @type {any} */ p) => p.created || p.openNow);
     $("m-priority").replaceChildren(
-      ...(metrics.byPriority || []).map((/** @type {any} */ p) =>
-        el("li", { "data-priority": (p.priority || "").replace("PRIORITY_", "").toLowerCase() }, [
-          el("span", { class: "priority", text: priorityLabel(p.priority) }),
-          ` ${p.created || 0} created · ${p.openNow || 0} open · ${p.slaBreached || 0} breached`,
-        ])),
+      ...(rows.length
+        ? rows.map((/** @type {any} */ p) =>
+            el("li", { "data-priority": priorityKey(p.priority) }, [
+              el("span", { class: "badge priority", text: priorityLabel(p.priority) }),
+              el("span", { text: `${p.created || 0} created · ${p.slaBreached || 0} breached SLA` }),
+            ]))
+        : [el("li", { class: "none", text: "No escalations in the last 7 days." })]),
     );
   } catch (error) {
-    $("m-error").textContent = error.status === 403 ? "" : `Metrics unavailable: ${error.message}`;
+    $("m-error").textContent = error.status === 403 || error.status === 401 ? "" : `Metrics unavailable: ${error.message}`;
   }
 }
 
-/** Bars of escalations created per day (byDay has no per-priority split). @param {any[]} days */
-function chart(days) {
+/**
+ * Bars of escalations created per day, with a y axis (counts) and x axis (dates); an
+ * empty state says so in words. byDay has no per-priority split. @param {any[]} days
+ */
+function chart(byDay) {
+  // The API lists the days that had escalations; the chart shows all seven (UTC) days.
+  const known = new Map(byDay.map((d) => [d.date, d]));
+  const days = [];
+  for (let back = 6; back >= 0; back -= 1) {
+    const date = new Date(Date.now() - back * 86400000).toISOString().slice(0, 10);
+    days.push(known.get(date) || { date, created: 0, resolved: 0 });
+  }
+  const total = days.reduce((n, d) => n + (d.created || 0), 0);
+  if (!total) return el("p", { class: "chart-empty", text: "No escalations in the last 7 days." });
   const NS = "http://www.w3.org/2000/svg";
+  const left = 22;
   const width = 280;
   const height = 100;
   const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height + 16}`);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 28}`);
   svg.setAttribute("role", "img");
-  const total = days.reduce((n, d) => n + (d.created || 0), 0);
   svg.setAttribute("aria-label", `Escalations created per day: ${total} over ${days.length} days`);
   const max = Math.max(1, ...days.map((d) => d.created || 0));
-  const slot = width / Math.max(7, days.length);
+  const top = 6;
+  const plot = height - top;
+  const add = (/** @type {string} */ tag, /** @type {Record<string, string|number>} */ attrs, text = "") => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  // Y axis: 0, the middle and the maximum, with light grid lines.
+  for (const value of [...new Set([0, Math.round(max / 2), max])]) {
+    const y = top + plot - (value / max) * plot;
+    add("line", { x1: left, x2: width, y1: y, y2: y, class: "grid" });
+    add("text", { x: left - 4, y: y + 3, "text-anchor": "end", class: "tick" }, String(value));
+  }
+  add("line", { x1: left, x2: left, y1: top, y2: height, class: "axis" });
+  add("line", { x1: left, x2: width, y1: height, y2: height, class: "axis" });
+  const slot = (width - left) / Math.max(7, days.length);
   days.forEach((d, i) => {
-    const h = ((d.created || 0) / max) * height;
-    const bar = document.createElementNS(NS, "rect");
-    bar.setAttribute("x", String(i * slot + slot * 0.15));
-    bar.setAttribute("y", String(height - h));
-    bar.setAttribute("width", String(slot * 0.7));
-    bar.setAttribute("height", String(h));
-    bar.setAttribute("class", "bar");
+    const h = ((d.created || 0) / max) * plot;
+    const bar = add("rect", { x: left + i * slot + slot * 0.18, y: height - h, width: slot * 0.64, height: h, class: "bar" });
     const title = document.createElementNS(NS, "title");
     title.textContent = `${d.date}: ${d.created || 0} created, ${d.resolved || 0} resolved`;
     bar.append(title);
-    const label = document.createElementNS(NS, "text");
-    label.setAttribute("x", String(i * slot + slot / 2));
-    label.setAttribute("y", String(height + 12));
-    label.setAttribute("text-anchor", "middle");
-    label.textContent = (d.date || "").slice(5);
-    svg.append(bar, label);
+    add("text", { x: left + i * slot + slot / 2, y: height + 11, "text-anchor": "middle", class: "tick" }, (d.date || "").slice(5));
   });
+  add("text", { x: left + (width - left) / 2, y: height + 25, "text-anchor": "middle", class: "label" }, "Date (UTC), escalations created");
   return svg;
 }
 
@@ -558,17 +821,49 @@ $("m-refresh").addEventListener("click", loadMetrics);
 
 // ---- technician: escalate and follow -------------------------------------------------------
 
+/** Counts characters against the API's limit (the counter turns red past it). */
+function counter(/** @type {HTMLInputElement|HTMLTextAreaElement} */ input, /** @type {HTMLElement} */ out, /** @type {number} */ limit) {
+  const update = () => {
+    const n = input.value.length;
+    out.textContent = `${n.toLocaleString("en")} / ${limit.toLocaleString("en")}`;
+    out.dataset.over = String(n > limit);
+  };
+  input.addEventListener("input", update);
+  update();
+  return update;
+}
+
+const counters = [
+  counter(/** @type {HTMLTextAreaElement} */ ($("esc-summary")), $("esc-summary-count"), 2000),
+  counter(/** @type {HTMLTextAreaElement} */ ($("esc-notes")), $("esc-notes-count"), 10000),
+];
+
+const MAX_STEPS = 50;
+
+function renumberSteps() {
+  [...$("steps").children].forEach((row, i) => {
+    /** @type {HTMLElement} */ (row.querySelector(".step-n")).textContent = `Step ${i + 1}: what was tried`;
+    row.querySelector(".remove-step")?.setAttribute("aria-label", `Remove step ${i + 1}`);
+  });
+  /** @type {HTMLButtonElement} */ ($("add-step")).disabled = $("steps").children.length >= MAX_STEPS;
+}
+
 function addStep(description = "", outcome = "") {
-  const n = $("steps").children.length + 1;
-  const remove = el("button", { type: "button", class: "link", text: "Remove" });
-  remove.setAttribute("aria-label", `Remove step ${n}`);
+  const remove = el("button", { type: "button", class: "quiet remove-step", text: "Remove" });
+  const what = el("input", { class: "step-description", value: description, maxLength: 1000, placeholder: "What was tried" });
+  const result = el("input", { class: "step-outcome", value: outcome, maxLength: 200, placeholder: "What happened" });
   const row = el("li", { class: "step" }, [
-    el("label", {}, [`Step ${n} `, el("input", { class: "step-description", value: description, placeholder: "What was tried" })]),
-    el("label", {}, ["Outcome ", el("input", { class: "step-outcome", value: outcome, placeholder: "What happened" })]),
+    el("label", { class: "step-field" }, [el("span", { class: "step-n" }), what]),
+    el("label", { class: "step-field" }, [el("span", { text: "Outcome" }), result]),
     remove,
   ]);
-  remove.addEventListener("click", () => row.remove());
+  remove.addEventListener("click", () => {
+    row.remove();
+    if (!$("steps").children.length) addStep();
+    renumberSteps();
+  });
   $("steps").append(row);
+  renumberSteps();
 }
 
 $("add-step").addEventListener("click", () => {
@@ -579,52 +874,96 @@ $("add-step").addEventListener("click", () => {
 function startTechnician() {
   $("technician").hidden = false;
   if (!$("steps").children.length) addStep();
+  loadHistory();
   connect("/v1/handoffs/stream", onMineEvent, onMineReset);
+}
+
+/**
+ * A field violation in the words of the form: `steps_tried[3].description` becomes
+ * "Step 4, what was tried" (numbered as the rows on screen, empty rows skipped).
+ * @param {string} field @param {number[]} rows
+ */
+function fieldLabel(field, rows = []) {
+  const step = /^steps_tried\[(\d+)\]\.(description|outcome)$/.exec(field);
+  if (step) {
+    const n = (rows[Number(step[1])] ?? Number(step[1])) + 1;
+    return `Step ${n}, ${step[2] === "description" ? "what was tried" : "outcome"}`;
+  }
+  return FIELD_LABEL[field] || field.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+}
+
+/** An API error in human words. @param {any} error @param {number[]} [rows] */
+function humanError(error, rows = []) {
+  const fields = ((error.body && error.body.details) || [])
+    .flatMap((/** @type {any} */ d) => d.fieldViolations || [])
+    .map((/** @type {any} */ v) => `${fieldLabel(v.field, rows)}: ${v.description}`);
+  if (fields.length) return fields.join("; ");
+  if (!error.status) return "the server could not be reached; try again in a moment";
+  return String(error.message).replace(/\b([a-z]+(?:_[a-z]+)+)\b/g, (m) => FIELD_LABEL[m] || m.replace(/_/g, " "));
 }
 
 $("escalate-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const steps = [...$("steps").querySelectorAll(".step")]
-    .map((row) => ({
-      description: /** @type {HTMLInputElement} */ (row.querySelector(".step-description")).value.trim(),
-      outcome: /** @type {HTMLInputElement} */ (row.querySelector(".step-outcome")).value.trim(),
-    }))
-    .filter((s) => s.description);
+  /** @type {number[]} */
+  const rows = [];
+  const steps = [];
+  [...$("steps").querySelectorAll(".step")].forEach((row, i) => {
+    const description = /** @type {HTMLInputElement} */ (row.querySelector(".step-description")).value.trim();
+    const outcome = /** @type {HTMLInputElement} */ (row.querySelector(".step-outcome")).value.trim();
+    if (!description) return;
+    rows.push(i);
+    steps.push({ description, outcome });
+  });
+  const summary = /** @type {HTMLTextAreaElement} */ ($("esc-summary")).value.trim();
+  $("esc-error").textContent = "";
+  if (!summary) {
+    $("esc-error").textContent = "Describe the problem first: the problem summary is required.";
+    $("esc-summary").focus();
+    return;
+  }
   const body = {
     requestId: crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`,
     sessionId: `web-${session?.claims.sub}`,
     intent: "HANDOFF_INTENT_ESCALATE",
     priority: /** @type {HTMLSelectElement} */ ($("esc-priority")).value,
-    problemSummary: /** @type {HTMLTextAreaElement} */ ($("esc-summary")).value.trim(),
+    problemSummary: summary,
     stepsTried: steps,
     notes: /** @type {HTMLTextAreaElement} */ ($("esc-notes")).value.trim(),
   };
-  $("esc-error").textContent = "";
   try {
     const { handoff } = await api("/v1/handoffs", { method: "POST", body });
     upsertMine(handoff);
     /** @type {HTMLFormElement} */ ($("escalate-form")).reset();
     $("steps").replaceChildren();
     addStep();
+    for (const update of counters) update();
     announce("Escalated. Engineers see it now.");
   } catch (error) {
-    const fields = ((error.body && error.body.details) || [])
-      .flatMap((/** @type {any} */ d) => d.fieldViolations || [])
-      .map((/** @type {any} */ v) => `${v.field} ${v.description}`);
-    $("esc-error").textContent = `Could not escalate: ${fields.join("; ") || error.message}`;
+    if (error.status !== 401) $("esc-error").textContent = `Could not escalate. ${humanError(error, rows)}`;
   }
 });
 
+/** The technician's own escalations, any status: a fresh tab shows resolved ones too. */
+async function loadHistory() {
+  try {
+    const { handoffs = [] } = await api("/v1/handoffs?intent=HANDOFF_INTENT_ESCALATE&page_size=100");
+    for (const h of handoffs.reverse()) upsertMine(h, true);
+  } catch {
+    // The stream's snapshot still shows the open ones.
+  }
+}
+
+/** @param {any} h */
+const isMine = (h) => !h.createdBy || !session || h.createdBy.id === session.claims.sub;
+
 /** @param {any} reset */
 function onMineReset(reset) {
-  mine.clear();
-  $("mine").replaceChildren();
   for (const h of reset.handoffs) upsertMine(h);
 }
 
 /** @param {any} event */
 function onMineEvent(event) {
-  if (!event.handoff || !event.handoff.id) return;
+  if (!event.handoff || !event.handoff.id || !isMine(event.handoff)) return;
   const before = mine.get(event.handoff.id);
   upsertMine(event.handoff);
   if (event.type === "picked_up") announce(`Picked up by ${byName(event.handoff.pickedUpBy)}.`);
@@ -646,19 +985,45 @@ function statusText(h) {
   }
 }
 
-/** @param {any} h */
-function upsertMine(h) {
-  if (!h || !h.id) return;
-  const merged = { ...mine.get(h.id), ...h };
+/** @param {string} id */
+async function cancel(id) {
+  try {
+    const { handoff } = await api(`/v1/handoffs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+    upsertMine(handoff);
+    announce("Cancelled.");
+  } catch (error) {
+    if (error.status !== 401) toast(`Could not cancel: ${humanError(error)}`);
+  }
+}
+
+/** @param {any} h @param {boolean} [older] from the history: goes below what is shown */
+function upsertMine(h, older = false) {
+  if (!h || !h.id || !isMine(h)) return;
+  const previous = mine.get(h.id);
+  // History and stream may answer in either order: keep the newest state of each.
+  if (previous && Number(previous.sequence || 0) > Number(h.sequence || 0)) return;
+  const merged = { ...previous, ...h };
   mine.set(h.id, merged);
   const { state, text } = statusText(merged);
-  const item = el("li", { class: "card mine", "data-id": h.id, "data-status": state }, [
-    el("div", { class: "card-head" }, [el("span", { class: "priority", text: priorityLabel(merged.priority) })]),
-    el("p", { class: "summary", text: merged.problemSummary || "" }),
-    el("p", { class: "status", text }),
-  ]);
+  const children = [
+    el("div", { class: "card-head" }, [
+      el("span", { class: "badge priority", text: priorityLabel(merged.priority) }),
+      el("span", { class: "wait", text: merged.createdAt ? `escalated ${clockTime(Date.parse(merged.createdAt))}` : "" }),
+    ]),
+    el("p", { class: "summary", dir: "auto", text: merged.problemSummary || "" }),
+    el("p", { class: "status", dir: "auto", text }),
+  ];
+  if (state === "waiting") {
+    const button = el("button", { type: "button", class: "quiet cancel needs-live", text: "Cancel" });
+    button.setAttribute("aria-label", `Cancel: ${short(merged.problemSummary || "")}`);
+    button.disabled = !live;
+    button.addEventListener("click", () => cancel(h.id));
+    children.push(el("div", { class: "card-actions" }, [button]));
+  }
+  const item = el("li", { class: "card mine", "data-id": h.id, "data-status": state, "data-priority": priorityKey(merged.priority) }, children);
   const existing = $("mine").querySelector(`[data-id="${CSS.escape(h.id)}"]`);
   if (existing) existing.replaceWith(item);
+  else if (older) $("mine").append(item);
   else $("mine").prepend(item);
   $("mine-empty").hidden = mine.size > 0;
 }
