@@ -45,7 +45,8 @@ class NotFound(ResolutionFlowError):
 
 
 class Conflict(ResolutionFlowError):
-    """The handoff is not in a state that allows this (e.g. already resolved)."""
+    """The handoff is not in a state that allows this (e.g. already resolved), or a
+    request_id was reused with a different request body (ALREADY_EXISTS)."""
 
 
 class AlreadyPickedUp(Conflict):
@@ -66,6 +67,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ResolutionFlowError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,

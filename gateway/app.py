@@ -153,9 +153,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/handoffs",
         status_code=201,
         tags=["handoffs"],
-        summary="Create a handoff (CreateHandoff); idempotent per requestId",
+        summary="Create a handoff (CreateHandoff); idempotent per requestId if given",
+        description="With a `requestId`, a repeat with the same body returns the first "
+        "handoff (201, nothing created) and a repeat with a different body is 409 "
+        "`ALREADY_EXISTS` naming `request_id`. Without one, every call creates a handoff.",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 413, 429),
+        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 409, 413, 429),
     )
     async def create_handoff(request: Request) -> Response:
         message = await _parse_body(request, pb.CreateHandoffRequest(), limit)
@@ -296,8 +299,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.post(
         "/v1/escalations/{handoff_id}/resolve",
         tags=["escalations"],
-        summary="Resolve a picked-up escalation (ResolveEscalation)",
-        openapi_extra=_body("ResolveEscalationRequestBody", required=False),
+        summary="Resolve a picked-up escalation (ResolveEscalation); holder only, note required",
+        openapi_extra=_body("ResolveEscalationRequestBody"),
         responses=_responses(200, "ResolveEscalationResponse", 400, 401, 403, 404, 409, 413),
     )
     async def resolve(request: Request, handoff_id: HandoffId) -> Response:
@@ -644,9 +647,11 @@ def _install_error_handlers(app: FastAPI, upstream: Upstream) -> None:
 ERROR_DESCRIPTIONS = {
     400: "INVALID_ARGUMENT: bad input; details hold a google.rpc.BadRequest",
     401: "UNAUTHENTICATED: missing, invalid or expired token",
-    403: "PERMISSION_DENIED: the token's role may not do this",
+    403: "PERMISSION_DENIED: the token's role may not do this, or the escalation is held "
+    "by someone else (names who)",
     404: "NOT_FOUND: no such handoff in the caller's account",
-    409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names who)",
+    409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names "
+    "who), or a requestId reused with a different body",
     413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
     429: "RESOURCE_EXHAUSTED: a rate or stream limit, or a message over the server's limit",
     501: "UNIMPLEMENTED: the server does not offer this call yet",
