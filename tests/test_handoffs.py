@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from resolutionflow.v1 import handoff_pb2 as pb
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from server.db.schema import EventRecord, HandoffRecord
 from server.domain.types import Role
@@ -374,6 +374,20 @@ async def test_same_request_id_with_another_body_is_already_exists(
     ]
     assert [h.id for h in await list_all(engineer)] == [first.id]
     assert await db_count(server, EventRecord, account) <= 2  # CREATED (+ its assessment)
+
+
+async def test_a_handoff_stored_before_body_hashes_answers_a_repeat_as_before(
+    technician: Client, server: ServerRuntime
+) -> None:
+    """Rows migrated from before the hash was kept have none: their request_id still
+    returns them (what a client retrying across the upgrade expects), whatever the body."""
+    first = await technician.create(request_id="legacy", problem_summary="stored long ago")
+    async with server.db.write() as s:
+        await s.execute(
+            update(HandoffRecord).where(HandoffRecord.id == first.id).values(request_hash=None)
+        )
+    again = await technician.create(request_id="legacy", problem_summary="retried after")
+    assert (again.id, again.problem_summary) == (first.id, "stored long ago")
 
 
 @pytest.mark.parametrize("request_id", ["", None])
