@@ -58,6 +58,16 @@ class AlreadyPickedUp(Conflict):
         self.holder_name = holder_name
 
 
+class NotHolder(PermissionDenied):
+    """Only the holder may resolve (or, with admins, release) it; ``holder_id`` /
+    ``holder_name`` say who that is."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, holder_id: str, holder_name: str):
+        super().__init__(code, message)
+        self.holder_id = holder_id
+        self.holder_name = holder_name
+
+
 class Unavailable(ResolutionFlowError):
     """The server is down, restarting or overloaded; retrying later is right."""
 
@@ -74,6 +84,12 @@ _BY_CODE: dict[grpc.StatusCode, type[ResolutionFlowError]] = {
 }
 
 
+_BY_REASON: dict[str, type[AlreadyPickedUp] | type[NotHolder]] = {
+    "ALREADY_PICKED_UP": AlreadyPickedUp,
+    "NOT_HOLDER": NotHolder,
+}
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> ResolutionFlowError:
     code, message = error.code(), error.details() or ""
     details = _details(error)
@@ -86,8 +102,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ResolutionFlowError:
         ]
         return InvalidArgument(code, message, violations)
     for d in details:
-        if isinstance(d, error_details_pb2.ErrorInfo) and d.reason == "ALREADY_PICKED_UP":
-            return AlreadyPickedUp(
+        if isinstance(d, error_details_pb2.ErrorInfo) and d.reason in _BY_REASON:
+            return _BY_REASON[d.reason](
                 code, message, d.metadata.get("holder_id", ""), d.metadata.get("holder_name", "")
             )
     return _BY_CODE.get(code, ResolutionFlowError)(code, message)

@@ -18,6 +18,7 @@ from clients import (
     Conflict,
     InvalidArgument,
     NotFound,
+    NotHolder,
     PermissionDenied,
     Unauthenticated,
 )
@@ -84,8 +85,10 @@ async def test_typed_errors(connect: Callable[..., AsyncClient]) -> None:
             await tech.get_handoff(str(uuid.uuid4()))
         with pytest.raises(PermissionDenied):
             await tech.list_escalations()
-        with pytest.raises(PermissionDenied):  # only the holder resolves
+        with pytest.raises(NotHolder) as not_mine:  # only the holder resolves
             await eric.resolve(h.id, "not mine")
+        assert (not_mine.value.holder_id, not_mine.value.holder_name) == ("erin", "erin")
+        assert isinstance(not_mine.value, PermissionDenied)
         with pytest.raises(InvalidArgument) as no_note:
             await erin.resolve(h.id, "  ")
         assert [v.field for v in no_note.value.violations] == ["resolution_note"]
