@@ -231,6 +231,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations",
         tags=["escalations"],
         summary="The open queue and the sequence it was read at (ListEscalations)",
+        description="Ordered by what needs a human first: SLA breached, then `slaDueAt`, "
+        "then `createdAt`, then `id`.",
         responses=_responses(200, "ListEscalationsResponse", 401, 403),
     )
     async def list_escalations(request: Request) -> Response:
@@ -280,6 +282,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations/{handoff_id}/pickup",
         tags=["escalations"],
         summary="Pick up an escalation; exactly one caller wins (PickUpEscalation)",
+        description="The others get 409 naming the holder. Picking up an escalation you "
+        "already hold answers 200 with its context again and changes nothing.",
         responses=_responses(200, "PickUpEscalationResponse", 400, 401, 403, 404, 409),
     )
     async def pick_up(request: Request, handoff_id: HandoffId) -> Response:

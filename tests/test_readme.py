@@ -117,9 +117,10 @@ async def test_first_session_runs_pasted_in_a_fresh_clone(tmp_path: Path) -> Non
     clone = tmp_path / "clone"
     await run_checked("git", "clone", "--quiet", "--no-checkout", str(REPO), str(clone), cwd=REPO)
     await run_checked("git", "checkout", "--quiet", head, cwd=clone)
-    venv = REPO / ".venv"
+    venv = Path(sys.prefix)  # the virtualenv running these tests, as `make` made it
     (clone / ".venv").symlink_to(venv)
     # `make install` must find the shared .venv up to date rather than reinstall into it.
+    assert (venv / ".installed").exists(), f"{venv} was not made by `make install`"
     stamp = (venv / ".installed").stat().st_mtime
     os.utime(clone / "pyproject.toml", (stamp - 60, stamp - 60))
 
