@@ -231,7 +231,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations",
         tags=["escalations"],
         summary="The open queue and the sequence it was read at (ListEscalations)",
-        description="Ordered by what needs a human first: SLA breached, then `slaDueAt`, "
+        description="Ordered by what needs a human first: `slaDueAt` (breached first), "
         "then `createdAt`, then `id`.",
         responses=_responses(200, "ListEscalationsResponse", 401, 403),
     )

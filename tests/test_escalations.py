@@ -114,7 +114,7 @@ async def clocked(settings: Settings) -> AsyncIterator[tuple[ServerRuntime, Cloc
     await runtime.stop(0)
 
 
-async def test_queue_is_breached_first_then_by_sla_due_time_then_oldest(
+async def test_queue_is_by_sla_due_time_so_breached_first_then_oldest(
     clocked: tuple[ServerRuntime, Clock], account: str
 ) -> None:
     runtime, clock = clocked
@@ -139,11 +139,23 @@ async def test_queue_is_breached_first_then_by_sla_due_time_then_oldest(
         for name, priority, at in plan:
             clock.now = at
             made[name] = await tech.create(priority=priority, problem_summary=name)
+        # Picked up before its due time and released after it: its SLA timers fired while
+        # it was held, so no breach is recorded, yet it is the most overdue of all.
+        clock.now = T0 - 400 * s
+        late = made["released-late"] = await tech.create(
+            priority=pb.PRIORITY_URGENT, problem_summary="released-late"
+        )  # [-100]
+        await pick_up(eng, late.id)
         await settled(eng, *(h.id for h in made.values()))
+        clock.now = T0 - 50 * s
+        await runtime.fire_due_sla_timers()
+        clock.now = T0 + 5 * s
+        await release(eng, late.id)
         clock.now = T0 + 10 * s
         await runtime.fire_due_sla_timers()
         normal_tie = sorted([made["normal-1"], made["normal-2"]], key=lambda h: h.id)
         expected = [
+            "released-late",
             "low-breached",
             "high-early",
             "urgent-1",

@@ -342,11 +342,11 @@ async def save_assessment(
     return await record_change(session, account_id, handoff_id, EventType.ASSESSMENT_READY, now)
 
 
-# What needs a human first: breached escalations, then by SLA due time (which folds in the
-# priority: an URGENT one is due sooner than a LOW one created long before it), then by age,
-# then by id so that the order is total and the same on every read and backend.
+# What needs a human first: by SLA due time, soonest first, so escalations past it (breached)
+# lead, and the priority counts through it (an URGENT one is due sooner than a LOW one
+# created long before it); then by age, then by id so that the order is total. Only fields
+# every client has in `Handoff`, so a client keeping the queue live sorts exactly alike.
 QUEUE_ORDER = (
-    HANDOFFS.c.sla_breached_at.is_(None),
     HANDOFFS.c.sla_due_at.asc().nulls_last(),
     HANDOFFS.c.created_at,
     HANDOFFS.c.id,

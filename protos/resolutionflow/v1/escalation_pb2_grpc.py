@@ -86,10 +86,10 @@ class EscalationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEscalations(self, request, context):
-        """The open queue in the order it needs a human: escalations whose SLA is breached
-        first, then by sla_due_at (soonest first; it folds in the priority), then by
-        created_at (oldest first), then by id. The StreamEscalations snapshot has the same
-        order. Returned with the cursor it was read at.
+        """The open queue in the order it needs a human: by sla_due_at, soonest first (so
+        escalations past their SLA, breached, come first; the due time folds in the
+        priority), then by created_at (oldest first), then by id. The StreamEscalations
+        snapshot has the same order. Returned with the cursor it was read at.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
