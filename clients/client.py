@@ -157,7 +157,8 @@ class AsyncClient:
         return await self._call(self._escalations.ListEscalations, esc.ListEscalationsRequest())
 
     async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
-        """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster."""
+        """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster; an
+        escalation the caller already holds answers with its context again."""
         request = esc.PickUpEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.PickUpEscalation, request)).context
 
@@ -169,7 +170,8 @@ class AsyncClient:
         request = esc.ReleaseEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.ReleaseEscalation, request)).handoff
 
-    async def resolve(self, handoff_id: str, resolution_note: str = "") -> pb.Handoff:
+    async def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
+        """The note is required: what fixed it, for the next technician."""
         request = esc.ResolveEscalationRequest(
             handoff_id=handoff_id, resolution_note=resolution_note
         )

@@ -45,11 +45,22 @@ class NotFound(ResolutionFlowError):
 
 
 class Conflict(ResolutionFlowError):
-    """The handoff is not in a state that allows this (e.g. already resolved)."""
+    """The handoff is not in a state that allows this (e.g. already resolved), or a
+    request_id was reused with a different request body (ALREADY_EXISTS)."""
 
 
 class AlreadyPickedUp(Conflict):
     """Someone else won the pickup; ``holder_id`` / ``holder_name`` say who."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, holder_id: str, holder_name: str):
+        super().__init__(code, message)
+        self.holder_id = holder_id
+        self.holder_name = holder_name
+
+
+class NotHolder(PermissionDenied):
+    """Only the holder may resolve (or, with admins, release) it; ``holder_id`` /
+    ``holder_name`` say who that is."""
 
     def __init__(self, code: grpc.StatusCode, message: str, holder_id: str, holder_name: str):
         super().__init__(code, message)
@@ -66,9 +77,16 @@ _BY_CODE: dict[grpc.StatusCode, type[ResolutionFlowError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
+}
+
+
+_BY_REASON: dict[str, type[AlreadyPickedUp] | type[NotHolder]] = {
+    "ALREADY_PICKED_UP": AlreadyPickedUp,
+    "NOT_HOLDER": NotHolder,
 }
 
 
@@ -84,8 +102,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ResolutionFlowError:
         ]
         return InvalidArgument(code, message, violations)
     for d in details:
-        if isinstance(d, error_details_pb2.ErrorInfo) and d.reason == "ALREADY_PICKED_UP":
-            return AlreadyPickedUp(
+        if isinstance(d, error_details_pb2.ErrorInfo) and d.reason in _BY_REASON:
+            return _BY_REASON[d.reason](
                 code, message, d.metadata.get("holder_id", ""), d.metadata.get("holder_name", "")
             )
     return _BY_CODE.get(code, ResolutionFlowError)(code, message)

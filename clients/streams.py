@@ -36,17 +36,25 @@ async def resuming_stream(
     initial_backoff: float = 0.2,
     max_backoff: float = 10.0,
     on_disconnect: Callable[[grpc.aio.AioRpcError, float], None] | None = None,
+    on_resume: Callable[[int | None], None] | None = None,
 ) -> AsyncIterator[handoff_pb2.HandoffEvent]:
     """Yield events from ``open_stream(after)`` forever, reconnecting as needed.
 
     ``open_stream`` opens one gRPC stream from a cursor (None: snapshot first).
-    ``on_disconnect(error, delay)`` is told about each reconnect before it waits.
+    ``on_disconnect(error, delay)`` is told about each reconnect before it waits;
+    ``on_resume(after)`` when a reopened stream delivers its first message, with the
+    cursor it resumed from (None: it started over with a snapshot).
     """
     backoff = initial_backoff
+    reopened = False
     while True:
         try:
             async for event in open_stream(after):
                 backoff = initial_backoff
+                if reopened:
+                    reopened = False
+                    if on_resume is not None:
+                        on_resume(after)
                 if event.type in (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET):
                     after = event.sequence
                     yield event
@@ -62,5 +70,6 @@ async def resuming_stream(
             delay = random.uniform(0, backoff)
             if on_disconnect is not None:
                 on_disconnect(error, delay)
+            reopened = True
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, max_backoff)

@@ -75,7 +75,7 @@ class Client:
     def release(self, handoff_id: str) -> pb.Handoff:
         return self._run(self._client.release(handoff_id))
 
-    def resolve(self, handoff_id: str, resolution_note: str = "") -> pb.Handoff:
+    def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
         return self._run(self._client.resolve(handoff_id, resolution_note))
 
     def metrics(

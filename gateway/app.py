@@ -161,9 +161,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/handoffs",
         status_code=201,
         tags=["handoffs"],
-        summary="Create a handoff (CreateHandoff); idempotent per requestId",
+        summary="Create a handoff (CreateHandoff); idempotent per requestId if given",
+        description="With a `requestId`, a repeat with the same body returns the first "
+        "handoff (201, nothing created) and a repeat with a different body is 409 "
+        "`ALREADY_EXISTS` naming `request_id`. Without one, every call creates a handoff.",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 408, 413, 415, 429),
+        responses=_responses(
+            201, "CreateHandoffResponse", 400, 401, 403, 408, 409, 413, 415, 429
+        ),
     )
     async def create_handoff(request: Request) -> Response:
         message = await _parse_body(request, pb.CreateHandoffRequest(), limit, seconds=body_timeout)
@@ -236,6 +241,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations",
         tags=["escalations"],
         summary="The open queue and the sequence it was read at (ListEscalations)",
+        description="Ordered by what needs a human first: `slaDueAt` (breached first), "
+        "then `createdAt`, then `id`.",
         responses=_responses(200, "ListEscalationsResponse", 401, 403),
     )
     async def list_escalations(request: Request) -> Response:
@@ -285,6 +292,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations/{handoff_id}/pickup",
         tags=["escalations"],
         summary="Pick up an escalation; exactly one caller wins (PickUpEscalation)",
+        description="The others get 409 naming the holder. Picking up an escalation you "
+        "already hold answers 200 with its context again and changes nothing.",
         responses=_responses(200, "PickUpEscalationResponse", 400, 401, 403, 404, 409),
     )
     async def pick_up(request: Request, handoff_id: HandoffId) -> Response:
@@ -304,8 +313,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.post(
         "/v1/escalations/{handoff_id}/resolve",
         tags=["escalations"],
-        summary="Resolve a picked-up escalation (ResolveEscalation)",
-        openapi_extra=_body("ResolveEscalationRequestBody", required=False),
+        summary="Resolve a picked-up escalation (ResolveEscalation); holder only, note required",
+        openapi_extra=_body("ResolveEscalationRequestBody"),
         responses=_responses(
             200, "ResolveEscalationResponse", 400, 401, 403, 404, 408, 409, 413, 415
         ),
@@ -763,9 +772,11 @@ def _install_error_handlers(app: FastAPI, upstream: Upstream) -> None:
 ERROR_DESCRIPTIONS = {
     400: "INVALID_ARGUMENT: bad input; details hold a google.rpc.BadRequest",
     401: "UNAUTHENTICATED: missing, invalid or expired token",
-    403: "PERMISSION_DENIED: the token's role may not do this",
+    403: "PERMISSION_DENIED: the token's role may not do this, or the escalation is held "
+    "by someone else (names who)",
     404: "NOT_FOUND: no such handoff in the caller's account",
-    409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names who)",
+    409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names "
+    "who), or a requestId reused with a different body",
     408: "DEADLINE_EXCEEDED: the body did not arrive within RF_HTTP_BODY_TIMEOUT_SECONDS",
     413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
     415: "INVALID_ARGUMENT: the body is not sent as Content-Type: application/json",

@@ -146,9 +146,15 @@ def _is_repeated(field: Any) -> bool:
 # (it answers 400 naming the field); these only describe it, they are not enforced here.
 LIMITS: dict[str, Schema] = {
     "CreateHandoffRequest": {
-        "required": ["requestId", "sessionId", "intent", "problemSummary"],
+        "required": ["sessionId", "intent", "problemSummary"],
         "properties": {
-            "requestId": {"minLength": 1, "maxLength": 128},
+            "requestId": {
+                "maxLength": 128,
+                "description": "Optional idempotency key. Absent or empty: every call "
+                "creates a handoff. Repeated with the same body: 201 with the first handoff, "
+                "nothing created. Repeated with a different body: 409 ALREADY_EXISTS naming "
+                "request_id.",
+            },
             "sessionId": {"minLength": 1, "maxLength": 128},
             "problemSummary": {"minLength": 1, "maxLength": 2000},
             "stepsTried": {"maxItems": 50},
@@ -163,7 +169,14 @@ LIMITS: dict[str, Schema] = {
         },
     },
     "ResolveEscalationRequestBody": {
-        "properties": {"resolutionNote": {"maxLength": 5000}},
+        "required": ["resolutionNote"],
+        "properties": {
+            "resolutionNote": {
+                "minLength": 1,
+                "maxLength": 5000,
+                "description": "Required, not blank: what fixed it, for the next technician.",
+            }
+        },
     },
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -145,11 +146,12 @@ async def _watch(args: argparse.Namespace) -> None:
     from clients.streams import resuming_stream
 
     settings = _settings(args)
-    bearer = args.token or TokenCodec(settings.resolved_jwt_secret()).issue(
-        account=args.account, user=args.user, role=Role.ENGINEER, name=args.user
-    )
+    bearer, source = _watch_token(args, settings)
+    # Which token, so that a 401 or an unexpected queue is easy to explain.
+    print(f"-- {source}", flush=True)
     metadata = (("authorization", f"Bearer {bearer}"),)
-    async with grpc.aio.insecure_channel(args.upstream or settings.upstream) as channel:
+    upstream = args.upstream or settings.upstream
+    async with grpc.aio.insecure_channel(upstream) as channel:
         stub = escalation_pb2_grpc.EscalationServiceStub(channel)
 
         def open_stream(after: int | None) -> Any:
@@ -161,9 +163,51 @@ async def _watch(args: argparse.Namespace) -> None:
         def disconnected(error: grpc.aio.AioRpcError, delay: float) -> None:
             print(f"-- disconnected ({error.code().name}); retrying in {delay:.1f}s", flush=True)
 
-        async for event in resuming_stream(open_stream, args.after, on_disconnect=disconnected):
+        def resumed(after: int | None) -> None:
+            where = f"after #{after}" if after is not None else "from a fresh snapshot"
+            print(f"-- reconnected to {upstream}; resuming {where}", flush=True)
+
+        async for event in resuming_stream(
+            open_stream, args.after, on_disconnect=disconnected, on_resume=resumed
+        ):
             if event.type != pb.EVENT_TYPE_HEARTBEAT:
                 print(_describe(event), flush=True)
+
+
+def _watch_token(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
+    """The bearer token ``watch`` uses, and a line saying where it came from."""
+    given, where = (args.token, "--token") if args.token else (os.environ.get("RF_TOKEN"), "")
+    where = where or "RF_TOKEN"
+    if given:
+        claims = _unverified_claims(given)
+        who = (
+            f" (user {claims.get('sub')}, role {claims.get('role')}, "
+            f"account {claims.get('account')})"
+            if claims
+            else ""
+        )
+        if claims and claims.get("account") != args.account:
+            who += f"; the queue shown is that account's, not {args.account}'s"
+        return given, f"using the token from {where}{who}"
+    bearer = TokenCodec(settings.resolved_jwt_secret()).issue(
+        account=args.account, user=args.user, role=Role.ENGINEER, name=args.user
+    )
+    return bearer, (
+        f"minted a local engineer token for account {args.account} (user {args.user}); "
+        "pass --token or set RF_TOKEN to watch as someone else"
+    )
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    """The claims, read without checking the signature: only to describe the token (the
+    server is the one that checks it)."""
+    import jwt
+
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -220,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--after", type=int, default=None, help="resume after this sequence")
     watch.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
     watch.add_argument("--user", default="cli-watch", help="engineer user id for a local token")
-    watch.add_argument("--token", help="bearer token (default: a local engineer token)")
+    watch.add_argument(
+        "--token", help="bearer token (default: RF_TOKEN, else a local engineer token)"
+    )
     watch.set_defaults(func=cmd_watch)
 
     from bench.cli import add_arguments as add_bench_arguments  # stdlib-only module

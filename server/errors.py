@@ -52,6 +52,22 @@ class FailedPrecondition(DomainError):
     pass
 
 
+class AlreadyExists(DomainError):
+    """What the request would create exists already, in a way the request cannot reuse
+    (e.g. its request_id was first used with a different body). ``violations`` names the
+    fields to change, as in INVALID_ARGUMENT."""
+
+    def __init__(
+        self,
+        message: str,
+        violations: list[FieldViolation],
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason, metadata)
+        self.violations = violations
+
+
 class Unavailable(DomainError):
     """Try again (elsewhere): e.g. the server is shutting down; streams can resume."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -16,7 +17,8 @@ from sqlalchemy import select
 from server.db.schema import EventRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests.support import Client, settled
+from server.settings import Settings
+from tests.support import Client, settled, stream_escalations, token
 
 
 async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -89,35 +91,101 @@ async def logged_events(server: ServerRuntime, account: str) -> list[tuple[int, 
 # --- the queue ------------------------------------------------------------------------
 
 
-async def test_queue_is_most_urgent_first_then_oldest(
-    technician: Client, engineer: Client, server: ServerRuntime, account: str
+# In the future, so no real-time SLA clock of another server in this database touches it.
+T0 = (datetime.now(UTC) + timedelta(days=40)).replace(microsecond=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def clocked(settings: Settings) -> AsyncIterator[tuple[ServerRuntime, Clock]]:
+    # The SLA clock never ticks by itself here; the test fires due timers at chosen times.
+    runtime = ServerRuntime(settings.model_copy(update={"sla_check_seconds": 3600}))
+    clock = Clock()
+    runtime.core.clock = clock
+    await runtime.start()
+    yield runtime, clock
+    await runtime.stop(0)
+
+
+async def test_queue_is_by_sla_due_time_so_breached_first_then_oldest(
+    clocked: tuple[ServerRuntime, Clock], account: str
 ) -> None:
-    made = {
-        name: await technician.create(priority=priority, problem_summary=name)
-        for name, priority in (
-            ("normal-1", pb.PRIORITY_NORMAL),
-            ("urgent-1", pb.PRIORITY_URGENT),
-            ("low-1", pb.PRIORITY_LOW),
-            ("high-1", pb.PRIORITY_HIGH),
-            ("normal-2", pb.PRIORITY_NORMAL),
-            ("urgent-2", pb.PRIORITY_URGENT),
-            ("high-2", pb.PRIORITY_HIGH),
-        )
-    }
-    await settled(engineer, *(h.id for h in made.values()))
-    reply = await queue(engineer)
-    assert [h.problem_summary for h in reply.escalations] == [
-        "urgent-1",
-        "urgent-2",
-        "high-1",
-        "high-2",
-        "normal-1",
-        "normal-2",
-        "low-1",
+    runtime, clock = clocked
+    s = timedelta(seconds=1)
+    # (name, priority, created at); default targets URGENT 300 s, HIGH 900, NORMAL 3600,
+    # LOW 14400. Due times in brackets, relative to T0.
+    plan = [
+        ("low-breached", pb.PRIORITY_LOW, T0 - 14400 * s),  # [0]: breached at T0 + 10
+        ("high-early", pb.PRIORITY_HIGH, T0 - 800 * s),  # [100]: warned, not breached
+        ("low-old", pb.PRIORITY_LOW, T0),  # [14400]
+        ("normal-1", pb.PRIORITY_NORMAL, T0 + 1 * s),  # [3601]
+        ("urgent-1", pb.PRIORITY_URGENT, T0 + 2 * s),  # [302]
+        ("high-1", pb.PRIORITY_HIGH, T0 + 3 * s),  # [903]
+        ("urgent-2", pb.PRIORITY_URGENT, T0 + 4 * s),  # [304]
+        ("normal-2", pb.PRIORITY_NORMAL, T0 + 1 * s),  # [3601]: a tie, broken by age then id
+        ("low-2", pb.PRIORITY_LOW, T0 + 5 * s),  # [14405]
     ]
-    assert all(h.status == pb.HANDOFF_STATUS_OPEN for h in reply.escalations)
-    events = await logged_events(server, account)
-    assert reply.sequence == events[-1][0] == len(events)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as ch:
+        tech = Client(ch, token(account, "t", Role.TECHNICIAN), account, "t")
+        eng = Client(ch, token(account, "e", Role.ENGINEER), account, "e")
+        made = {}
+        for name, priority, at in plan:
+            clock.now = at
+            made[name] = await tech.create(priority=priority, problem_summary=name)
+        # Picked up before its due time and released after it: its SLA timers fired while
+        # it was held, so no breach is recorded, yet it is the most overdue of all.
+        clock.now = T0 - 400 * s
+        late = made["released-late"] = await tech.create(
+            priority=pb.PRIORITY_URGENT, problem_summary="released-late"
+        )  # [-100]
+        await pick_up(eng, late.id)
+        await settled(eng, *(h.id for h in made.values()))
+        clock.now = T0 - 50 * s
+        await runtime.fire_due_sla_timers()
+        clock.now = T0 + 5 * s
+        await release(eng, late.id)
+        clock.now = T0 + 10 * s
+        await runtime.fire_due_sla_timers()
+        normal_tie = sorted([made["normal-1"], made["normal-2"]], key=lambda h: h.id)
+        expected = [
+            "released-late",
+            "low-breached",
+            "high-early",
+            "urgent-1",
+            "urgent-2",
+            "high-1",
+            *(h.problem_summary for h in normal_tie),
+            "low-old",
+            "low-2",
+        ]
+        reply = await queue(eng)
+        assert [h.problem_summary for h in reply.escalations] == expected
+        assert all(h.status == pb.HANDOFF_STATUS_OPEN for h in reply.escalations)
+        events = await logged_events(runtime, account)
+        assert reply.sequence == events[-1][0] == len(events)
+        fired = [(kind, handoff_id) for _, kind, handoff_id in events if kind.startswith("SLA")]
+        assert sorted(fired) == sorted(
+            [
+                ("SLA_WARNING", made["low-breached"].id),
+                ("SLA_BREACHED", made["low-breached"].id),
+                ("SLA_WARNING", made["high-early"].id),
+            ]
+        )
+        # The stream's opening snapshot is the same queue in the same order.
+        reader = stream_escalations(eng)
+        await reader.wait_for(lambda r: bool(r.events))
+        first = reader.events[0]
+        assert first.type == pb.EVENT_TYPE_SNAPSHOT
+        assert [h.problem_summary for h in first.snapshot] == expected
+        assert first.sequence == reply.sequence
+        reader.cancel()
 
 
 async def test_queue_holds_only_open_escalations(
@@ -186,6 +254,47 @@ async def test_pickup_returns_the_four_context_sections(
     seen_by_tech = await get(technician, created.id)
     assert seen_by_tech.status == pb.HANDOFF_STATUS_PICKED_UP
     assert seen_by_tech.picked_up_by.id == "eng-1"
+
+
+async def test_context_carries_the_technicians_notes(technician: Client, engineer: Client) -> None:
+    created = await technician.create(
+        notes="Customer is on the 3rd floor; only reachable by phone after 2 pm.",
+        session_id="sess-notes",
+    )
+    picked = await pick_up(engineer, created.id)
+    read = await context_of(engineer, created.id)
+    for ctx in (picked, read):
+        assert ctx.notes == "Customer is on the 3rd floor; only reachable by phone after 2 pm."
+        # What else the context screen shows travels in the handoff.
+        assert ctx.handoff.session_id == "sess-notes"
+        assert (ctx.handoff.created_by.id, ctx.handoff.created_by.name) == ("tech-1", "Tina Tech")
+        assert ctx.handoff.HasField("created_at") and ctx.handoff.HasField("sla_due_at")
+
+
+async def test_picking_up_what_you_hold_returns_its_context_again(
+    technician: Client, engineer: Client, server: ServerRuntime, account: str
+) -> None:
+    created = await technician.create(notes="call back first")
+    first = await pick_up(engineer, created.id)
+    again = await pick_up(engineer, created.id)
+    assert again.handoff.id == created.id
+    assert again.handoff.picked_up_by.id == "eng-1"
+    assert again.handoff.sequence == first.handoff.sequence  # nothing changed
+    assert again.handoff.picked_up_at == first.handoff.picked_up_at
+    assert again.notes == "call back first"
+    pickups = [e for e in await logged_events(server, account) if e[1] == "PICKED_UP"]
+    assert len(pickups) == 1
+
+
+async def test_one_engineer_picking_up_twice_at_once_gets_the_context_twice(
+    technician: Client, engineer: Client, server: ServerRuntime, account: str
+) -> None:
+    """A double click: both requests race, both answer with the context, one event."""
+    created = await technician.create()
+    results = await asyncio.gather(*(pick_up(engineer, created.id) for _ in range(10)))
+    assert {r.handoff.picked_up_by.id for r in results} == {"eng-1"}
+    pickups = [e for e in await logged_events(server, account) if e[1] == "PICKED_UP"]
+    assert len(pickups) == 1
 
 
 async def test_context_has_a_start_here_even_when_nothing_was_tried(
@@ -317,9 +426,10 @@ async def test_release_by_a_non_holder_is_refused(
     await pick_up(engineer, created.id)
     error = await fails(
         release(client_for(Role.ENGINEER, "eng-2"), created.id),
-        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
     )
-    assert "eng-1" in (error.details() or "")
+    assert "only its holder, Erin Engineer (eng-1) or an admin" in (error.details() or "")
+    assert "already picked up" not in (error.details() or "")
     after = await get(engineer, created.id)
     assert after.status == pb.HANDOFF_STATUS_PICKED_UP
     assert after.picked_up_by.id == "eng-1"
@@ -364,6 +474,19 @@ async def test_holder_resolves_with_a_note(technician: Client, engineer: Client)
     await fails(release(engineer, created.id), grpc.StatusCode.FAILED_PRECONDITION)
 
 
+@pytest.mark.parametrize("note", ["", "   ", "\n\t "])
+async def test_resolve_needs_a_resolution_note(
+    technician: Client, engineer: Client, note: str
+) -> None:
+    created = await technician.create()
+    await pick_up(engineer, created.id)
+    error = await fails(resolve(engineer, created.id, note), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "resolution_note" in (error.details() or "")
+    after = await get(engineer, created.id)
+    assert after.status == pb.HANDOFF_STATUS_PICKED_UP
+    assert after.resolution_note == ""
+
+
 async def test_resolve_of_an_open_escalation_is_refused(
     technician: Client, engineer: Client
 ) -> None:
@@ -380,8 +503,8 @@ async def test_resolve_by_a_non_holder_is_refused(
     created = await technician.create()
     await pick_up(engineer, created.id)
     for other in (client_for(Role.ENGINEER, "eng-2"), client_for(Role.ADMIN, "admin-1")):
-        error = await fails(resolve(other, created.id), grpc.StatusCode.FAILED_PRECONDITION)
-        assert "eng-1" in (error.details() or "")
+        error = await fails(resolve(other, created.id), grpc.StatusCode.PERMISSION_DENIED)
+        assert "only its holder, Erin Engineer (eng-1), may" in (error.details() or "")
     after = await get(engineer, created.id)
     assert after.status == pb.HANDOFF_STATUS_PICKED_UP
     assert after.resolution_note == ""

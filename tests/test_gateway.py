@@ -57,12 +57,23 @@ async def test_create_is_201_in_the_protobuf_json_mapping(
     assert "pickedUpBy" not in handoff and "resolutionNote" not in handoff
     assert "problem_summary" not in handoff
 
-    # Idempotent: the same requestId returns the first handoff and creates nothing.
+    # Idempotent: the same requestId and body return the first handoff and create nothing.
     again = await http.post("/v1/handoffs", json=body, headers=tech)
     assert again.status_code == 201
     assert again.json()["handoff"]["id"] == handoff["id"]
+    # The same requestId with another body is a conflict naming requestId, not the old one.
+    reused = await http.post(
+        "/v1/handoffs", json={**body, "problemSummary": "something else"}, headers=tech
+    )
+    error = assert_error(reused, 409, "ALREADY_EXISTS")
+    assert "request_id" in violations(error) and handoff["id"] in error["message"]
     listed = await http.get("/v1/handoffs", headers=tech)
     assert [h["id"] for h in listed.json()["handoffs"]] == [handoff["id"]]
+    # Without a requestId each call creates.
+    body.pop("requestId")
+    fresh = [await http.post("/v1/handoffs", json=body, headers=tech) for _ in range(2)]
+    assert [r.status_code for r in fresh] == [201, 201]
+    assert len({r.json()["handoff"]["id"] for r in fresh} | {handoff["id"]}) == 3
 
 
 async def test_create_with_bad_fields_is_400_with_field_violations(
@@ -230,6 +241,18 @@ async def test_escalation_lifecycle(http: httpx.AsyncClient, account: str) -> No
     lost = await http.post(f"/v1/escalations/{handoff['id']}/pickup", headers=ed)
     body = assert_error(lost, 409, "FAILED_PRECONDITION")
     assert "Erin Engineer" in body["message"]
+    # Picking up what you hold answers with the context again.
+    again = await http.post(f"/v1/escalations/{handoff['id']}/pickup", headers=erin)
+    assert again.status_code == 200, again.text
+    assert again.json()["context"]["handoff"]["pickedUpBy"]["id"] == "erin"
+    for action in ("release", "resolve"):
+        refused = await http.post(
+            f"/v1/escalations/{handoff['id']}/{action}",
+            json={"resolutionNote": "x"} if action == "resolve" else None,
+            headers=ed,
+        )
+        message = assert_error(refused, 403, "PERMISSION_DENIED")["message"]
+        assert "only its holder, Erin Engineer (erin)" in message
 
     shown = await http.get(f"/v1/escalations/{handoff['id']}/context", headers=ed)
     assert shown.status_code == 200
@@ -243,7 +266,11 @@ async def test_escalation_lifecycle(http: httpx.AsyncClient, account: str) -> No
     not_holder = await http.post(
         f"/v1/escalations/{handoff['id']}/resolve", json={"resolutionNote": "x"}, headers=erin
     )
-    assert not_holder.status_code in (403, 409), not_holder.text
+    assert_error(not_holder, 403, "PERMISSION_DENIED")
+    no_note = await http.post(
+        f"/v1/escalations/{handoff['id']}/resolve", json={"resolutionNote": " "}, headers=ed
+    )
+    assert "resolution_note" in violations(assert_error(no_note, 400, "INVALID_ARGUMENT"))
     bad_note = await http.post(
         f"/v1/escalations/{handoff['id']}/resolve", json={"note": "x"}, headers=ed
     )
@@ -358,6 +385,12 @@ async def test_openapi_describes_real_bodies(http: httpx.AsyncClient) -> None:
         "ResolveEscalationRequestBody"
     )
     assert set(resolve_body["properties"]) == {"resolutionNote"}
+    assert resolve_body["required"] == ["resolutionNote"]
+    assert resolve_body["properties"]["resolutionNote"]["minLength"] == 1
+    # requestId is optional, and what a reuse with another body does is documented.
+    assert "requestId" not in request["required"]
+    assert "ALREADY_EXISTS" in request["properties"]["requestId"]["description"]
+    assert "409" in create_op["responses"]
     for path in (
         "/v1/handoffs/{handoff_id}",
         "/v1/handoffs/{handoff_id}/cancel",

@@ -11,8 +11,10 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from resolutionflow.v1 import handoff_pb2 as pb
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from server.db.schema import EventRecord, HandoffRecord
 from server.domain.types import Role
@@ -316,15 +318,93 @@ async def test_cancel_by_another_engineer_is_permission_denied(
 # --- idempotent create ----------------------------------------------------------------
 
 
-async def test_same_request_id_returns_the_first_handoff(
+async def test_same_request_id_and_body_returns_the_first_handoff(
     technician: Client, engineer: Client
 ) -> None:
     first = await technician.create(request_id="req-1", problem_summary="the first one")
-    again = await technician.create(request_id="req-1", problem_summary="a different body")
+    again = await technician.create(request_id="req-1", problem_summary="the first one")
     assert again.id == first.id
-    assert again.problem_summary == "the first one"
     assert again.created_at == first.created_at
+    # Spellings that ask for the same handoff are the same body.
+    same = await technician.create(
+        request_id="req-1", problem_summary="  the first one\n", priority=pb.PRIORITY_NORMAL
+    )
+    assert same.id == first.id
     assert [h.id for h in await list_all(engineer)] == [first.id]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"problem_summary": "a different body"},
+        {"priority": pb.PRIORITY_URGENT},
+        {"session_id": "session-2"},
+        {"notes": "a note added on the retry"},
+        {"intent": pb.HANDOFF_INTENT_REASSIGN},
+        {"steps_tried": []},
+        {"steps_tried": [pb.Step(description="Restarted the VPN client", outcome="worked")]},
+    ],
+    ids=lambda c: "-".join(c),
+)
+async def test_same_request_id_with_another_body_is_already_exists(
+    technician: Client, engineer: Client, server: ServerRuntime, account: str, change: Any
+) -> None:
+    first = await technician.create(request_id="req-1")
+    error = await fails(
+        technician.create(request_id="req-1", **change), grpc.StatusCode.ALREADY_EXISTS
+    )
+    message = error.details() or ""
+    assert "request_id 'req-1'" in message and first.id in message
+    assert "different request body" in message
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    violations, infos = [], []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [v.field for v in bad.field_violations]
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            infos.append(info)
+    assert violations == ["request_id"]
+    assert [(i.reason, dict(i.metadata)) for i in infos] == [
+        ("REQUEST_ID_REUSED", {"request_id": "req-1", "handoff_id": first.id})
+    ]
+    assert [h.id for h in await list_all(engineer)] == [first.id]
+    assert await db_count(server, EventRecord, account) <= 2  # CREATED (+ its assessment)
+
+
+async def test_a_handoff_stored_before_body_hashes_answers_a_repeat_as_before(
+    technician: Client, server: ServerRuntime
+) -> None:
+    """Rows migrated from before the hash was kept have none: their request_id still
+    returns them (what a client retrying across the upgrade expects), whatever the body."""
+    first = await technician.create(request_id="legacy", problem_summary="stored long ago")
+    async with server.db.write() as s:
+        await s.execute(
+            update(HandoffRecord).where(HandoffRecord.id == first.id).values(request_hash=None)
+        )
+    again = await technician.create(request_id="legacy", problem_summary="retried after")
+    assert (again.id, again.problem_summary) == (first.id, "stored long ago")
+
+
+@pytest.mark.parametrize("request_id", ["", None])
+async def test_without_a_request_id_every_create_is_new(
+    technician: Client, engineer: Client, request_id: str | None
+) -> None:
+    request = create_request()
+    if request_id is None:
+        request.ClearField("request_id")
+    else:
+        request.request_id = request_id
+    made = [
+        (await technician.handoffs.CreateHandoff(request, metadata=technician.metadata)).handoff
+        for _ in range(3)
+    ]
+    assert len({h.id for h in made}) == 3
+    assert {h.id for h in await list_all(engineer)} == {h.id for h in made}
 
 
 async def test_concurrent_creates_with_one_request_id_create_one_handoff(
@@ -348,6 +428,34 @@ async def test_concurrent_creates_with_one_request_id_create_one_handoff(
             .where(EventRecord.account_id == account, EventRecord.type == "CREATED")
         )
     assert created_events == 1
+
+
+async def test_concurrent_creates_with_one_request_id_and_different_bodies(
+    technician: Client, engineer: Client, server: ServerRuntime, account: str
+) -> None:
+    """One body wins; every other body is refused, never answered with the winner."""
+    key = f"burst-{uuid.uuid4()}"
+    requests = [create_request(request_id=key, problem_summary=f"body {i}") for i in range(20)]
+    replies = await asyncio.gather(
+        *(
+            technician.handoffs.CreateHandoff(r, metadata=technician.metadata, timeout=30)
+            for r in requests
+        ),
+        return_exceptions=True,
+    )
+    won = [r.handoff for r in replies if isinstance(r, pb.CreateHandoffResponse)]
+    assert len(won) == 1, replies
+    refused = [r for r in replies if not isinstance(r, pb.CreateHandoffResponse)]
+    assert len(refused) == 19
+    for error in refused:
+        assert isinstance(error, grpc.aio.AioRpcError), error
+        assert error.code() == grpc.StatusCode.ALREADY_EXISTS, error.details()
+        assert "request_id" in (error.details() or "")
+    (winner,) = won
+    index = next(i for i, r in enumerate(replies) if isinstance(r, pb.CreateHandoffResponse))
+    assert winner.problem_summary == requests[index].problem_summary
+    assert [h.id for h in await list_all(engineer)] == [winner.id]
+    assert await db_count(server, HandoffRecord, account) == 1
 
 
 async def test_same_request_id_from_another_user_is_a_new_handoff(

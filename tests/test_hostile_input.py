@@ -543,12 +543,16 @@ def run_http_property(client: httpx.Client, max_request_bytes: int) -> dict[int,
             check_accepted(handoff)
             if clean:
                 check_clean(sent, handoff)
-        # A replay gets the same answer: the same handoff, or the same refusal.
+        # A replay gets the same answer: the same handoff (a new one when the body has no
+        # request id, which asks for no idempotency), or the same refusal.
         again = client.post("/v1/handoffs", content=content, headers={**tech, **JSON})
         assert again.status_code == first.status_code, again.text[:500]
         created = [first.json()["handoff"]["id"]] if first.status_code == 201 else []
-        if created:
+        if created and sent.get("requestId"):
             assert again.json()["handoff"]["id"] == created[0]
+        elif created:
+            created.insert(0, again.json()["handoff"]["id"])  # newest first
+            assert created[0] != created[1]
         listed = client.get(
             "/v1/handoffs", params={"page_size": 200}, headers=engineer(account)
         ).json()
@@ -572,7 +576,7 @@ async def test_generated_create_bodies_get_201_or_400_and_create_only_on_201(
 
 # ---- property: the domain rule itself ---------------------------------------------------
 
-FIELD_LIMITS = {"request_id": MAX_ID, "session_id": MAX_ID, "problem_summary": MAX_SUMMARY}
+FIELD_LIMITS = {"session_id": MAX_ID, "problem_summary": MAX_SUMMARY}
 
 
 def domain_text(limit: int) -> st.SearchStrategy[str]:
@@ -604,6 +608,8 @@ def breaks(value: str, limit: int, required: bool) -> bool:
 
 def expected_violations(args: dict[str, Any]) -> set[str]:
     bad = {f for f, limit in FIELD_LIMITS.items() if breaks(args[f], limit, required=True)}
+    if breaks(args["request_id"], MAX_ID, required=False):
+        bad.add("request_id")  # optional: empty means "no idempotency"
     if args["intent"] is None:
         bad.add("intent")
     if breaks(args["notes"], MAX_NOTES, required=False):
@@ -619,7 +625,7 @@ def expected_violations(args: dict[str, Any]) -> set[str]:
 
 
 def check_new_handoff(args: dict[str, Any], new: NewHandoff) -> None:
-    assert new.request_id == args["request_id"]
+    assert new.request_id == (args["request_id"] or None)
     assert new.session_id == args["session_id"].strip()
     assert new.problem_summary == args["problem_summary"].strip()
     assert new.notes == args["notes"].strip()
@@ -629,7 +635,7 @@ def check_new_handoff(args: dict[str, Any], new: NewHandoff) -> None:
         Step(s.description.strip(), s.outcome.strip()) for s in args["steps_tried"]
     )
     # Every documented limit, checked on what is kept.
-    assert 1 <= len(new.request_id) <= MAX_ID and new.request_id.strip()
+    assert new.request_id is None or 1 <= len(new.request_id) <= MAX_ID
     assert 1 <= len(new.session_id) <= MAX_ID
     assert 1 <= len(new.problem_summary) <= MAX_SUMMARY
     assert len(new.notes) <= MAX_NOTES
@@ -637,7 +643,7 @@ def check_new_handoff(args: dict[str, Any], new: NewHandoff) -> None:
     for step in new.steps_tried:
         assert 1 <= len(step.description) <= MAX_DESCRIPTION
         assert len(step.outcome) <= MAX_OUTCOME
-    kept = [new.request_id, new.session_id, new.problem_summary, new.notes]
+    kept = [new.request_id or "", new.session_id, new.problem_summary, new.notes]
     kept += [t for s in new.steps_tried for t in (s.description, s.outcome)]
     assert not any(is_control(c) for value in kept for c in value)
 

@@ -67,6 +67,8 @@ async def test_metrics_on_a_known_data_set(
 
         def act(client: Client, rpc: str, handoff_id: str):
             request = getattr(esc, f"{rpc}Request")(handoff_id=handoff_id)
+            if rpc == "ResolveEscalation":
+                request.resolution_note = "fixed"
             return lambda: client.call("escalations", rpc, request)
 
         s = timedelta(seconds=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -41,3 +42,11 @@ async def test_node_reads_the_stream(
     assert event["sequence"] == "1"
     assert event["handoff"]["id"] == created.id
     assert event["handoff"]["problemSummary"] == "seen from Node.js"
+    # Timestamps print as RFC 3339, exactly as the protobuf JSON mapping (and the gateway)
+    # prints them, not as {seconds, nanos} objects.
+    assert event["handoff"]["createdAt"] == created.created_at.ToJsonString()
+    assert event["handoff"]["slaDueAt"] == created.sla_due_at.ToJsonString()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6}|\.\d{9})?Z", event["occurredAt"]
+    )
+    assert event["handoff"]["assessment"]["status"] == "ASSESSMENT_STATUS_PENDING"

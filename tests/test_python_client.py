@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2
 
@@ -17,6 +18,7 @@ from clients import (
     Conflict,
     InvalidArgument,
     NotFound,
+    NotHolder,
     PermissionDenied,
     Unauthenticated,
 )
@@ -83,9 +85,22 @@ async def test_typed_errors(connect: Callable[..., AsyncClient]) -> None:
             await tech.get_handoff(str(uuid.uuid4()))
         with pytest.raises(PermissionDenied):
             await tech.list_escalations()
-        await erin.resolve(h.id)
+        with pytest.raises(NotHolder) as not_mine:  # only the holder resolves
+            await eric.resolve(h.id, "not mine")
+        assert (not_mine.value.holder_id, not_mine.value.holder_name) == ("erin", "erin")
+        assert isinstance(not_mine.value, PermissionDenied)
+        with pytest.raises(InvalidArgument) as no_note:
+            await erin.resolve(h.id, "  ")
+        assert [v.field for v in no_note.value.violations] == ["resolution_note"]
+        assert (await erin.pick_up(h.id)).handoff.picked_up_by.id == "erin"  # held already
+        await erin.resolve(h.id, "done")
         with pytest.raises(Conflict):
-            await erin.resolve(h.id)
+            await erin.resolve(h.id, "done")
+        await tech.create_handoff("y", session_id="s", request_id="once")
+        with pytest.raises(Conflict) as reused:
+            await tech.create_handoff("z", session_id="s", request_id="once")
+        assert reused.value.code == grpc.StatusCode.ALREADY_EXISTS
+        assert "request_id" in reused.value.message
 
 
 async def test_unauthenticated_is_typed(server: ServerRuntime) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests.processes import REPO
-from tests.support import token
+from tests.processes import REPO, free_port
+from tests.support import Client, token
 
 README = (REPO / "README.md").read_text()
 BIN = str(Path(sys.executable).parent)
@@ -59,7 +62,7 @@ async def test_grpcurl_recipes_run(server: ServerRuntime, account: str) -> None:
     commands = [
         line.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
         for line in block("Debugging with grpcurl", "sh").splitlines()
-        if line.startswith("grpcurl ")
+        if line.startswith(".venv/bin/grpcurl ")
     ]
     assert len(commands) == 5
     outputs = []
@@ -69,6 +72,7 @@ async def test_grpcurl_recipes_run(server: ServerRuntime, account: str) -> None:
             "bash",
             "-c",
             command,
+            cwd=REPO,
             env=env(server, account),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -94,3 +98,113 @@ async def test_grpcurl_recipes_run(server: ServerRuntime, account: str) -> None:
     assert "HANDOFF_STATUS_OPEN" in created
     assert "Cannot print" in queue
     assert "EVENT_TYPE_CREATED" in stream
+
+
+async def run_checked(*command: str, cwd: Path) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_first_session_runs_pasted_in_a_fresh_clone(tmp_path: Path) -> None:
+    """The section's lines, in order, in a fresh clone of this commit: nothing under var/,
+    no secret, no token. Only the virtualenv is shared (linked), so nothing is reinstalled,
+    and the addresses are free ports instead of the defaults."""
+    head = (await run_checked("git", "rev-parse", "HEAD", cwd=REPO)).strip()
+    clone = tmp_path / "clone"
+    await run_checked("git", "clone", "--quiet", "--no-checkout", str(REPO), str(clone), cwd=REPO)
+    await run_checked("git", "checkout", "--quiet", head, cwd=clone)
+    venv = Path(sys.prefix)  # the virtualenv running these tests, as `make` made it
+    (clone / ".venv").symlink_to(venv)
+    # `make install` must find the shared .venv up to date rather than reinstall into it.
+    assert (venv / ".installed").exists(), f"{venv} was not made by `make install`"
+    stamp = (venv / ".installed").stat().st_mtime
+    os.utime(clone / "pyproject.toml", (stamp - 60, stamp - 60))
+
+    grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    script = (
+        block("A first session", "sh")
+        .replace("127.0.0.1:50051", grpc_addr)
+        .replace("127.0.0.1:8080", http_addr)
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
+    environment |= {"RF_GRPC_ADDR": grpc_addr, "RF_HTTP_ADDR": http_addr, "RF_UPSTREAM": grpc_addr}
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=clone,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # one process group: the server and watch end with it
+    )
+    assert process.stdout is not None
+    text = ""
+
+    def done() -> bool:
+        # The last line's stream has shown the queue, and watch has shown the escalation
+        # (as CREATED, or in its opening snapshot if it started after the create).
+        watched = r"\[HIGH\] \S+ 'Outlook keeps asking for a password' by Tina Tech"
+        return "EVENT_TYPE_SNAPSHOT" in text and re.search(watched, text) is not None
+
+    try:
+        async with asyncio.timeout(90):
+            while not done():
+                chunk = await process.stdout.read(4096)
+                assert chunk, f"the session ended early:\n{text}"
+                text += chunk.decode(errors="replace")
+    except TimeoutError:
+        raise AssertionError(f"the first session did not get through:\n{text}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert "SERVING" in text  # the readiness wait
+    assert "resolutionflow.v1.HandoffService" in text  # grpcurl list
+    assert "HANDOFF_STATUS_OPEN" in text  # the create, with the technician's token
+    assert "Outlook keeps asking for a password" in text
+    assert "minted a local engineer token for account acme" in text  # watch
+    for failure in ("Unauthenticated", "command not found", "No such file", "Traceback"):
+        assert failure not in text, text
+    assert (clone / "var" / "jwt-secret").exists()
+
+
+async def test_node_client_example_runs(
+    server: ServerRuntime, technician: Client, account: str
+) -> None:
+    """The documented command; its packages come from `make tools` here (NODE_PATH), the
+    same two that `npm install --prefix clients/node` installs."""
+    (command,) = [
+        line.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+        for line in block("Using the Node.js client", "sh").splitlines()
+        if line.startswith("node ")
+    ]
+    await technician.create(problem_summary="first")
+    await technician.create(problem_summary="second")
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        cwd=REPO,
+        env={**env(server, account), "NODE_PATH": str(REPO / ".tools" / "node_modules")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(events) == 3
+    assert events[0]["handoff"]["problemSummary"] == "first"
+    assert all(re.fullmatch(r"[\d-]+T[\d:.]+Z", e["occurredAt"]) for e in events)
+    package = json.loads((REPO / "clients" / "node" / "package.json").read_text())
+    makefile = (REPO / "Makefile").read_text()
+    for name, version in package["dependencies"].items():
+        assert f"{name}@{version.lstrip('^')}" in makefile  # the same majors as `make tools`

@@ -17,7 +17,7 @@ from server.db.database import Database
 from server.db.migrate import upgrade
 from server.domain.rules import validate_new_handoff
 from server.domain.types import Caller, Handoff, Intent, Priority, Role, Status
-from server.errors import DomainError
+from server.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from server.models import events
 from server.settings import Settings
 
@@ -53,8 +53,8 @@ class Model:
 
 def allowed(op: str, user: str, m: Model) -> bool:
     role = USERS[user]
-    if op == "pick_up":
-        return m.status is Status.OPEN
+    if op == "pick_up":  # picking up what you hold is answered, and changes nothing
+        return m.status is Status.OPEN or (m.status is Status.PICKED_UP and m.holder == user)
     if op == "release":
         return m.status is Status.PICKED_UP and (m.holder == user or role is Role.ADMIN)
     if op == "resolve":
@@ -62,6 +62,21 @@ def allowed(op: str, user: str, m: Model) -> bool:
     if op == "cancel":
         return m.status is Status.OPEN and (m.creator == user or role is Role.ADMIN)
     raise AssertionError(op)
+
+
+def refusal(op: str, user: str, m: Model) -> type[DomainError]:
+    """The error a refused operation raises: acting on someone else's escalation or
+    handoff is PERMISSION_DENIED, a state that does not allow it FAILED_PRECONDITION."""
+    held_by_another = m.status is Status.PICKED_UP and m.holder != user
+    if op == "resolve" and held_by_another:
+        return PermissionDenied
+    if op == "release" and held_by_another and USERS[user] is not Role.ADMIN:
+        return PermissionDenied
+    if op == "cancel" and m.creator != user and USERS[user] is Role.TECHNICIAN:
+        return NotFound  # another technician's handoff is invisible to them
+    if op == "cancel" and m.creator != user and USERS[user] is not Role.ADMIN:
+        return PermissionDenied
+    return FailedPrecondition
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +93,7 @@ async def run(url: str, ops: list[tuple[str, str, int]]) -> None:
     callers = {u: Caller(u, account, r, u.upper()) for u, r in USERS.items()}
     ids: list[str] = []
     model: dict[str, Model] = {}
+    changes = 0
     try:
         for op, user, index in ops:
             caller = callers[user]
@@ -94,6 +110,7 @@ async def run(url: str, ops: list[tuple[str, str, int]]) -> None:
                 handoff, _ = await core.create_handoff(caller, new)
                 ids.append(handoff.id)
                 model[handoff.id] = Model(creator=user)
+                changes += 1
                 continue
             if not ids:
                 continue
@@ -111,9 +128,12 @@ async def run(url: str, ops: list[tuple[str, str, int]]) -> None:
                 else:
                     await action[op](caller, handoff_id)
                 succeeded = True
-            except DomainError:
+            except DomainError as e:
                 succeeded = False
+                assert type(e) is refusal(op, user, m), (op, user, m, e)
             assert succeeded == expected, (op, user, m)
+            if succeeded and not (op == "pick_up" and m.holder == user):
+                changes += 1
             if succeeded:
                 m.status, m.holder = {
                     "pick_up": (Status.PICKED_UP, user),
@@ -126,6 +146,7 @@ async def run(url: str, ops: list[tuple[str, str, int]]) -> None:
             log = await events.read_after(s, account, 0, limit=10_000)
             head = await events.head(s, account)
         assert [e.sequence for e in log] == list(range(1, head + 1))
+        assert head == changes  # a repeated pickup by the holder logged nothing
         replayed: dict[str, Handoff] = {}
         for event in log:
             replayed[event.handoff.id] = event.handoff

@@ -92,7 +92,7 @@ def steps(n: int, **fields: str) -> list[pb.Step]:
 
 
 BAD_CREATES: dict[str, tuple[dict[str, Any], str]] = {
-    "empty request_id": ({"request_id": ""}, "request_id"),
+    "control character in request_id": ({"request_id": "r\x1b"}, "request_id"),
     "request_id over 128": ({"request_id": "r" * 129}, "request_id"),
     "empty session_id": ({"session_id": ""}, "session_id"),
     "blank session_id": ({"session_id": "   "}, "session_id"),
@@ -213,11 +213,36 @@ async def test_page_size_out_of_range(engineer: Client, page_size: int) -> None:
     )
 
 
+VALID_NAMES = {
+    "status": "HANDOFF_STATUS_OPEN, HANDOFF_STATUS_PICKED_UP, HANDOFF_STATUS_RESOLVED, "
+    "HANDOFF_STATUS_CANCELLED",
+    "intent": "HANDOFF_INTENT_ESCALATE, HANDOFF_INTENT_REASSIGN",
+    "priority": "PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH, PRIORITY_URGENT",
+}
+
+
 @pytest.mark.parametrize("field", ["status", "intent", "priority"])
 async def test_unknown_list_filter_value(engineer: Client, field: str) -> None:
     request = pb.ListHandoffsRequest()
     setattr(request, field, 99)
-    await invalid(engineer.call("handoffs", "ListHandoffs", request), field)
+    found = await invalid(engineer.call("handoffs", "ListHandoffs", request), field)
+    assert found[field] == f"unknown value 99; must be one of {VALID_NAMES[field]}"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("intent", 99), ("intent", pb.HANDOFF_INTENT_UNSPECIFIED), ("priority", 99)],
+)
+async def test_enum_errors_list_the_valid_values(
+    technician: Client, field: str, value: int
+) -> None:
+    found = await invalid(
+        technician.handoffs.CreateHandoff(
+            create_request(**{field: value}), metadata=technician.metadata, timeout=30
+        ),
+        field,
+    )
+    assert found[field].endswith(f"must be one of {VALID_NAMES[field]}"), found
 
 
 async def test_resolution_note_over_5000_changes_nothing(

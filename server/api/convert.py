@@ -100,6 +100,7 @@ def context(c: HandoffContext) -> esc_pb.HandoffContext:
         whats_been_tried=steps(c.whats_been_tried),
         ai_assessment=assessment(c.ai_assessment),
         start_here=c.start_here,
+        notes=c.notes,
     )
 
 

@@ -24,6 +24,7 @@ from server import logs, telemetry
 from server.auth import TokenCodec, bearer_token
 from server.domain.types import Caller, Role
 from server.errors import (
+    AlreadyExists,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -43,6 +44,7 @@ STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -187,7 +189,7 @@ def _code(context: Any, failed: bool) -> str:
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, method_name: str) -> None:
     if isinstance(error, DomainError):
         details = []
-        if isinstance(error, InvalidArgument):
+        if isinstance(error, InvalidArgument | AlreadyExists):
             details.append(
                 error_details_pb2.BadRequest(
                     field_violations=[

@@ -20,12 +20,17 @@ from server.errors import FieldViolation, InvalidArgument
 from server.streaming.streams import StreamKind, Streams
 
 
-def _enum_or_none(value: int, mapping: dict[int, Any], field: str) -> Any:
-    """0 (unspecified) means "not given"; an unknown number is an error, not a default."""
+def _enum_or_none(value: int, mapping: dict[int, Any], field: str, names: tuple[str, ...]) -> Any:
+    """0 (unspecified) means "not given"; an unknown number is an error, not a default.
+
+    The error lists the valid names, so the caller can fix the request from it alone.
+    """
     if value == 0:
         return None
     if value not in mapping:
-        raise InvalidArgument([FieldViolation(field, f"unknown value {value}")])
+        raise InvalidArgument(
+            [FieldViolation(field, f"unknown value {value}; {rules.one_of(names)}")]
+        )
     return mapping[value]
 
 
@@ -45,7 +50,9 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
             request_id=request.request_id,
             session_id=request.session_id,
             intent=convert.INTENT_FROM.get(request.intent),
-            priority=_enum_or_none(request.priority, convert.PRIORITY_FROM, "priority"),
+            priority=_enum_or_none(
+                request.priority, convert.PRIORITY_FROM, "priority", rules.PRIORITY_NAMES
+            ),
             problem_summary=request.problem_summary,
             steps_tried=convert.steps_from(request.steps_tried),
             notes=request.notes,
@@ -65,9 +72,11 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
     ) -> pb.ListHandoffsResponse:
         page, token = await self.core.list_handoffs(
             current_caller(),
-            status=_enum_or_none(request.status, convert.STATUS_FROM, "status"),
-            intent=_enum_or_none(request.intent, convert.INTENT_FROM, "intent"),
-            priority=_enum_or_none(request.priority, convert.PRIORITY_FROM, "priority"),
+            status=_enum_or_none(request.status, convert.STATUS_FROM, "status", rules.STATUS_NAMES),
+            intent=_enum_or_none(request.intent, convert.INTENT_FROM, "intent", rules.INTENT_NAMES),
+            priority=_enum_or_none(
+                request.priority, convert.PRIORITY_FROM, "priority", rules.PRIORITY_NAMES
+            ),
             page_size=rules.validate_page_size(request.page_size),
             page_token=request.page_token,
         )

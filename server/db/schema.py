@@ -55,7 +55,8 @@ class Base(DeclarativeBase):
 class HandoffRecord(Base):
     __tablename__ = "handoffs"
     __table_args__ = (
-        # Idempotency key: one handoff per (account, creator, request_id).
+        # Idempotency key: one handoff per (account, creator, request_id). A create without
+        # a request_id stores NULL, which both backends treat as distinct from every other.
         UniqueConstraint("account_id", "created_by_id", "request_id", name="uq_handoffs_request"),
         Index("ix_handoffs_account_created", "account_id", "created_at", "id"),
         Index("ix_handoffs_queue", "account_id", "intent", "status"),
@@ -64,7 +65,11 @@ class HandoffRecord(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(128))
-    request_id: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # sha256 of the request's canonical body (NewHandoff.body_hash): a repeated request_id
+    # with another body is refused instead of answered with this handoff. NULL on rows made
+    # before it was recorded, and on creates without a request_id.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     session_id: Mapped[str] = mapped_column(String(128))
     intent: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))

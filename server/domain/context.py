@@ -15,6 +15,7 @@ class HandoffContext:
     whats_been_tried: tuple[Step, ...]
     ai_assessment: Assessment
     start_here: str
+    notes: str
 
 
 def build_context(handoff: Handoff) -> HandoffContext:
@@ -24,6 +25,7 @@ def build_context(handoff: Handoff) -> HandoffContext:
         whats_been_tried=handoff.steps_tried,
         ai_assessment=handoff.assessment,
         start_here=start_here(handoff),
+        notes=handoff.notes,
     )
 
 

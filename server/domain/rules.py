@@ -22,7 +22,7 @@ from server.domain.types import (
     Status,
     Step,
 )
-from server.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from server.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 
 MAX_ID = 128
 MAX_SUMMARY = 2_000
@@ -73,13 +73,32 @@ def refuse_transition(action: Action, current: Handoff) -> FailedPrecondition:
 
 
 def check_holder(action: Action, caller: Caller, current: Handoff) -> None:
-    """Release and resolve belong to whoever holds the escalation (admins may release)."""
+    """Release and resolve belong to whoever holds the escalation (admins may release).
+
+    Anyone else is refused with PERMISSION_DENIED, not FAILED_PRECONDITION: waiting or
+    retrying cannot make it work, and the message says who may do it instead.
+    """
     holder = current.picked_up_by
+    if action not in (Action.RELEASE, Action.RESOLVE):
+        return
     if current.status is not Status.PICKED_UP or holder is None:
         return
     if holder.id == caller.user_id or (action is Action.RELEASE and caller.role is Role.ADMIN):
         return
-    raise refuse_transition(action, current)
+    who = f"{holder.name or holder.id} ({holder.id})"
+    also = " or an admin" if action is Action.RELEASE else ""
+    raise PermissionDenied(
+        f"cannot {action.value} handoff {current.id}: only its holder, {who}{also}, may",
+        reason="NOT_HOLDER",
+        metadata={"holder_id": holder.id, "holder_name": holder.name},
+    )
+
+
+def already_held_by(caller: Caller, current: Handoff) -> bool:
+    """A pickup by the engineer who already holds it: answered with its context, not an
+    error, so a double click or a retried request does what the engineer meant."""
+    holder = current.picked_up_by
+    return current.status is Status.PICKED_UP and holder is not None and holder.id == caller.user_id
 
 
 def validate_new_handoff(
@@ -94,10 +113,11 @@ def validate_new_handoff(
 ) -> NewHandoff:
     """Check every field and report all violations at once."""
     v: list[FieldViolation] = []
-    _text(v, "request_id", request_id, MAX_ID, required=True)
+    # Optional: absent or empty means the caller wants no idempotency (each call creates).
+    _text(v, "request_id", request_id, MAX_ID, required=False)
     _text(v, "session_id", session_id, MAX_ID, required=True)
     if intent is None:
-        v.append(FieldViolation("intent", "must be HANDOFF_INTENT_ESCALATE or _REASSIGN"))
+        v.append(FieldViolation("intent", one_of(INTENT_NAMES)))
     _text(v, "problem_summary", problem_summary, MAX_SUMMARY, required=True)
     if len(steps_tried) > MAX_STEPS:
         v.append(FieldViolation("steps_tried", f"at most {MAX_STEPS} steps"))
@@ -109,7 +129,7 @@ def validate_new_handoff(
         raise InvalidArgument(v)
     assert intent is not None
     return NewHandoff(
-        request_id=request_id,
+        request_id=request_id or None,
         session_id=session_id.strip(),
         intent=intent,
         priority=priority or Priority.NORMAL,
@@ -127,8 +147,9 @@ def validate_handoff_id(value: str, field: str = "handoff_id") -> str:
 
 
 def validate_resolution_note(value: str) -> str:
+    """Required: the note is what the next technician with this problem learns from."""
     v: list[FieldViolation] = []
-    _text(v, "resolution_note", value, MAX_RESOLUTION_NOTE, required=False)
+    _text(v, "resolution_note", value, MAX_RESOLUTION_NOTE, required=True)
     if v:
         raise InvalidArgument(v)
     return value.strip()
@@ -142,6 +163,17 @@ def validate_page_size(value: int) -> int:
             [FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")]
         )
     return value
+
+
+# The names clients send (protobuf enum value names), listed in errors about enum fields so
+# a caller learns the valid values from the error itself.
+INTENT_NAMES = tuple(f"HANDOFF_INTENT_{i.value}" for i in Intent)
+STATUS_NAMES = tuple(f"HANDOFF_STATUS_{s.value}" for s in Status)
+PRIORITY_NAMES = tuple(f"PRIORITY_{p.value}" for p in Priority)
+
+
+def one_of(names: tuple[str, ...]) -> str:
+    return "must be one of " + ", ".join(names)
 
 
 def _text(v: list[FieldViolation], field: str, value: str, limit: int, required: bool) -> None:

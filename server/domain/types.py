@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -99,15 +101,35 @@ class Assessment:
 
 @dataclass(frozen=True)
 class NewHandoff:
-    """A validated create request."""
+    """A validated create request. ``request_id`` is None when the caller sent none."""
 
-    request_id: str
+    request_id: str | None
     session_id: str
     intent: Intent
     priority: Priority
     problem_summary: str
     steps_tried: tuple[Step, ...]
     notes: str
+
+    def body_hash(self) -> str:
+        """A canonical hash of what the request asks for (everything but request_id).
+
+        Stored with the handoff so a repeated request_id can be told apart: the same body
+        is a retry and gets the first handoff; a different body is a client bug that must
+        not be answered with someone else's handoff. Taken after validation, so spellings
+        that create the same handoff (an unspecified priority and NORMAL, surrounding
+        blanks) hash alike.
+        """
+        body = {
+            "session_id": self.session_id,
+            "intent": self.intent.value,
+            "priority": self.priority.value,
+            "problem_summary": self.problem_summary,
+            "steps_tried": [[s.description, s.outcome] for s in self.steps_tried],
+            "notes": self.notes,
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
 from server.domain.rules import (
     TRANSITIONS,
     Action,
+    already_held_by,
     check_holder,
     refuse_transition,
 )
@@ -33,6 +34,7 @@ from server.domain.types import (
     Status,
 )
 from server.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -80,9 +82,11 @@ async def create(
     now: datetime,
     sla_target_seconds: float,
 ) -> tuple[Handoff, bool]:
-    """Create the handoff and its CREATED event; a repeated request_id returns the first.
+    """Create the handoff and its CREATED event.
 
-    Returns the handoff and whether this call created it.
+    A repeated request_id with the same body returns the first handoff; with another body
+    it is refused (ALREADY_EXISTS naming request_id). Without a request_id every call
+    creates. Returns the handoff and whether this call created it.
     """
     escalation = new.intent is Intent.ESCALATE
     handoff_id = str(uuid.uuid4())
@@ -90,6 +94,7 @@ async def create(
         "id": handoff_id,
         "account_id": caller.account_id,
         "request_id": new.request_id,
+        "request_hash": new.body_hash() if new.request_id is not None else None,
         "session_id": new.session_id,
         "intent": new.intent.value,
         "status": Status.OPEN.value,
@@ -126,10 +131,19 @@ async def create(
     # account's sequence row, so a repeat never costs a sequence.
     inserted = await session.scalar(_INSERT_NEW, values)
     if inserted is None:
-        winner = await _by_request_id(session, caller, new.request_id)
-        if winner is None:  # the winner's transaction rolled back after all: try again
+        assert new.request_id is not None  # without a key nothing can conflict
+        row = await _by_request_id(session, caller, new.request_id)
+        if row is None:  # the winner's transaction rolled back after all: try again
             raise Unavailable("a concurrent request with this request_id failed; retry")
-        return winner, False
+        if row.request_hash is not None and row.request_hash != values["request_hash"]:
+            raise AlreadyExists(
+                f"request_id {new.request_id!r} was already used for handoff {row.id} with "
+                "a different request body; send the same body to retry, or a new request_id",
+                [FieldViolation("request_id", "already used with a different request body")],
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": new.request_id, "handoff_id": row.id},
+            )
+        return to_domain(row), False
     if escalation:
         await session.execute(
             insert(SLA_TIMERS),
@@ -138,15 +152,14 @@ async def create(
     return await record_change(session, caller.account_id, handoff_id, EventType.CREATED, now), True
 
 
-async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str) -> Handoff | None:
-    return await _one(
-        session,
-        select(HANDOFFS).where(
-            HANDOFFS.c.account_id == caller.account_id,
-            HANDOFFS.c.created_by_id == caller.user_id,
-            HANDOFFS.c.request_id == request_id,
-        ),
+async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str) -> Any:
+    """The row (with its request_hash) that this caller created with ``request_id``."""
+    query = select(HANDOFFS).where(
+        HANDOFFS.c.account_id == caller.account_id,
+        HANDOFFS.c.created_by_id == caller.user_id,
+        HANDOFFS.c.request_id == request_id,
     )
+    return (await session.execute(query)).first()
 
 
 async def get(session: AsyncSession, caller: Caller, handoff_id: str) -> Handoff:
@@ -236,6 +249,8 @@ async def transition(
         raise PermissionDenied(
             f"cannot cancel handoff {handoff_id}: only its creator or an admin can"
         )
+    if action is Action.PICK_UP and already_held_by(caller, current):
+        return current  # idempotent: no change, no second PICKED_UP event
     check_holder(action, caller, current)
     step = TRANSITIONS[action]
     values: dict[str, object] = {"status": step.to.value, "updated_at": now}
@@ -267,8 +282,12 @@ async def transition(
         update(HANDOFFS).where(*conditions).values(**values).returning(HANDOFFS.c.id)
     )
     if changed.scalar_one_or_none() is None:
-        # Lost a race (or the state never allowed it): report the state that won.
-        raise refuse_transition(action, await get(session, caller, handoff_id))
+        # Lost a race (or the state never allowed it): judge again by the state that won.
+        winner = await get(session, caller, handoff_id)
+        if action is Action.PICK_UP and already_held_by(caller, winner):
+            return winner  # the same engineer's concurrent pickup won
+        check_holder(action, caller, winner)
+        raise refuse_transition(action, winner)
     return await record_change(session, caller.account_id, handoff_id, step.event, now)
 
 
@@ -323,8 +342,19 @@ async def save_assessment(
     return await record_change(session, account_id, handoff_id, EventType.ASSESSMENT_READY, now)
 
 
+# What needs a human first: by SLA due time, soonest first, so escalations past it (breached)
+# lead, and the priority counts through it (an URGENT one is due sooner than a LOW one
+# created long before it); then by age, then by id so that the order is total. Only fields
+# every client has in `Handoff`, so a client keeping the queue live sorts exactly alike.
+QUEUE_ORDER = (
+    HANDOFFS.c.sla_due_at.asc().nulls_last(),
+    HANDOFFS.c.created_at,
+    HANDOFFS.c.id,
+)
+
+
 async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:
-    """Open escalations, most urgent first then oldest, with the cursor they were read at.
+    """Open escalations in ``QUEUE_ORDER``, with the cursor they were read at.
 
     Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
     """
@@ -337,6 +367,6 @@ async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:
             HANDOFFS.c.intent == Intent.ESCALATE.value,
             HANDOFFS.c.status == Status.OPEN.value,
         )
-        .order_by(HANDOFFS.c.priority_rank.desc(), HANDOFFS.c.created_at, HANDOFFS.c.id),
+        .order_by(*QUEUE_ORDER),
     )
     return QueueSnapshot(sequence=sequence, handoffs=rows)

@@ -86,7 +86,10 @@ class EscalationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEscalations(self, request, context):
-        """The open queue, most urgent first, then oldest, with the cursor it was read at.
+        """The open queue in the order it needs a human: by sla_due_at, soonest first (so
+        escalations past their SLA, breached, come first; the due time folds in the
+        priority), then by created_at (oldest first), then by id. The StreamEscalations
+        snapshot has the same order. Returned with the cursor it was read at.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +97,7 @@ class EscalationServiceServicer:
 
     def PickUpEscalation(self, request, context):
         """Exactly one caller wins; the others get FAILED_PRECONDITION naming the holder.
+        Picking up an escalation you already hold returns its context again (no new event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,14 +110,17 @@ class EscalationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseEscalation(self, request, context):
-        """Gives a picked-up escalation back to the queue (holder or admin only).
+        """Gives a picked-up escalation back to the queue (holder or admin only; anyone else
+        gets PERMISSION_DENIED naming the holder).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResolveEscalation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Holder only (anyone else gets PERMISSION_DENIED naming the holder); the
+        resolution_note is required.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

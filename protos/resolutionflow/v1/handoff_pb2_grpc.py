@@ -65,7 +65,9 @@ class HandoffServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateHandoff(self, request, context):
-        """Idempotent by (caller, request_id): a repeat returns the first result.
+        """With a request_id, idempotent per (caller, request_id): a repeat with the same body
+        returns the first handoff and creates nothing; a repeat with a different body is
+        ALREADY_EXISTS naming request_id. Without one, every call creates a handoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
