@@ -15,14 +15,16 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from resolutionflow.v1 import handoff_pb2
 
-# Worth retrying: the server went away or is restarting; anything else is the caller's bug.
+# Worth retrying: the server went away or is restarting, or the transport broke (gRPC
+# reports a reset HTTP/2 stream as INTERNAL). UNKNOWN is not among them: it says nothing
+# about the failure being transient, and retrying a call that fails the same way every
+# time would spin forever; anything else is the caller's bug.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
     }
 )
 

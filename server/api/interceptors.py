@@ -26,6 +26,7 @@ from server.domain.types import Caller, Role
 from server.errors import (
     DomainError,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -71,6 +72,16 @@ REQUIRED_ROLES: dict[str, frozenset[Role]] = {
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 
+
+class Undecodable:
+    """Stands for a request whose bytes are not the method's request message."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
 
@@ -100,6 +111,17 @@ class ServiceInterceptor(AsyncServerInterceptor):
         try:
             try:
                 self._begin(context, method_name)
+                if isinstance(request, Undecodable):
+                    # The caller's mistake, answered like any bad input: no parser internals
+                    # in the answer, and only the access log line in the log.
+                    raise InvalidArgument(
+                        [
+                            FieldViolation(
+                                "request",
+                                f"{request.size} bytes that are not a valid {name}Request",
+                            )
+                        ]
+                    )
                 response = method(request, context)
                 if hasattr(response, "__aiter__"):
                     return self._stream(response, context, method_name, name, started)

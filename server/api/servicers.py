@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from resolutionflow.v1 import escalation_pb2 as esc_pb
 from resolutionflow.v1 import escalation_pb2_grpc as esc_grpc
 from resolutionflow.v1 import handoff_pb2 as pb
@@ -27,6 +28,32 @@ def _enum_or_none(value: int, mapping: dict[int, Any], field: str) -> Any:
     if value not in mapping:
         raise InvalidArgument([FieldViolation(field, f"unknown value {value}")])
     return mapping[value]
+
+
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z, nanos in [0, 1e9). The wire accepts any int64/int32, and
+# converting a value outside it fails deep inside protobuf; it is the caller's mistake.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def _times(message: Any, *fields: str) -> list[datetime | None]:
+    """The given Timestamp fields as datetimes (None when absent), every bad one named."""
+    values: list[datetime | None] = []
+    violations: list[FieldViolation] = []
+    for field in fields:
+        ts: Timestamp = getattr(message, field)
+        if not message.HasField(field):
+            values.append(None)
+        elif not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
+            violations.append(FieldViolation(field, "out of range: years 0001 to 9999 (UTC) only"))
+        elif not 0 <= ts.nanos < 1_000_000_000:
+            violations.append(FieldViolation(field, "nanos must be between 0 and 999999999"))
+        else:
+            values.append(ts.ToDatetime(UTC))
+    if violations:
+        raise InvalidArgument(violations)
+    return values
 
 
 def _cursor(request: pb.WatchHandoffsRequest | esc_pb.StreamEscalationsRequest) -> int | None:
@@ -141,9 +168,6 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     async def GetEscalationMetrics(
         self, request: esc_pb.GetEscalationMetricsRequest, context: grpc.aio.ServicerContext
     ) -> esc_pb.GetEscalationMetricsResponse:
-        result = await self.core.metrics(
-            current_caller(),
-            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
-            request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
-        )
+        start, end = _times(request, "start_time", "end_time")
+        result = await self.core.metrics(current_caller(), start, end)
         return esc_pb.GetEscalationMetricsResponse(metrics=convert.metrics(result))
