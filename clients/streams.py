@@ -4,6 +4,11 @@ The server's per-account sequence makes this simple and exact: remember the last
 yielded, reconnect with ``after_sequence`` set to it, and drop anything not newer. A RESET
 (cursor too old or ahead of the log) is passed on to the caller, who must rebuild its view
 from the snapshot it carries.
+
+A large snapshot arrives in parts (``snapshot_continues`` on all but the last, as no
+message exceeds 1 MiB); they are joined here and yielded as one SNAPSHOT or RESET. The
+cursor moves to the snapshot's sequence only with the last part, so a stream that breaks
+mid-snapshot resumes from where it was and gets a whole snapshot again.
 """
 
 from __future__ import annotations
@@ -46,10 +51,18 @@ async def resuming_stream(
     """
     backoff = initial_backoff
     while True:
+        # Parts of a snapshot still to be joined; a new connection starts over.
+        parts: list[handoff_pb2.HandoffEvent] = []
         try:
             async for event in open_stream(after):
                 backoff = initial_backoff
                 if event.type in (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET):
+                    if event.snapshot_continues:
+                        parts.append(event)
+                        continue
+                    if parts:
+                        event = join_snapshot([*parts, event])
+                        parts = []
                     after = event.sequence
                     yield event
                 elif event.type == handoff_pb2.EVENT_TYPE_HEARTBEAT:
@@ -66,3 +79,14 @@ async def resuming_stream(
                 on_disconnect(error, delay)
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, max_backoff)
+
+
+def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffEvent:
+    """One SNAPSHOT (or RESET) from its parts, as if it had come in one message."""
+    whole = handoff_pb2.HandoffEvent()
+    whole.CopyFrom(parts[-1])
+    del whole.snapshot[:]
+    for part in parts:
+        whole.snapshot.extend(part.snapshot)
+    whole.snapshot_continues = False
+    return whole

@@ -228,10 +228,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/escalations",
         tags=["escalations"],
         summary="The open queue and the sequence it was read at (ListEscalations)",
-        responses=_responses(200, "ListEscalationsResponse", 401, 403),
+        responses=_responses(200, "ListEscalationsResponse", 400, 401, 403),
     )
-    async def list_escalations(request: Request) -> Response:
-        message = esc.ListEscalationsRequest()
+    async def list_escalations(
+        request: Request,
+        page_token: str | None = Query(
+            None, description="nextPageToken of the previous page (queues over 1 MiB)"
+        ),
+    ) -> Response:
+        message = esc.ListEscalationsRequest(page_token=page_token or "")
         return proto_json(await call(request, upstream.escalations.ListEscalations, message))
 
     # Fixed paths before the /{handoff_id}/... ones.

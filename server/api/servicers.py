@@ -18,6 +18,7 @@ from server.api.interceptors import current_caller
 from server.core import Core
 from server.domain import rules
 from server.errors import FieldViolation, InvalidArgument
+from server.models import handoffs
 from server.streaming.streams import StreamKind, Streams
 
 
@@ -98,9 +99,11 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
             page_size=rules.validate_page_size(request.page_size),
             page_token=request.page_token,
         )
-        return pb.ListHandoffsResponse(
-            handoffs=[convert.handoff(h) for h in page], next_page_token=token
-        )
+        items = [convert.handoff(h) for h in page]
+        count = convert.fitting(items)
+        if count < len(items):  # over the message bound: the next page starts where it stopped
+            items, token = items[:count], handoffs.page_token_after(page[count - 1])
+        return pb.ListHandoffsResponse(handoffs=items, next_page_token=token)
 
     async def CancelHandoff(
         self, request: pb.CancelHandoffRequest, context: grpc.aio.ServicerContext
@@ -130,10 +133,14 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     async def ListEscalations(
         self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> esc_pb.ListEscalationsResponse:
-        snapshot = await self.core.list_escalations(current_caller())
+        snapshot = await self.core.list_escalations(current_caller(), request.page_token)
+        items = [convert.handoff(h) for h in snapshot.handoffs]
+        count = convert.fitting(items)
+        token = ""
+        if count < len(items):
+            token = handoffs.queue_page_token(snapshot.sequence, snapshot.handoffs[count - 1])
         return esc_pb.ListEscalationsResponse(
-            escalations=[convert.handoff(h) for h in snapshot.handoffs],
-            sequence=snapshot.sequence,
+            escalations=items[:count], sequence=snapshot.sequence, next_page_token=token
         )
 
     async def PickUpEscalation(

@@ -193,11 +193,12 @@ async def list_page(
     query = query.order_by(HANDOFFS.c.created_at.desc(), HANDOFFS.c.id.desc())
     rows = await _all(session, query.limit(page_size + 1))
     page = rows[:page_size]
-    token = _encode_page_token(page[-1]) if len(rows) > page_size else ""
+    token = page_token_after(page[-1]) if len(rows) > page_size else ""
     return page, token
 
 
-def _encode_page_token(last: Handoff) -> str:
+def page_token_after(last: Handoff) -> str:
+    """The ListHandoffs token of the page that continues after ``last``."""
     raw = json.dumps({"c": last.created_at.isoformat(), "i": last.id}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -323,20 +324,62 @@ async def save_assessment(
     return await record_change(session, account_id, handoff_id, EventType.ASSESSMENT_READY, now)
 
 
-async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:
+async def queue(session: AsyncSession, account_id: str, page_token: str = "") -> QueueSnapshot:
     """Open escalations, most urgent first then oldest, with the cursor they were read at.
 
-    Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
+    Must run in a snapshot read (``Database.read``) so the cursor matches the rows. With a
+    ``queue_page_token``, the rest of the queue after the handoff it names, as it is now,
+    with the cursor of the listing's first page (the one to stream from: the pages plus
+    the events after it give the exact queue, whatever changed between the pages).
     """
-    sequence = await events.head(session, account_id)
+    query = select(HANDOFFS).where(
+        HANDOFFS.c.account_id == account_id,
+        HANDOFFS.c.intent == Intent.ESCALATE.value,
+        HANDOFFS.c.status == Status.OPEN.value,
+    )
+    if page_token:
+        sequence, rank, created_at, last_id = _decode_queue_token(page_token)
+        # Priority and creation time never change, so the order is stable between pages.
+        query = query.where(
+            or_(
+                HANDOFFS.c.priority_rank < rank,
+                and_(HANDOFFS.c.priority_rank == rank, HANDOFFS.c.created_at > created_at),
+                and_(
+                    HANDOFFS.c.priority_rank == rank,
+                    HANDOFFS.c.created_at == created_at,
+                    HANDOFFS.c.id > last_id,
+                ),
+            )
+        )
+    else:
+        sequence = await events.head(session, account_id)
     rows = await _all(
         session,
-        select(HANDOFFS)
-        .where(
-            HANDOFFS.c.account_id == account_id,
-            HANDOFFS.c.intent == Intent.ESCALATE.value,
-            HANDOFFS.c.status == Status.OPEN.value,
-        )
-        .order_by(HANDOFFS.c.priority_rank.desc(), HANDOFFS.c.created_at, HANDOFFS.c.id),
+        query.order_by(HANDOFFS.c.priority_rank.desc(), HANDOFFS.c.created_at, HANDOFFS.c.id),
     )
     return QueueSnapshot(sequence=sequence, handoffs=rows)
+
+
+def queue_page_token(sequence: int, last: Handoff) -> str:
+    """The ListEscalations token of the page after ``last``, for a listing read at
+    ``sequence``."""
+    raw = json.dumps(
+        {"s": sequence, "r": last.priority.rank, "c": last.created_at.isoformat(), "i": last.id}
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_queue_token(token: str) -> tuple[int, int, datetime, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        sequence, rank = data["s"], data["r"]
+        if not (isinstance(sequence, int) and isinstance(rank, int)) or sequence < 0:
+            raise ValueError("not a sequence")
+        created_at = datetime.fromisoformat(data["c"])
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return sequence, rank, created_at, str(uuid.UUID(data["i"]))
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token returned by ListEscalations")]
+        ) from None
