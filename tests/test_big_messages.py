@@ -554,3 +554,57 @@ def test_one_handoff_at_every_limit_is_far_below_the_bound() -> None:
     size = convert.handoff(handoff).ByteSize()
     assert size < convert.MAX_MESSAGE_BYTES // 2
     assert convert.context(build_context(handoff)).ByteSize() < convert.MAX_MESSAGE_BYTES - 8192
+
+
+async def test_pages_and_the_events_after_their_cursor_give_the_exact_queue(
+    server: ServerRuntime, default_channel: grpc.aio.Channel
+) -> None:
+    """Pages after the first are read when asked for; whatever changed in between, the
+    pages plus the events after the first page's sequence, applied by id, are exact."""
+    account = f"big-{uuid.uuid4().hex[:10]}"
+    tech = Client(default_channel, token(account, "t", Role.TECHNICIAN, "T"), account, "t")
+    eng = Client(default_channel, token(account, "e", Role.ENGINEER, "E"), account, "e")
+    for n in range(24):
+        await tech.create(**_fields(maxed_request(n)))
+    first = await eng.call("escalations", "ListEscalations", esc.ListEscalationsRequest())
+    assert first.next_page_token
+    on_first = [h.id for h in first.escalations]
+    later = (await server.core.list_escalations(_caller(account))).handoffs[len(on_first) :]
+    # Between the pages: one from each page is picked up, one from the first is picked up
+    # and released, and a new urgent one sorts into the part already read.
+    for handoff_id in (on_first[0], later[0].id, on_first[1]):
+        await eng.call(
+            "escalations", "PickUpEscalation", esc.PickUpEscalationRequest(handoff_id=handoff_id)
+        )
+    await eng.call(
+        "escalations", "ReleaseEscalation", esc.ReleaseEscalationRequest(handoff_id=on_first[1])
+    )
+    await tech.create(problem_summary="urgent, after the first page", priority=pb.PRIORITY_URGENT)
+    queue: dict[str, pb.Handoff] = {h.id: h for h in first.escalations}
+    token_ = first.next_page_token
+    while token_:
+        page = await eng.call(
+            "escalations", "ListEscalations", esc.ListEscalationsRequest(page_token=token_)
+        )
+        assert page.sequence == first.sequence
+        queue.update((h.id, h) for h in page.escalations)
+        token_ = page.next_page_token
+    head = (await server.core.list_escalations(_caller(account))).sequence
+    reader = eng.escalations.StreamEscalations(
+        esc.StreamEscalationsRequest(after_sequence=first.sequence), metadata=eng.metadata
+    )
+    try:
+        async for event in reader:
+            if event.type in (pb.EVENT_TYPE_CREATED, pb.EVENT_TYPE_RELEASED):
+                queue[event.handoff.id] = event.handoff
+            elif event.type in (pb.EVENT_TYPE_PICKED_UP, pb.EVENT_TYPE_CANCELLED):
+                queue.pop(event.handoff.id, None)
+            elif event.handoff.id in queue:
+                queue[event.handoff.id] = event.handoff
+            if event.sequence >= head:
+                break
+    finally:
+        reader.cancel()
+    now = await server.core.list_escalations(_caller(account))
+    assert sorted(queue) == sorted(h.id for h in now.handoffs)
+    assert later[0].id not in queue and on_first[0] not in queue and on_first[1] in queue
