@@ -100,6 +100,22 @@ async def test_undecodable_request_is_invalid_argument_without_a_traceback(
     assert not loud, [(r.name, r.getMessage()) for r in loud]
 
 
+async def test_undecodable_health_check_without_a_token(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The health service is open to anyone: garbage there must not flood the log either."""
+    caplog.set_level(logging.INFO)
+    for payload in GARBAGE[:2]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/grpc.health.v1.Health/Check", None, None)(
+                payload, timeout=10
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "DecodeError" not in (caught.value.details() or "")
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [(r.name, r.getMessage()) for r in loud]
+
+
 async def test_undecodable_request_still_needs_a_token(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await channel.unary_unary("/resolutionflow.v1.HandoffService/GetHandoff", None, None)(

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import FileDescriptor
-from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from resolutionflow.v1 import escalation_pb2, handoff_pb2
 
-from server.api.interceptors import ServiceInterceptor, Undecodable
+from server.api.interceptors import ServiceInterceptor
 from server.api.servicers import EscalationService, HandoffService
 from server.auth import TokenCodec
 from server.core import Core
@@ -29,21 +27,6 @@ def _serialize(message: Any) -> bytes:
     return bytes(message.SerializeToString())
 
 
-def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """A request parser that never raises: bytes that are not the request message become
-    ``Undecodable``, which the interceptor answers with INVALID_ARGUMENT after the usual
-    authentication. Left to gRPC, a parse error is UNKNOWN naming protobuf's exception
-    class, plus a traceback in the log for every such call."""
-
-    def parse_or_mark(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except DecodeError:
-            return Undecodable(len(data))
-
-    return parse_or_mark
-
-
 def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name: str) -> None:
     """Like the generated ``add_*_to_server``, but streams send their bytes as they are.
 
@@ -54,7 +37,7 @@ def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name
     service = file.services_by_name[name]
     handlers = {}
     for method in service.methods:
-        deserialize = _lenient(GetMessageClass(method.input_type).FromString)
+        deserialize = GetMessageClass(method.input_type).FromString
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 getattr(servicer, method.name), request_deserializer=deserialize
