@@ -151,7 +151,7 @@ class ServiceInterceptor(AsyncServerInterceptor):
                         [
                             FieldViolation(
                                 "request",
-                                f"{request.size} bytes that are not a valid {name}Request",
+                                f"{request.size} bytes that do not decode as the request of {name}",
                             )
                         ]
                     )
