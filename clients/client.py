@@ -153,8 +153,23 @@ class AsyncClient:
     # ---- escalations --------------------------------------------------------------------
 
     async def list_escalations(self) -> esc.ListEscalationsResponse:
-        """The open queue (``.escalations``) and the cursor it was read at (``.sequence``)."""
-        return await self._call(self._escalations.ListEscalations, esc.ListEscalationsRequest())
+        """The open queue (``.escalations``) and the cursor it was read at (``.sequence``).
+
+        A queue over one response (1 MiB) comes in pages; they are joined here. Pages after
+        the first are read when asked for, so a handoff that changed in between may show
+        its newer state: streaming with ``after=.sequence`` brings every change after the
+        cursor, which, applied by handoff id, gives the exact queue.
+        """
+        request = esc.ListEscalationsRequest()
+        whole = await self._call(self._escalations.ListEscalations, request)
+        seen = {h.id for h in whole.escalations}
+        while whole.next_page_token:
+            request.page_token = whole.next_page_token
+            page = await self._call(self._escalations.ListEscalations, request)
+            whole.escalations.extend(h for h in page.escalations if h.id not in seen)
+            seen.update(h.id for h in page.escalations)
+            whole.next_page_token = page.next_page_token
+        return whole
 
     async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
         """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster; an

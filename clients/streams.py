@@ -4,6 +4,11 @@ The server's per-account sequence makes this simple and exact: remember the last
 yielded, reconnect with ``after_sequence`` set to it, and drop anything not newer. A RESET
 (cursor too old or ahead of the log) is passed on to the caller, who must rebuild its view
 from the snapshot it carries.
+
+A large snapshot arrives in parts (``snapshot_continues`` on all but the last, as no
+message exceeds 1 MiB); they are joined here and yielded as one SNAPSHOT or RESET. The
+cursor moves to the snapshot's sequence only with the last part, so a stream that breaks
+mid-snapshot resumes from where it was and gets a whole snapshot again.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from resolutionflow.v1 import handoff_pb2
 
-# Worth retrying: the server went away or is restarting; anything else is the caller's bug.
+# Worth retrying: the server went away or is restarting, or the transport broke (gRPC
+# reports a reset HTTP/2 stream as INTERNAL). UNKNOWN is not among them: it says nothing
+# about the failure being transient, and retrying a call that fails the same way every
+# time would spin forever; anything else is the caller's bug.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
     }
 )
 
@@ -48,6 +55,8 @@ async def resuming_stream(
     backoff = initial_backoff
     reopened = False
     while True:
+        # Parts of a snapshot still to be joined; a new connection starts over.
+        parts: list[handoff_pb2.HandoffEvent] = []
         try:
             async for event in open_stream(after):
                 backoff = initial_backoff
@@ -56,6 +65,12 @@ async def resuming_stream(
                     if on_resume is not None:
                         on_resume(after)
                 if event.type in (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET):
+                    if event.snapshot_continues:
+                        parts.append(event)
+                        continue
+                    if parts:
+                        event = join_snapshot([*parts, event])
+                        parts = []
                     after = event.sequence
                     yield event
                 elif event.type == handoff_pb2.EVENT_TYPE_HEARTBEAT:
@@ -73,3 +88,14 @@ async def resuming_stream(
             reopened = True
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, max_backoff)
+
+
+def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffEvent:
+    """One SNAPSHOT (or RESET) from its parts, as if it had come in one message."""
+    whole = handoff_pb2.HandoffEvent()
+    whole.CopyFrom(parts[-1])
+    del whole.snapshot[:]
+    for part in parts:
+        whole.snapshot.extend(part.snapshot)
+    whole.snapshot_continues = False
+    return whole

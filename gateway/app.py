@@ -166,9 +166,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "handoff (201, nothing created) and a repeat with a different body is 409 "
         "`ALREADY_EXISTS` naming `request_id`. Without one, every call creates a handoff.",
         openapi_extra=_body("CreateHandoffRequest"),
-        responses=_responses(
-            201, "CreateHandoffResponse", 400, 401, 403, 408, 409, 413, 415, 429
-        ),
+        responses=_responses(201, "CreateHandoffResponse", 400, 401, 403, 408, 409, 413, 415, 429),
     )
     async def create_handoff(request: Request) -> Response:
         message = await _parse_body(request, pb.CreateHandoffRequest(), limit, seconds=body_timeout)
@@ -242,11 +240,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["escalations"],
         summary="The open queue and the sequence it was read at (ListEscalations)",
         description="Ordered by what needs a human first: `slaDueAt` (breached first), "
-        "then `createdAt`, then `id`.",
-        responses=_responses(200, "ListEscalationsResponse", 401, 403),
+        "then `createdAt`, then `id`. A queue over 1 MiB comes in pages (`nextPageToken`).",
+        responses=_responses(200, "ListEscalationsResponse", 400, 401, 403),
     )
-    async def list_escalations(request: Request) -> Response:
-        message = esc.ListEscalationsRequest()
+    async def list_escalations(
+        request: Request,
+        page_token: str | None = Query(
+            None, description="nextPageToken of the previous page (queues over 1 MiB)"
+        ),
+    ) -> Response:
+        message = esc.ListEscalationsRequest(page_token=page_token or "")
         return proto_json(await call(request, upstream.escalations.ListEscalations, message))
 
     # Fixed paths before the /{handoff_id}/... ones.

@@ -13,6 +13,12 @@ Framing (docs/design.md §4), plain ``\\n`` line endings::
     event: error                      an upstream error after the stream started,
     data: {"code":"UNAVAILABLE",...}  then the stream ends (the browser reconnects)
 
+A large snapshot arrives from the server in parts (``snapshot_continues`` on all but the
+last; no gRPC message exceeds 1 MiB). The gateway joins them and sends one ``snapshot``
+(or ``reset``) frame when the last part is in: its ``id`` is the snapshot's sequence, so
+a browser's cursor never reaches it before it holds the whole snapshot, and a stream that
+breaks mid-snapshot resumes from the cursor it had.
+
 Upstream ``HEARTBEAT`` events are forwarded as ``event: heartbeat`` *with* their ``id``:
 their sequence is the position the server-side stream has reached (also past events
 this caller may not see), so a browser that reconnects from it resumes exactly there
@@ -81,6 +87,17 @@ def event_name(event_type: int) -> str:
 def render(event: handoff_pb2.HandoffEvent) -> bytes:
     data = json.dumps(json_format.MessageToDict(event), separators=(",", ":"), ensure_ascii=False)
     return f"id: {event.sequence}\nevent: {event_name(event.type)}\ndata: {data}\n\n".encode()
+
+
+def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffEvent:
+    """One SNAPSHOT (or RESET) from the parts the server sent it in."""
+    whole = handoff_pb2.HandoffEvent()
+    whole.CopyFrom(parts[-1])
+    del whole.snapshot[:]
+    for part in parts:
+        whole.snapshot.extend(part.snapshot)
+    whole.snapshot_continues = False
+    return whole
 
 
 def error_frame(error: GatewayError) -> bytes:
@@ -243,11 +260,17 @@ class SSEResponse(Response):
         cost after the gRPC read itself.
         """
         framer = self.streams.framer
+        parts: list[handoff_pb2.HandoffEvent] = []
         try:
             message = await self.first
             while message is not EOF:
-                await body(framer.frame(message))
-                self.sent = True
+                if message.snapshot_continues:
+                    parts.append(message)
+                else:
+                    if parts:
+                        message, parts = join_snapshot([*parts, message]), []
+                    await body(framer.frame(message))
+                    self.sent = True
                 message = await self.call.read()
         except grpc.aio.AioRpcError as e:
             await body(error_frame(from_rpc_error(e, self.streams.upstream.target)))

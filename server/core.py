@@ -83,9 +83,9 @@ class Core:
     async def cancel_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
         return await self._transition(caller, handoff_id, Action.CANCEL)
 
-    async def list_escalations(self, caller: Caller) -> QueueSnapshot:
+    async def list_escalations(self, caller: Caller, page_token: str = "") -> QueueSnapshot:
         async with self.db.read() as s:
-            return await handoffs.queue(s, caller.account_id)
+            return await handoffs.queue(s, caller.account_id, page_token)
 
     async def pick_up(self, caller: Caller, handoff_id: str) -> HandoffContext:
         return build_context(await self._transition(caller, handoff_id, Action.PICK_UP))

@@ -408,10 +408,17 @@ const working = new Map();
 
 async function loadWorking() {
   try {
-    const { handoffs = [] } = await api(
-      "/v1/handoffs?status=HANDOFF_STATUS_PICKED_UP&intent=HANDOFF_INTENT_ESCALATE&page_size=200",
-    );
-    for (const h of handoffs) trackWorking("picked_up", h);
+    // Pages are bounded by bytes as well as by count: follow the tokens (a few at most).
+    let token = "";
+    for (let page = 0; page < 20; page += 1) {
+      const { handoffs = [], nextPageToken = "" } = await api(
+        "/v1/handoffs?status=HANDOFF_STATUS_PICKED_UP&intent=HANDOFF_INTENT_ESCALATE&page_size=200" +
+          (token ? `&page_token=${encodeURIComponent(token)}` : ""),
+      );
+      for (const h of handoffs) trackWorking("picked_up", h);
+      if (!nextPageToken) break;
+      token = nextPageToken;
+    }
   } catch {
     // Not essential: the list fills from the stream as well.
   }

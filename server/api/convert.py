@@ -1,4 +1,10 @@
-"""Domain values ⇄ protobuf messages. The only place that knows both."""
+"""Domain values ⇄ protobuf messages. The only place that knows both.
+
+It also keeps every response message within ``MAX_MESSAGE_BYTES``: gRPC clients refuse
+messages over their receive limit (4 MiB by default), and a queue of escalations at their
+input limits passes that after about 58. Lists are cut into pages and snapshots into
+parts here, where the encoded sizes are known.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,13 @@ from server.domain.types import (
 )
 
 E = TypeVar("E", bound=enum.Enum)
+
+# The most any message the server sends may weigh, whatever the data: a quarter of the
+# smallest default receive limit of the usual gRPC clients (4 MiB).
+MAX_MESSAGE_BYTES = 1024 * 1024
+# Room for what a list or snapshot message holds besides its handoffs (sequence, type,
+# time, page token, reset reason): far less than this.
+_ENVELOPE_BYTES = 8 * 1024
 
 
 def _pairs(proto_enum: Any, prefix: str, domain: type[E]) -> tuple[dict[E, int], dict[int, E]]:
@@ -147,6 +160,23 @@ def metrics(m: EscalationMetrics) -> esc_pb.EscalationMetrics:
     )
 
 
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def fitting(items: list[pb.Handoff], budget: int = MAX_MESSAGE_BYTES - _ENVELOPE_BYTES) -> int:
+    """How many of ``items``, from the first, fit in one repeated field within ``budget``
+    bytes (at least one, so a page always moves on; one handoff at its input limits is
+    far below the budget)."""
+    used = 0
+    for count, item in enumerate(items):
+        size = item.ByteSize()
+        used += 1 + _varint_size(size) + size  # tag, length, message
+        if used > budget and count:
+            return count
+    return len(items)
+
+
 def steps_from(values: Any) -> list[Step]:
     return [Step(description=s.description, outcome=s.outcome) for s in values]
 
@@ -162,13 +192,34 @@ class ProtoEncoder:
             handoff=handoff(event.handoff),
         ).SerializeToString()
 
-    def control(
-        self, type: EventType, sequence: int, snapshot: list[Handoff] | None, reason: str = ""
-    ) -> bytes:
+    def control(self, type: EventType, sequence: int) -> bytes:
+        """A message without handoffs (a HEARTBEAT)."""
         return pb.HandoffEvent(
             sequence=sequence,
             type=EVENT[type],  # type: ignore[arg-type]
             occurred_at=timestamp(datetime.now(UTC)),
-            snapshot=[handoff(h) for h in snapshot or ()],
-            reset_reason=reason,
         ).SerializeToString()
+
+    def snapshot(
+        self, type: EventType, sequence: int, handoffs: list[Handoff], reason: str = ""
+    ) -> list[bytes]:
+        """A SNAPSHOT or RESET as one message, or as several parts of at most
+        ``MAX_MESSAGE_BYTES`` each, all but the last with ``snapshot_continues`` set."""
+        items = [handoff(h) for h in handoffs]
+        now = timestamp(datetime.now(UTC))
+        parts: list[bytes] = []
+        while True:
+            count = fitting(items)
+            parts.append(
+                pb.HandoffEvent(
+                    sequence=sequence,
+                    type=EVENT[type],  # type: ignore[arg-type]
+                    occurred_at=now,
+                    snapshot=items[:count],
+                    reset_reason=reason,
+                    snapshot_continues=count < len(items),
+                ).SerializeToString()
+            )
+            items = items[count:]
+            if not items:
+                return parts

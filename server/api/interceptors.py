@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
@@ -27,6 +28,7 @@ from server.errors import (
     AlreadyExists,
     DomainError,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -73,6 +75,31 @@ REQUIRED_ROLES: dict[str, frozenset[Role]] = {
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 
+
+class Undecodable:
+    """Stands for a request whose bytes are not the method's request message."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A request parser that never raises: bytes that are not the request message become
+    ``Undecodable``, which ``intercept`` answers with INVALID_ARGUMENT. Left to gRPC, a
+    parse error is UNKNOWN naming protobuf's exception class, plus a traceback in the log
+    for every such call (also on the open health service: log flooding without a token)."""
+
+    def parse_or_mark(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return Undecodable(len(data))
+
+    return parse_or_mark
+
+
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
 
@@ -93,6 +120,23 @@ class ServiceInterceptor(AsyncServerInterceptor):
 
     def __init__(self, codec: TokenCodec) -> None:
         self._codec = codec
+        # One lenient parser per handler's parser (handlers live as long as the server).
+        self._parsers: dict[Any, Callable[[bytes], Any]] = {}
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        """The handler as grpc-interceptor builds it, with a request parser that does not
+        raise (only for unary requests: a streamed request is parsed message by message
+        inside the servicer's iterator, where a marker could not be answered for)."""
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        lenient = self._parsers.get(parse)
+        if lenient is None:
+            if len(self._parsers) > 1000:  # parsers made per call: caching would only leak
+                self._parsers.clear()
+            lenient = self._parsers[parse] = _lenient(parse)
+        return handler._replace(request_deserializer=lenient)
 
     async def intercept(
         self, method: Callable[..., Any], request: Any, context: Any, method_name: str
@@ -102,6 +146,17 @@ class ServiceInterceptor(AsyncServerInterceptor):
         try:
             try:
                 self._begin(context, method_name)
+                if isinstance(request, Undecodable):
+                    # The caller's mistake, answered like any bad input: no parser internals
+                    # in the answer, and only the access log line in the log.
+                    raise InvalidArgument(
+                        [
+                            FieldViolation(
+                                "request",
+                                f"{request.size} bytes that do not decode as the request of {name}",
+                            )
+                        ]
+                    )
                 response = method(request, context)
                 if hasattr(response, "__aiter__"):
                     return self._stream(response, context, method_name, name, started)

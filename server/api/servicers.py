@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from resolutionflow.v1 import escalation_pb2 as esc_pb
 from resolutionflow.v1 import escalation_pb2_grpc as esc_grpc
 from resolutionflow.v1 import handoff_pb2 as pb
@@ -17,6 +18,7 @@ from server.api.interceptors import current_caller
 from server.core import Core
 from server.domain import rules
 from server.errors import FieldViolation, InvalidArgument
+from server.models import handoffs
 from server.streaming.streams import StreamKind, Streams
 
 
@@ -32,6 +34,32 @@ def _enum_or_none(value: int, mapping: dict[int, Any], field: str, names: tuple[
             [FieldViolation(field, f"unknown value {value}; {rules.one_of(names)}")]
         )
     return mapping[value]
+
+
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z, nanos in [0, 1e9). The wire accepts any int64/int32, and
+# converting a value outside it fails deep inside protobuf; it is the caller's mistake.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def _times(message: Any, *fields: str) -> list[datetime | None]:
+    """The given Timestamp fields as datetimes (None when absent), every bad one named."""
+    values: list[datetime | None] = []
+    violations: list[FieldViolation] = []
+    for field in fields:
+        ts: Timestamp = getattr(message, field)
+        if not message.HasField(field):
+            values.append(None)
+        elif not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
+            violations.append(FieldViolation(field, "out of range: years 0001 to 9999 (UTC) only"))
+        elif not 0 <= ts.nanos < 1_000_000_000:
+            violations.append(FieldViolation(field, "nanos must be between 0 and 999999999"))
+        else:
+            values.append(ts.ToDatetime(UTC))
+    if violations:
+        raise InvalidArgument(violations)
+    return values
 
 
 def _cursor(request: pb.WatchHandoffsRequest | esc_pb.StreamEscalationsRequest) -> int | None:
@@ -80,9 +108,11 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
             page_size=rules.validate_page_size(request.page_size),
             page_token=request.page_token,
         )
-        return pb.ListHandoffsResponse(
-            handoffs=[convert.handoff(h) for h in page], next_page_token=token
-        )
+        items = [convert.handoff(h) for h in page]
+        count = convert.fitting(items)
+        if count < len(items):  # over the message bound: the next page starts where it stopped
+            items, token = items[:count], handoffs.page_token_after(page[count - 1])
+        return pb.ListHandoffsResponse(handoffs=items, next_page_token=token)
 
     async def CancelHandoff(
         self, request: pb.CancelHandoffRequest, context: grpc.aio.ServicerContext
@@ -112,10 +142,14 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     async def ListEscalations(
         self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> esc_pb.ListEscalationsResponse:
-        snapshot = await self.core.list_escalations(current_caller())
+        snapshot = await self.core.list_escalations(current_caller(), request.page_token)
+        items = [convert.handoff(h) for h in snapshot.handoffs]
+        count = convert.fitting(items)
+        token = ""
+        if count < len(items):
+            token = handoffs.queue_page_token(snapshot.sequence, snapshot.handoffs[count - 1])
         return esc_pb.ListEscalationsResponse(
-            escalations=[convert.handoff(h) for h in snapshot.handoffs],
-            sequence=snapshot.sequence,
+            escalations=items[:count], sequence=snapshot.sequence, next_page_token=token
         )
 
     async def PickUpEscalation(
@@ -150,9 +184,6 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     async def GetEscalationMetrics(
         self, request: esc_pb.GetEscalationMetricsRequest, context: grpc.aio.ServicerContext
     ) -> esc_pb.GetEscalationMetricsResponse:
-        result = await self.core.metrics(
-            current_caller(),
-            request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
-            request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
-        )
+        start, end = _times(request, "start_time", "end_time")
+        result = await self.core.metrics(current_caller(), start, end)
         return esc_pb.GetEscalationMetricsResponse(metrics=convert.metrics(result))

@@ -66,7 +66,10 @@ def metrics_window(
 ) -> tuple[datetime, datetime]:
     """Defaults: the 7 days up to now. An inverted or over-long window is refused."""
     end = end or now
-    start = start or end - DEFAULT_WINDOW
+    if start is None:
+        # An end_time in the first week of year 1 has no 7 days before it: clamp.
+        earliest = datetime.min.replace(tzinfo=end.tzinfo)
+        start = end - DEFAULT_WINDOW if end - earliest > DEFAULT_WINDOW else earliest
     if start >= end:
         raise InvalidArgument([FieldViolation("start_time", "must be before end_time")])
     if end - start > MAX_WINDOW:

@@ -206,11 +206,12 @@ async def list_page(
     query = query.order_by(HANDOFFS.c.created_at.desc(), HANDOFFS.c.id.desc())
     rows = await _all(session, query.limit(page_size + 1))
     page = rows[:page_size]
-    token = _encode_page_token(page[-1]) if len(rows) > page_size else ""
+    token = page_token_after(page[-1]) if len(rows) > page_size else ""
     return page, token
 
 
-def _encode_page_token(last: Handoff) -> str:
+def page_token_after(last: Handoff) -> str:
+    """The ListHandoffs token of the page that continues after ``last``."""
     raw = json.dumps({"c": last.created_at.isoformat(), "i": last.id}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -353,20 +354,69 @@ QUEUE_ORDER = (
 )
 
 
-async def queue(session: AsyncSession, account_id: str) -> QueueSnapshot:
+async def queue(session: AsyncSession, account_id: str, page_token: str = "") -> QueueSnapshot:
     """Open escalations in ``QUEUE_ORDER``, with the cursor they were read at.
 
-    Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
+    Must run in a snapshot read (``Database.read``) so the cursor matches the rows. With a
+    ``queue_page_token``, the rest of the queue after the handoff it names, as it is now,
+    with the cursor of the listing's first page (the one to stream from: the pages plus
+    the events after it give the exact queue, whatever changed between the pages).
     """
-    sequence = await events.head(session, account_id)
+    query = select(HANDOFFS).where(
+        HANDOFFS.c.account_id == account_id,
+        HANDOFFS.c.intent == Intent.ESCALATE.value,
+        HANDOFFS.c.status == Status.OPEN.value,
+    )
+    if page_token:
+        sequence, due, created_at, last_id = _decode_queue_token(page_token)
+        # Due time and creation time never change, so the order is stable between pages
+        # (every escalation has a due time; QUEUE_ORDER's NULLS LAST never applies here).
+        query = query.where(
+            or_(
+                HANDOFFS.c.sla_due_at > due,
+                and_(HANDOFFS.c.sla_due_at == due, HANDOFFS.c.created_at > created_at),
+                and_(
+                    HANDOFFS.c.sla_due_at == due,
+                    HANDOFFS.c.created_at == created_at,
+                    HANDOFFS.c.id > last_id,
+                ),
+            )
+        )
+    else:
+        sequence = await events.head(session, account_id)
     rows = await _all(
         session,
-        select(HANDOFFS)
-        .where(
-            HANDOFFS.c.account_id == account_id,
-            HANDOFFS.c.intent == Intent.ESCALATE.value,
-            HANDOFFS.c.status == Status.OPEN.value,
-        )
-        .order_by(*QUEUE_ORDER),
+        query.order_by(*QUEUE_ORDER),
     )
     return QueueSnapshot(sequence=sequence, handoffs=rows)
+
+
+def queue_page_token(sequence: int, last: Handoff) -> str:
+    """The ListEscalations token of the page after ``last``, for a listing read at
+    ``sequence``."""
+    assert last.sla_due_at is not None, "an escalation always has a due time"
+    raw = json.dumps(
+        {
+            "s": sequence,
+            "d": last.sla_due_at.isoformat(),
+            "c": last.created_at.isoformat(),
+            "i": last.id,
+        }
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_queue_token(token: str) -> tuple[int, datetime, datetime, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        sequence = data["s"]
+        if not isinstance(sequence, int) or sequence < 0:
+            raise ValueError("not a sequence")
+        due, created_at = datetime.fromisoformat(data["d"]), datetime.fromisoformat(data["c"])
+        if due.tzinfo is None or created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return sequence, due, created_at, str(uuid.UUID(data["i"]))
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token returned by ListEscalations")]
+        ) from None

@@ -88,9 +88,9 @@ class AccountFeed:
         self.last_seen: int | None = None
         self.ready = asyncio.Event()
         self.wake = asyncio.Event()
-        # The escalation queue's last SNAPSHOT (sequence, bytes), shared by streams that
-        # open while it is current (see Streams._opening_snapshot).
-        self.snapshot: asyncio.Future[tuple[int, bytes]] | None = None
+        # The escalation queue's last SNAPSHOT (sequence, its parts), shared by streams
+        # that open while it is current (see Streams._opening_snapshot).
+        self.snapshot: asyncio.Future[tuple[int, list[bytes]]] | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed:{account_id}")
 
     async def _run(self) -> None:

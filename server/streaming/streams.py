@@ -27,9 +27,13 @@ class StreamKind(enum.Enum):
 class Encoder(Protocol):
     def event(self, event: Event) -> bytes: ...
 
-    def control(
-        self, type: EventType, sequence: int, snapshot: list[Handoff] | None, reason: str = ""
-    ) -> bytes: ...
+    def control(self, type: EventType, sequence: int) -> bytes: ...
+
+    def snapshot(
+        self, type: EventType, sequence: int, handoffs: list[Handoff], reason: str = ""
+    ) -> list[bytes]:
+        """The snapshot as one message or several parts, each within the message bound."""
+        ...
 
 
 def _is_escalation(e: Event) -> bool:
@@ -66,13 +70,15 @@ class Streams:
                 return await handoffs.queue(s, caller.account_id)
             return await handoffs.active(s, caller)
 
-    async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, bytes]:
+    async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, list[bytes]]:
         snap = await self._snapshot(kind, caller)
-        return snap.sequence, self.encoder.control(EventType.SNAPSHOT, snap.sequence, snap.handoffs)
+        return snap.sequence, self.encoder.snapshot(
+            EventType.SNAPSHOT, snap.sequence, snap.handoffs
+        )
 
     async def _opening_snapshot(
         self, kind: StreamKind, caller: Caller, feed: AccountFeed
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, list[bytes]]:
         """The SNAPSHOT a new stream starts with, and its sequence.
 
         The escalation queue is the same for every engineer of an account, so streams that
@@ -119,15 +125,21 @@ class Streams:
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
         try:
+            # A snapshot may come in several parts (see HandoffEvent.snapshot_continues);
+            # they are sent back to back, and the position moves only after the last.
             if after is None:
-                sequence, data = await self._opening_snapshot(kind, caller, feed)
-                delivered.inc()
-                yield data
+                sequence, parts = await self._opening_snapshot(kind, caller, feed)
+                for data in parts:
+                    delivered.inc()
+                    yield data
                 sub.position = sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
                 snap = await self._snapshot(kind, caller)
-                delivered.inc()
-                yield self.encoder.control(EventType.RESET, snap.sequence, snap.handoffs, problem)
+                for data in self.encoder.snapshot(
+                    EventType.RESET, snap.sequence, snap.handoffs, problem
+                ):
+                    delivered.inc()
+                    yield data
                 sub.position = snap.sequence
             while True:
                 if sub.closed:
@@ -159,7 +171,7 @@ class Streams:
                 if sub.heartbeat_due:
                     sub.heartbeat_due = False
                     delivered.inc()
-                    yield self.encoder.control(EventType.HEARTBEAT, sub.position, None)
+                    yield self.encoder.control(EventType.HEARTBEAT, sub.position)
                     continue
                 # Live events are counted per burst, not one by one: the counter takes a
                 # lock each time.

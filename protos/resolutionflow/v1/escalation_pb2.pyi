@@ -17,16 +17,20 @@ class StreamEscalationsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
 
 class ListEscalationsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_token",)
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_token: str
+    def __init__(self, page_token: _Optional[str] = ...) -> None: ...
 
 class ListEscalationsResponse(_message.Message):
-    __slots__ = ("escalations", "sequence")
+    __slots__ = ("escalations", "sequence", "next_page_token")
     ESCALATIONS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     escalations: _containers.RepeatedCompositeFieldContainer[_handoff_pb2.Handoff]
     sequence: int
-    def __init__(self, escalations: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, escalations: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ..., sequence: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class HandoffContext(_message.Message):
     __slots__ = ("handoff", "problem_summary", "whats_been_tried", "ai_assessment", "start_here", "notes")

@@ -160,20 +160,22 @@ class Handoff(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., session_id: _Optional[str] = ..., intent: _Optional[_Union[HandoffIntent, str]] = ..., status: _Optional[_Union[HandoffStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., problem_summary: _Optional[str] = ..., steps_tried: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., notes: _Optional[str] = ..., created_by: _Optional[_Union[UserRef, _Mapping]] = ..., picked_up_by: _Optional[_Union[UserRef, _Mapping]] = ..., resolution_note: _Optional[str] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., sla_due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., picked_up_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class HandoffEvent(_message.Message):
-    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason")
+    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason", "snapshot_continues")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     RESET_REASON_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_CONTINUES_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: EventType
     occurred_at: _timestamp_pb2.Timestamp
     handoff: Handoff
     snapshot: _containers.RepeatedCompositeFieldContainer[Handoff]
     reset_reason: str
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ...) -> None: ...
+    snapshot_continues: bool
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ..., snapshot_continues: _Optional[bool] = ...) -> None: ...
 
 class CreateHandoffRequest(_message.Message):
     __slots__ = ("request_id", "session_id", "intent", "priority", "problem_summary", "steps_tried", "notes")
