@@ -21,6 +21,7 @@ from server.auth import TokenCodec
 from server.core import Core
 from server.db.database import Database
 from server.db.migrate import upgrade
+from server.errors import StartupError
 from server.models import events, sla
 from server.settings import Settings
 from server.streaming.hub import Hub
@@ -78,9 +79,15 @@ class ServerRuntime:
         """Migrate, bind and serve; returns the bound port (useful with port 0)."""
         await upgrade(self.settings.database_url)
         addr = grpc_addr or self.settings.grpc_addr
-        self.port = self.grpc.add_insecure_port(addr)
+        try:
+            self.port = self.grpc.add_insecure_port(addr)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {addr}")
+            raise StartupError(
+                f"cannot listen on {addr}: the address is in use or not available "
+                "(is another server running on this port?)"
+            )
         s = self.settings
         done = self._jobs_stop
         self._periodic = [
