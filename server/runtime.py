@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class ServerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, pg_bounds=settings.pg_bounds())
         self.core = Core(self.db, settings)
         self.codec = TokenCodec(settings.resolved_jwt_secret())
         encoder = ProtoEncoder()

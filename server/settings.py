@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.db.database import PgBounds
 from server.domain.types import Priority
 
 JWT_SECRET_FILE = "jwt-secret"
@@ -69,10 +70,24 @@ class Settings(BaseSettings):
     # Events older than this are pruned; a cursor older than that gets a RESET.
     event_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     prune_interval_seconds: float = Field(default=300, gt=0)
+    # PostgreSQL bounds per session (0 turns one off): how long a write waits for a row
+    # lock (e.g. the account's counter row held by a frozen replica) before answering
+    # UNAVAILABLE, how long one statement may run, and how long a session may sit idle
+    # inside a transaction before PostgreSQL ends it and releases its locks.
+    pg_lock_timeout_seconds: float = Field(default=5, ge=0)
+    pg_statement_timeout_seconds: float = Field(default=30, ge=0)
+    pg_idle_in_transaction_timeout_seconds: float = Field(default=10, ge=0)
     # A request larger than this is refused by the transport before it reaches a handler.
     max_request_bytes: int = Field(default=1024 * 1024, gt=1024)
     # Seconds a server waits for in-flight calls on shutdown.
     shutdown_grace_seconds: float = Field(default=5, ge=0)
+
+    def pg_bounds(self) -> PgBounds:
+        return PgBounds(
+            lock_timeout=self.pg_lock_timeout_seconds,
+            statement_timeout=self.pg_statement_timeout_seconds,
+            idle_in_transaction_timeout=self.pg_idle_in_transaction_timeout_seconds,
+        )
 
     def sla_target_seconds(self, priority: Priority) -> float:
         return {

@@ -9,14 +9,26 @@ spinning in SQLite's busy handler. WAL lets readers run beside the writer.
 
 PostgreSQL: writes run at READ COMMITTED (conditional updates and the per-account counter
 row make them safe); snapshot reads run at REPEATABLE READ so the queue and its cursor
-come from the same snapshot.
+come from the same snapshot. Every session bounds its waits (``lock_timeout``,
+``statement_timeout``, ``idle_in_transaction_session_timeout``): a replica that freezes
+or loses its network while holding an account's counter row would otherwise stall every
+writer of that account until TCP gives up; with the bounds the others wait at most the
+lock timeout per call, and PostgreSQL ends the frozen session (releasing its locks) once it
+sat idle in its transaction for the idle bound.
+
+Failures are told apart for the caller: a lost connection or a lock wait past its bound is
+UNAVAILABLE (nothing was committed; retrying is right), and a full disk is UNAVAILABLE
+with reason ``STORAGE_FULL`` and says so, and marks the database as unable to write until
+a write succeeds again (health reports NOT_SERVING meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +46,33 @@ READ_ONLY = "rf_read_only"
 APPENDED_EVENTS = "rf_appended_events"
 
 
+@dataclass(frozen=True)
+class PgBounds:
+    """Seconds each PostgreSQL session may wait for a lock, run one statement, and sit
+    idle inside a transaction (0 disables one, as in PostgreSQL)."""
+
+    lock_timeout: float = 5
+    statement_timeout: float = 30
+    idle_in_transaction_timeout: float = 10
+
+    def server_settings(self) -> dict[str, str]:
+        return {
+            "lock_timeout": _ms(self.lock_timeout),
+            "statement_timeout": _ms(self.statement_timeout),
+            "idle_in_transaction_session_timeout": _ms(self.idle_in_transaction_timeout),
+        }
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
+
+
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, pg_bounds: PgBounds | None = None) -> None:
         self.url = make_url(url)
+        self.pg_bounds = pg_bounds or PgBounds()
+        # Set when a write failed for lack of space, cleared by the next write that commits.
+        self.storage_full = False
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
@@ -46,7 +82,11 @@ class Database:
             self._reader = self.engine.execution_options(**{READ_ONLY: True})
         else:
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args={"server_settings": self.pg_bounds.server_settings()},
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -59,13 +99,19 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction; commits on success, rolls back on error."""
-        with _connection_loss_is_unavailable():
-            async with (
-                self._write_lock or nullcontext(),
-                AsyncSession(self.engine, expire_on_commit=False) as session,
-                session.begin(),
-            ):
-                yield session
+        try:
+            with self._failures_explained():
+                async with (
+                    self._write_lock or nullcontext(),
+                    AsyncSession(self.engine, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    yield session
+        except Unavailable as e:
+            if e.reason == STORAGE_FULL:
+                self.storage_full = True
+            raise
+        self.storage_full = False
         appended: list[Event] = session.info.get(APPENDED_EVENTS, [])
         if appended:
             for listener in self._commit_listeners:
@@ -74,7 +120,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """One read transaction over a single consistent snapshot."""
-        with _connection_loss_is_unavailable():
+        with self._failures_explained():
             async with (
                 AsyncSession(self._reader, expire_on_commit=False) as session,
                 session.begin(),
@@ -83,6 +129,85 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    @contextmanager
+    def _failures_explained(self) -> Iterator[None]:
+        """Database failures the caller can act on become UNAVAILABLE with what happened.
+
+        Nothing was committed in these cases (or the commit's outcome is unknown and the
+        client retries idempotently), so "try again" is the honest answer; the message
+        and the ``reason`` say why.
+        """
+        try:
+            yield
+        except DBAPIError as e:
+            explained = self._explain(e)
+            if explained is not None:
+                raise explained from e
+            if e.connection_invalidated:
+                raise Unavailable("the database connection was lost; retry shortly") from e
+            if isinstance(e, _CONNECTION_ERRORS):
+                raise Unavailable("the database is unavailable; retry shortly") from e
+            raise
+        except _CONNECTION_ERRORS as e:
+            raise Unavailable("the database is unavailable; retry shortly") from e
+
+    def _explain(self, e: DBAPIError) -> Unavailable | None:
+        if _is_storage_full(e.orig):
+            return Unavailable(
+                "the database's storage is full: changes cannot be saved until space is "
+                "freed; reads still work",
+                reason=STORAGE_FULL,
+            )
+        state = _sqlstate(e.orig)
+        if state == LOCK_NOT_AVAILABLE:
+            return Unavailable(
+                f"the account is busy: a lock was not granted within "
+                f"{self.pg_bounds.lock_timeout:g}s (another writer holds it); retry shortly",
+                reason=LOCK_TIMEOUT,
+            )
+        if state == QUERY_CANCELED:
+            return Unavailable(
+                f"the database did not answer within {self.pg_bounds.statement_timeout:g}s; "
+                "retry shortly",
+                reason=STATEMENT_TIMEOUT,
+            )
+        if state and state.startswith(INSUFFICIENT_RESOURCES_CLASS):
+            return Unavailable(
+                f"the database is short of resources (SQLSTATE {state}); retry shortly"
+            )
+        return None
+
+
+# ErrorInfo reasons of the UNAVAILABLE answers above, for clients to branch on.
+STORAGE_FULL = "STORAGE_FULL"
+LOCK_TIMEOUT = "LOCK_TIMEOUT"
+STATEMENT_TIMEOUT = "STATEMENT_TIMEOUT"
+# PostgreSQL SQLSTATEs: class 53 is "insufficient resources", 53100 is disk_full.
+DISK_FULL = "53100"
+INSUFFICIENT_RESOURCES_CLASS = "53"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of an asyncpg error, whether SQLAlchemy wrapped it or not."""
+    while error is not None:
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        error = error.__cause__
+    return None
+
+
+def _is_storage_full(error: BaseException | None) -> bool:
+    if _sqlstate(error) == DISK_FULL:
+        return True
+    while error is not None:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        error = error.__cause__
+    return False
 
 
 # asyncpg's own errors appear unwrapped while connecting to a database that refuses
@@ -98,23 +223,6 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
 )
-
-
-@contextmanager
-def _connection_loss_is_unavailable() -> Iterator[None]:
-    """A lost or refused database connection is "try again" for the caller, not a bug.
-
-    Nothing was committed in that case (or the commit's outcome is unknown and the client
-    retries idempotently), so UNAVAILABLE is the honest answer.
-    """
-    try:
-        yield
-    except _CONNECTION_ERRORS as e:
-        raise Unavailable("the database is unavailable; retry shortly") from e
-    except DBAPIError as e:
-        if e.connection_invalidated:
-            raise Unavailable("the database connection was lost; retry shortly") from e
-        raise
 
 
 def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
