@@ -25,19 +25,24 @@ a write succeeds again (health reports NOT_SERVING meanwhile).
 from __future__ import annotations
 
 import asyncio
+import base64
+import errno
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from server.db.schema import EVENTS
 from server.domain.types import Event
 from server.errors import Unavailable
 
@@ -68,7 +73,14 @@ def _ms(seconds: float) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, pg_bounds: PgBounds | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pg_bounds: PgBounds | None = None,
+        sqlite_busy_timeout: float = 30,
+    ) -> None:
         self.url = make_url(url)
         self.pg_bounds = pg_bounds or PgBounds()
         # Set when a write failed for lack of space, cleared by the next write that commits.
@@ -77,8 +89,10 @@ class Database:
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
-            _take_over_sqlite_transactions(self.engine)
+            self.engine = create_async_engine(
+                self.url, connect_args={"timeout": sqlite_busy_timeout}
+            )
+            _take_over_sqlite_transactions(self.engine, sqlite_busy_timeout)
             self._reader = self.engine.execution_options(**{READ_ONLY: True})
         else:
             self.engine = create_async_engine(
@@ -130,6 +144,49 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    async def check_storage(self) -> None:
+        """After a write failed for lack of space: can a write that needs fresh space
+        succeed now? Raises UNAVAILABLE (reason STORAGE_FULL) while it cannot.
+
+        PostgreSQL: an incompressible row the size of a large handoff, rolled back, makes
+        the table grow as a real write would and leaves nothing behind. SQLite writes
+        pages only at commit, so there the probe is the same amount of data written and
+        synced to a file beside the database, on the same file system.
+        """
+        try:
+            if self.is_sqlite:
+                if self.url.database and self.url.database != ":memory:":
+                    await asyncio.to_thread(_probe_file, Path(self.url.database + ".probe"))
+            else:
+                await self._probe_table()
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.storage_full = True
+            raise _storage_full() from e
+        except Unavailable as e:
+            if e.reason == STORAGE_FULL:
+                self.storage_full = True
+            raise
+        self.storage_full = False
+
+    async def _probe_table(self) -> None:
+        probe = {
+            "account_id": "",
+            "sequence": -1,
+            "type": "STORAGE_PROBE",
+            "handoff_id": "",
+            "occurred_at": datetime.now(UTC),
+            "payload": {"probe": base64.b64encode(os.urandom(STORAGE_PROBE_BYTES)).decode()},
+        }
+        with self._failures_explained():
+            async with self.engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    await conn.execute(insert(EVENTS), probe)
+                finally:
+                    await transaction.rollback()
+
     @contextmanager
     def _failures_explained(self) -> Iterator[None]:
         """Database failures the caller can act on become UNAVAILABLE with what happened.
@@ -154,11 +211,7 @@ class Database:
 
     def _explain(self, e: DBAPIError) -> Unavailable | None:
         if _is_storage_full(e.orig):
-            return Unavailable(
-                "the database's storage is full: changes cannot be saved until space is "
-                "freed; reads still work",
-                reason=STORAGE_FULL,
-            )
+            return _storage_full()
         state = _sqlstate(e.orig)
         if state == LOCK_NOT_AVAILABLE:
             return Unavailable(
@@ -181,6 +234,8 @@ class Database:
 
 # ErrorInfo reasons of the UNAVAILABLE answers above, for clients to branch on.
 STORAGE_FULL = "STORAGE_FULL"
+# The size of the storage probe: about the largest handoff and its event.
+STORAGE_PROBE_BYTES = 64 * 1024
 LOCK_TIMEOUT = "LOCK_TIMEOUT"
 STATEMENT_TIMEOUT = "STATEMENT_TIMEOUT"
 # PostgreSQL SQLSTATEs: class 53 is "insufficient resources", 53100 is disk_full.
@@ -188,6 +243,24 @@ DISK_FULL = "53100"
 INSUFFICIENT_RESOURCES_CLASS = "53"
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
+
+
+def _storage_full() -> Unavailable:
+    return Unavailable(
+        "the database's storage is full: changes cannot be saved until space is freed; "
+        "reads still work",
+        reason=STORAGE_FULL,
+    )
+
+
+def _probe_file(path: Path) -> None:
+    try:
+        with path.open("wb") as f:
+            f.write(os.urandom(STORAGE_PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _sqlstate(error: BaseException | None) -> str | None:
@@ -225,14 +298,16 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
+def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Another process holding the write lock (SQLite has no row locks) makes writers
+        # wait this long, then answer UNAVAILABLE.
+        cursor.execute(f"PRAGMA busy_timeout={_ms(busy_timeout)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
