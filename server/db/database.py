@@ -19,30 +19,28 @@ sat idle in its transaction for the idle bound.
 Failures are told apart for the caller: a lost connection or a lock wait past its bound is
 UNAVAILABLE (nothing was committed; retrying is right), and a full disk is UNAVAILABLE
 with reason ``STORAGE_FULL`` and says so, and marks the database as unable to write until
-a write succeeds again (health reports NOT_SERVING meanwhile).
+a probing write of normal size passes (health reports NOT_SERVING meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import os
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, insert
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from server.db.schema import EVENTS
 from server.domain.types import Event
 from server.errors import Unavailable
 
@@ -83,7 +81,7 @@ class Database:
     ) -> None:
         self.url = make_url(url)
         self.pg_bounds = pg_bounds or PgBounds()
-        # Set when a write failed for lack of space, cleared by the next write that commits.
+        # Set when a write failed for lack of space; cleared when check_storage passes.
         self.storage_full = False
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -125,7 +123,6 @@ class Database:
             if e.reason == STORAGE_FULL:
                 self.storage_full = True
             raise
-        self.storage_full = False
         appended: list[Event] = session.info.get(APPENDED_EVENTS, [])
         if appended:
             for listener in self._commit_listeners:
@@ -148,10 +145,13 @@ class Database:
         """After a write failed for lack of space: can a write that needs fresh space
         succeed now? Raises UNAVAILABLE (reason STORAGE_FULL) while it cannot.
 
-        PostgreSQL: an incompressible row the size of a large handoff, rolled back, makes
-        the table grow as a real write would and leaves nothing behind. SQLite writes
-        pages only at commit, so there the probe is the same amount of data written and
-        synced to a file beside the database, on the same file system.
+        PostgreSQL: a new table with an incompressible row the size of a large handoff,
+        rolled back, needs fresh space as a real write would and leaves nothing behind.
+        SQLite writes pages only at commit, so there the probe is the same amount of data
+        written and synced to a file beside the database, on the same file system.
+
+        Only a passing probe clears the condition: a small write may still fit in space
+        the files already have while a normal one does not.
         """
         try:
             if self.is_sqlite:
@@ -171,19 +171,18 @@ class Database:
         self.storage_full = False
 
     async def _probe_table(self) -> None:
-        probe = {
-            "account_id": "",
-            "sequence": -1,
-            "type": "STORAGE_PROBE",
-            "handoff_id": "",
-            "occurred_at": datetime.now(UTC),
-            "payload": {"probe": base64.b64encode(os.urandom(STORAGE_PROBE_BYTES)).decode()},
-        }
+        # A table of its own: an insert into an existing one may fit in free space its
+        # files already have, which says nothing about whether the next write fits.
+        name = f"rf_storage_probe_{uuid.uuid4().hex[:12]}"
         with self._failures_explained():
             async with self.engine.connect() as conn:
                 transaction = await conn.begin()
                 try:
-                    await conn.execute(insert(EVENTS), probe)
+                    await conn.execute(text(f"CREATE TABLE {name} (b bytea)"))
+                    await conn.execute(
+                        text(f"INSERT INTO {name} VALUES (:b)"),
+                        {"b": os.urandom(STORAGE_PROBE_BYTES)},
+                    )
                 finally:
                     await transaction.rollback()
 
