@@ -47,13 +47,19 @@ async def test_processes_migrating_one_fresh_sqlite_file_at_once_all_succeed(
     dirs = [tmp_path / f"p{i}" for i in range(4)]
     for d in dirs:
         d.mkdir()
+    # Two servers (which migrate on start) and four `db upgrade`s, all at once.
+    servers = [ServerProcess(url, tmp_path) for _ in range(2)]
     procs = [await start_cli(d, "db", "upgrade", "--database-url", url) for d in dirs]
     try:
+        started = asyncio.gather(*(s.start(timeout=90) for s in servers))
         codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 90)
+        await started
     finally:
         for p in procs:
             if p.returncode is None:
                 p.kill()
                 await p.wait()
+        for server in servers:
+            await server.stop()
     logs = "\n".join((d / "cli.log").read_text() for d in dirs)
     assert codes == [0] * len(procs), logs
