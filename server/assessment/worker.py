@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from server import telemetry
 from server.assessment.providers import AssessmentFailed, Provider
@@ -29,6 +30,7 @@ from server.domain.types import Assessment, AssessmentStatus, Handoff
 from server.models import handoffs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The first pause before saving an outcome again; it doubles up to the retry interval.
 FIRST_SAVE_RETRY_SECONDS = 0.2
@@ -56,7 +58,8 @@ class AssessmentWorker:
         self.retry_every = retry_every
         self.queue: asyncio.Queue[Handoff] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
-        self._saving: set[asyncio.Future[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._saving: set[asyncio.Future[Any]] = set()
         # Claims this process holds (queued or running): handoff id -> lease end.
         self._held: dict[str, datetime] = {}
         self.owner = ""
@@ -82,11 +85,14 @@ class AssessmentWorker:
             asyncio.create_task(self._work(), name=f"assessment-{i}")
             for i in range(self.concurrency)
         ]
-        self.tasks.append(asyncio.create_task(self._sweep(), name="assessment-sweep"))
+        self._sweeper = asyncio.create_task(self._sweep(), name="assessment-sweep")
 
     async def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        # The sweep finishes the claim it is in (never cut half-way) and ends by itself.
+        if self._sweeper is not None:
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -165,8 +171,12 @@ class AssessmentWorker:
         if held_until - now > timedelta(seconds=self.timeout + 5):
             return True
         lease_until = now + timedelta(seconds=self.lease)
-        async with self.db.write() as s:
-            renewed = await handoffs.renew_assessment_lease(s, handoff_id, held_until, lease_until)
+
+        async def renew() -> bool:
+            async with self.db.write() as s:
+                return await handoffs.renew_assessment_lease(s, handoff_id, held_until, lease_until)
+
+        renewed = await self._uncut(renew())
         if renewed:
             self._held[handoff_id] = lease_until
         return renewed
@@ -200,12 +210,16 @@ class AssessmentWorker:
             )
         telemetry.ASSESSMENT_SECONDS.observe(time.monotonic() - started)
         telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
-        # Shielded, and awaited by stop(): stopping must not cut a write transaction
-        # half-way (on SQLite that can leave the write lock with an unclosed connection).
-        save = asyncio.ensure_future(self._save_with_retries(handoff_id, result))
-        self._saving.add(save)
-        save.add_done_callback(self._saving.discard)
-        await asyncio.shield(save)
+        await self._uncut(self._save_with_retries(handoff_id, result))
+
+    async def _uncut(self, write: Coroutine[Any, Any, T]) -> T:
+        """Run a write shielded, and awaited by stop(): stopping must not cut a write
+        transaction half-way (on SQLite that can leave the write lock with an unclosed
+        connection)."""
+        future = asyncio.ensure_future(write)
+        self._saving.add(future)
+        future.add_done_callback(self._saving.discard)
+        return await asyncio.shield(future)
 
     async def _save_with_retries(self, handoff_id: str, result: Assessment) -> None:
         """Save the outcome, retrying with bounded backoff while our claim lasts."""
