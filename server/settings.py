@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.db.database import PgBounds
+from server.db.bounds import PgBounds
 from server.domain.types import Priority
 
 JWT_SECRET_FILE = "jwt-secret"

@@ -31,7 +31,6 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,33 +40,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from server.db.bounds import PgBounds, ms
 from server.domain.types import Event
 from server.errors import Unavailable
 
 READ_ONLY = "rf_read_only"
 # Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
-
-
-@dataclass(frozen=True)
-class PgBounds:
-    """Seconds each PostgreSQL session may wait for a lock, run one statement, and sit
-    idle inside a transaction (0 disables one, as in PostgreSQL)."""
-
-    lock_timeout: float = 5
-    statement_timeout: float = 30
-    idle_in_transaction_timeout: float = 10
-
-    def server_settings(self) -> dict[str, str]:
-        return {
-            "lock_timeout": _ms(self.lock_timeout),
-            "statement_timeout": _ms(self.statement_timeout),
-            "idle_in_transaction_session_timeout": _ms(self.idle_in_transaction_timeout),
-        }
-
-
-def _ms(seconds: float) -> str:
-    return str(round(seconds * 1000))
 
 
 class Database:
@@ -306,7 +285,7 @@ def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> 
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Another process holding the write lock (SQLite has no row locks) makes writers
         # wait this long, then answer UNAVAILABLE.
-        cursor.execute(f"PRAGMA busy_timeout={_ms(busy_timeout)}")
+        cursor.execute(f"PRAGMA busy_timeout={ms(busy_timeout)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
