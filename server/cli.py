@@ -14,6 +14,7 @@ from server import logs, tracing
 from server.auth import TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
+from server.errors import StartupError
 from server.runtime import ServerRuntime
 from server.settings import Settings
 
@@ -284,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracing.configure(settings.otel_endpoint, f"resolutionflow-{args.command}")
     try:
         return int(args.func(args))
+    except StartupError as e:
+        print(f"resolutionflow: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -38,6 +38,8 @@ class Core:
         self.db = db
         self.settings = settings
         self.clock = clock
+        # Who holds the assessments of new handoffs ("host:port"), set once bound.
+        self.assessment_owner = ""
         # Called after a new handoff is committed (the assessment worker listens here).
         self.created_listeners: list[Callable[[Handoff], None]] = []
         self.create_limit = RateLimiter(
@@ -48,7 +50,13 @@ class Core:
         self.create_limit.take(caller.account_id, caller.user_id)
         async with self.db.write() as s:
             handoff, created = await handoffs.create(
-                s, caller, new, self.clock(), self.settings.sla_target_seconds(new.priority)
+                s,
+                caller,
+                new,
+                self.clock(),
+                self.settings.sla_target_seconds(new.priority),
+                self.settings.assessment_lease_seconds(),
+                self.assessment_owner,
             )
         if created:
             for listener in self.created_listeners:

@@ -78,3 +78,10 @@ class ResourceExhausted(DomainError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StartupError(Exception):
+    """A server cannot start (e.g. its port is taken); the message is one line for operators.
+
+    Not a DomainError: no caller sees it, the command line prints it and exits non-zero.
+    """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from wsgiref.simple_server import WSGIServer
@@ -21,6 +22,7 @@ from server.auth import TokenCodec
 from server.core import Core
 from server.db.database import Database
 from server.db.migrate import upgrade
+from server.errors import StartupError, Unavailable
 from server.models import events, sla
 from server.settings import Settings
 from server.streaming.hub import Hub
@@ -33,7 +35,11 @@ log = logging.getLogger(__name__)
 class ServerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url)
+        self.db = Database(
+            settings.database_url,
+            pg_bounds=settings.pg_bounds(),
+            sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
+        )
         self.core = Core(self.db, settings)
         self.codec = TokenCodec(settings.resolved_jwt_secret())
         encoder = ProtoEncoder()
@@ -56,6 +62,8 @@ class ServerRuntime:
             self.core.clock,
             concurrency=settings.assessment_concurrency,
             timeout=settings.assessment_timeout_seconds,
+            lease=settings.assessment_lease_seconds(),
+            retry_every=settings.assessment_retry_seconds,
         )
         self.core.created_listeners.append(self.assessments.submit)
         self.listener: PgListener | None = None
@@ -78,9 +86,15 @@ class ServerRuntime:
         """Migrate, bind and serve; returns the bound port (useful with port 0)."""
         await upgrade(self.settings.database_url)
         addr = grpc_addr or self.settings.grpc_addr
-        self.port = self.grpc.add_insecure_port(addr)
+        try:
+            self.port = self.grpc.add_insecure_port(addr)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {addr}")
+            raise StartupError(
+                f"cannot listen on {addr}: the address is in use or not available "
+                "(is another server running on this port?)"
+            )
         s = self.settings
         done = self._jobs_stop
         self._periodic = [
@@ -93,7 +107,8 @@ class ServerRuntime:
         self._tasks = list(self._periodic)
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
-        await self.assessments.start()
+        self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
+        await self.assessments.start(self.core.assessment_owner)
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
             self._metrics_http, _ = start_http_server(int(port), host)
@@ -131,12 +146,22 @@ class ServerRuntime:
         await self.grpc.wait_for_termination()
 
     async def check_database(self) -> None:
-        """Health follows the database: no database, no service (load balancers move on)."""
+        """Health follows the database: no database, no service (load balancers move on).
+
+        A database that answers but cannot store anything (its disk is full) is no service
+        either: after a write failed for lack of space, each check probes whether a write
+        would succeed now, and health stays NOT_SERVING until one does.
+        """
         try:
             async with asyncio.timeout(self.settings.health_check_seconds * 2):
                 async with self.db.read() as s:
                     await s.execute(text("SELECT 1"))
+                if self.db.storage_full:
+                    await self.db.check_storage()
             status = SERVING
+        except Unavailable as e:
+            log.warning("database cannot serve: %s", e.message)
+            status = NOT_SERVING
         except Exception as e:
             log.warning("database unreachable: %s", e)
             status = NOT_SERVING

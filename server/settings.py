@@ -14,9 +14,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.db.bounds import PgBounds
 from server.domain.types import Priority
 
 JWT_SECRET_FILE = "jwt-secret"
+# Beyond the assessment's own bound, what its owner has to save the outcome (retrying).
+ASSESSMENT_SAVE_ALLOWANCE_SECONDS = 30.0
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,9 @@ class Settings(BaseSettings):
     assessment_concurrency: int = Field(default=4, ge=1)
     # Upper bound for one assessment, retries included; past it the assessment FAILS.
     assessment_timeout_seconds: float = Field(default=60, gt=0)
+    # How often each replica looks for pending assessments nobody holds (a replica died,
+    # or could not save), and the longest pause between attempts to save an outcome.
+    assessment_retry_seconds: float = Field(default=5, gt=0)
 
     # Pickup targets per priority, in seconds (docs/design.md, invariant 12).
     sla_urgent_seconds: float = Field(default=300, gt=0)
@@ -69,10 +75,31 @@ class Settings(BaseSettings):
     # Events older than this are pruned; a cursor older than that gets a RESET.
     event_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     prune_interval_seconds: float = Field(default=300, gt=0)
+    # PostgreSQL bounds per session (0 turns one off): how long a write waits for a row
+    # lock (e.g. the account's counter row held by a frozen replica) before answering
+    # UNAVAILABLE, how long one statement may run, and how long a session may sit idle
+    # inside a transaction before PostgreSQL ends it and releases its locks.
+    pg_lock_timeout_seconds: float = Field(default=5, ge=0)
+    pg_statement_timeout_seconds: float = Field(default=30, ge=0)
+    pg_idle_in_transaction_timeout_seconds: float = Field(default=10, ge=0)
+    # SQLite: how long a write waits for another process's write lock on the file.
+    sqlite_busy_timeout_seconds: float = Field(default=30, ge=0)
     # A request larger than this is refused by the transport before it reaches a handler.
     max_request_bytes: int = Field(default=1024 * 1024, gt=1024)
     # Seconds a server waits for in-flight calls on shutdown.
     shutdown_grace_seconds: float = Field(default=5, ge=0)
+
+    def pg_bounds(self) -> PgBounds:
+        return PgBounds(
+            lock_timeout=self.pg_lock_timeout_seconds,
+            statement_timeout=self.pg_statement_timeout_seconds,
+            idle_in_transaction_timeout=self.pg_idle_in_transaction_timeout_seconds,
+        )
+
+    def assessment_lease_seconds(self) -> float:
+        """How long a replica holds a pending assessment: one assessment with all its
+        retries, plus time to save it; after that another replica may take it over."""
+        return self.assessment_timeout_seconds + ASSESSMENT_SAVE_ALLOWANCE_SECONDS
 
     def sla_target_seconds(self, priority: Priority) -> float:
         return {

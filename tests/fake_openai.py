@@ -27,6 +27,8 @@ class Reply:
     status: int = 200
     body: Any = None
     delay: float = 0.0
+    # Answer only once the test sets this (e.g. after it arranged a failure to come).
+    gate: asyncio.Event | None = None
 
 
 @dataclass
@@ -45,6 +47,8 @@ class FakeOpenAI:
         reply = self.script[min(len(self.requests), len(self.script)) - 1]
         if reply.delay:
             await asyncio.sleep(reply.delay)  # the provider being slow is the point here
+        if reply.gate is not None:
+            await reply.gate.wait()
         self.answered.set()
         if isinstance(reply.body, str):
             return Response(reply.body, status_code=reply.status, media_type="application/json")

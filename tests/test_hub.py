@@ -44,7 +44,7 @@ async def create(db: Database, caller: Caller, n: int) -> list[Event]:
             notes="",
         )
         async with db.write() as s:
-            await handoffs.create(s, caller, new, datetime.now(UTC), 3600)
+            await handoffs.create(s, caller, new, datetime.now(UTC), 3600, 90)
             committed.extend(s.info[APPENDED_EVENTS])
     return committed
 

@@ -54,12 +54,21 @@ def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name
 
 
 def create_grpc_server(
-    core: Core, streams: Streams, codec: TokenCodec, *, max_request_bytes: int
+    core: Core,
+    streams: Streams,
+    codec: TokenCodec,
+    *,
+    max_request_bytes: int,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, Any]:
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(codec)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind
+            # silently and take half the connections (and, on another database, split the
+            # data). Only several workers of one server may share a port, and they ask.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             # Streams are long-lived: let clients keep them alive through idle proxies.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

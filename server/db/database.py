@@ -9,23 +9,38 @@ spinning in SQLite's busy handler. WAL lets readers run beside the writer.
 
 PostgreSQL: writes run at READ COMMITTED (conditional updates and the per-account counter
 row make them safe); snapshot reads run at REPEATABLE READ so the queue and its cursor
-come from the same snapshot.
+come from the same snapshot. Every session bounds its waits (``lock_timeout``,
+``statement_timeout``, ``idle_in_transaction_session_timeout``): a replica that freezes
+or loses its network while holding an account's counter row would otherwise stall every
+writer of that account until TCP gives up; with the bounds the others wait at most the
+lock timeout per call, and PostgreSQL ends the frozen session (releasing its locks) once it
+sat idle in its transaction for the idle bound.
+
+Failures are told apart for the caller: a lost connection or a lock wait past its bound is
+UNAVAILABLE (nothing was committed; retrying is right), and a full disk is UNAVAILABLE
+with reason ``STORAGE_FULL`` and says so, and marks the database as unable to write until
+a probing write of normal size passes (health reports NOT_SERVING meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from server.db.bounds import PgBounds, ms
 from server.domain.types import Event
 from server.errors import Unavailable
 
@@ -35,18 +50,34 @@ APPENDED_EVENTS = "rf_appended_events"
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pg_bounds: PgBounds | None = None,
+        sqlite_busy_timeout: float = 30,
+    ) -> None:
         self.url = make_url(url)
+        self.pg_bounds = pg_bounds or PgBounds()
+        # Set when a write failed for lack of space; cleared when check_storage passes.
+        self.storage_full = False
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
-            _take_over_sqlite_transactions(self.engine)
+            self.engine = create_async_engine(
+                self.url, connect_args={"timeout": sqlite_busy_timeout}
+            )
+            _take_over_sqlite_transactions(self.engine, sqlite_busy_timeout)
             self._reader = self.engine.execution_options(**{READ_ONLY: True})
         else:
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args={"server_settings": self.pg_bounds.server_settings()},
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -59,13 +90,18 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction; commits on success, rolls back on error."""
-        with _connection_loss_is_unavailable():
-            async with (
-                self._write_lock or nullcontext(),
-                AsyncSession(self.engine, expire_on_commit=False) as session,
-                session.begin(),
-            ):
-                yield session
+        try:
+            with self._failures_explained():
+                async with (
+                    self._write_lock or nullcontext(),
+                    AsyncSession(self.engine, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    yield session
+        except Unavailable as e:
+            if e.reason == STORAGE_FULL:
+                self.storage_full = True
+            raise
         appended: list[Event] = session.info.get(APPENDED_EVENTS, [])
         if appended:
             for listener in self._commit_listeners:
@@ -74,7 +110,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """One read transaction over a single consistent snapshot."""
-        with _connection_loss_is_unavailable():
+        with self._failures_explained():
             async with (
                 AsyncSession(self._reader, expire_on_commit=False) as session,
                 session.begin(),
@@ -83,6 +119,146 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def check_storage(self) -> None:
+        """After a write failed for lack of space: can a write that needs fresh space
+        succeed now? Raises UNAVAILABLE (reason STORAGE_FULL) while it cannot.
+
+        PostgreSQL: a new table with an incompressible row the size of a large handoff,
+        rolled back, needs fresh space as a real write would and leaves nothing behind.
+        SQLite writes pages only at commit, so there the probe is the same amount of data
+        written and synced to a file beside the database, on the same file system.
+
+        Only a passing probe clears the condition: a small write may still fit in space
+        the files already have while a normal one does not.
+        """
+        try:
+            if self.is_sqlite:
+                if self.url.database and self.url.database != ":memory:":
+                    await asyncio.to_thread(_probe_file, Path(self.url.database + ".probe"))
+            else:
+                await self._probe_table()
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.storage_full = True
+            raise _storage_full() from e
+        except Unavailable as e:
+            if e.reason == STORAGE_FULL:
+                self.storage_full = True
+            raise
+        self.storage_full = False
+
+    async def _probe_table(self) -> None:
+        # A table of its own: an insert into an existing one may fit in free space its
+        # files already have, which says nothing about whether the next write fits.
+        name = f"rf_storage_probe_{uuid.uuid4().hex[:12]}"
+        with self._failures_explained():
+            async with self.engine.connect() as conn:
+                transaction = await conn.begin()
+                try:
+                    await conn.execute(text(f"CREATE TABLE {name} (b bytea)"))
+                    await conn.execute(
+                        text(f"INSERT INTO {name} VALUES (:b)"),
+                        {"b": os.urandom(STORAGE_PROBE_BYTES)},
+                    )
+                finally:
+                    await transaction.rollback()
+
+    @contextmanager
+    def _failures_explained(self) -> Iterator[None]:
+        """Database failures the caller can act on become UNAVAILABLE with what happened.
+
+        Nothing was committed in these cases (or the commit's outcome is unknown and the
+        client retries idempotently), so "try again" is the honest answer; the message
+        and the ``reason`` say why.
+        """
+        try:
+            yield
+        except DBAPIError as e:
+            explained = self._explain(e)
+            if explained is not None:
+                raise explained from e
+            if e.connection_invalidated:
+                raise Unavailable("the database connection was lost; retry shortly") from e
+            if isinstance(e, _CONNECTION_ERRORS):
+                raise Unavailable("the database is unavailable; retry shortly") from e
+            raise
+        except _CONNECTION_ERRORS as e:
+            raise Unavailable("the database is unavailable; retry shortly") from e
+
+    def _explain(self, e: DBAPIError) -> Unavailable | None:
+        if _is_storage_full(e.orig):
+            return _storage_full()
+        state = _sqlstate(e.orig)
+        if state == LOCK_NOT_AVAILABLE:
+            return Unavailable(
+                f"the account is busy: a lock was not granted within "
+                f"{self.pg_bounds.lock_timeout:g}s (another writer holds it); retry shortly",
+                reason=LOCK_TIMEOUT,
+            )
+        if state == QUERY_CANCELED:
+            return Unavailable(
+                f"the database did not answer within {self.pg_bounds.statement_timeout:g}s; "
+                "retry shortly",
+                reason=STATEMENT_TIMEOUT,
+            )
+        if state and state.startswith(INSUFFICIENT_RESOURCES_CLASS):
+            return Unavailable(
+                f"the database is short of resources (SQLSTATE {state}); retry shortly"
+            )
+        return None
+
+
+# ErrorInfo reasons of the UNAVAILABLE answers above, for clients to branch on.
+STORAGE_FULL = "STORAGE_FULL"
+# The size of the storage probe: about the largest handoff and its event.
+STORAGE_PROBE_BYTES = 64 * 1024
+LOCK_TIMEOUT = "LOCK_TIMEOUT"
+STATEMENT_TIMEOUT = "STATEMENT_TIMEOUT"
+# PostgreSQL SQLSTATEs: class 53 is "insufficient resources", 53100 is disk_full.
+DISK_FULL = "53100"
+INSUFFICIENT_RESOURCES_CLASS = "53"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+
+
+def _storage_full() -> Unavailable:
+    return Unavailable(
+        "the database's storage is full: changes cannot be saved until space is freed; "
+        "reads still work",
+        reason=STORAGE_FULL,
+    )
+
+
+def _probe_file(path: Path) -> None:
+    try:
+        with path.open("wb") as f:
+            f.write(os.urandom(STORAGE_PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of an asyncpg error, whether SQLAlchemy wrapped it or not."""
+    while error is not None:
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        error = error.__cause__
+    return None
+
+
+def _is_storage_full(error: BaseException | None) -> bool:
+    if _sqlstate(error) == DISK_FULL:
+        return True
+    while error is not None:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        error = error.__cause__
+    return False
 
 
 # asyncpg's own errors appear unwrapped while connecting to a database that refuses
@@ -100,31 +276,16 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-@contextmanager
-def _connection_loss_is_unavailable() -> Iterator[None]:
-    """A lost or refused database connection is "try again" for the caller, not a bug.
-
-    Nothing was committed in that case (or the commit's outcome is unknown and the client
-    retries idempotently), so UNAVAILABLE is the honest answer.
-    """
-    try:
-        yield
-    except _CONNECTION_ERRORS as e:
-        raise Unavailable("the database is unavailable; retry shortly") from e
-    except DBAPIError as e:
-        if e.connection_invalidated:
-            raise Unavailable("the database connection was lost; retry shortly") from e
-        raise
-
-
-def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:
+def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Another process holding the write lock (SQLite has no row locks) makes writers
+        # wait this long, then answer UNAVAILABLE.
+        cursor.execute(f"PRAGMA busy_timeout={ms(busy_timeout)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -89,6 +89,13 @@ class HandoffRecord(Base):
     assessment_provider: Mapped[str] = mapped_column(String(128), default="")
     assessment_failure_reason: Mapped[str] = mapped_column(Text, default="")
     assessment_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The claim on a PENDING assessment: the replica that set it runs the assessment until
+    # then; past it, any replica may claim it again (the owner died or could not save).
+    assessment_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which server holds it ("host:port"): a server restarted on the same address takes
+    # its own claims back at once instead of waiting for them to run out.
+    assessment_claimed_by: Mapped[str | None] = mapped_column(String(256))
+    assessment_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

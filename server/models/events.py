@@ -14,6 +14,7 @@ from server.db.schema import EVENTS, AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
 
 NOTIFY_CHANNEL = "resolutionflow_events"
+ANNOUNCED_ACCOUNTS = "rf_announced_accounts"
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -82,15 +83,28 @@ async def append(
         handoff=handoff,
     )
     appended: list[Event] = session.info.setdefault(APPENDED_EVENTS, [])
-    first_for_account = all(e.account_id != handoff.account_id for e in appended)
-    if first_for_account and _dialect(session) == "postgresql":
-        # Delivered to every LISTENing replica when (and only if) this transaction commits.
-        await session.execute(
-            text("SELECT pg_notify(:channel, :account)"),
-            {"channel": NOTIFY_CHANNEL, "account": handoff.account_id},
-        )
     appended.append(event)
     return event
+
+
+async def announce(session: AsyncSession, account_id: str) -> None:
+    """Wake every LISTENing replica for ``account_id`` when (and only if) this transaction
+    commits; once per account and transaction.
+
+    Called before the account's counter row is taken: the notification is delivered at
+    commit wherever it was queued, so queueing it first keeps one round trip out of the
+    time the row is held.
+    """
+    if _dialect(session) != "postgresql":
+        return
+    announced: set[str] = session.info.setdefault(ANNOUNCED_ACCOUNTS, set())
+    if account_id in announced:
+        return
+    announced.add(account_id)
+    await session.execute(
+        text("SELECT pg_notify(:channel, :account)"),
+        {"channel": NOTIFY_CHANNEL, "account": account_id},
+    )
 
 
 async def head(session: AsyncSession, account_id: str) -> int:

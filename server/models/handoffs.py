@@ -81,12 +81,16 @@ async def create(
     new: NewHandoff,
     now: datetime,
     sla_target_seconds: float,
+    assessment_lease_seconds: float,
+    assessment_owner: str = "",
 ) -> tuple[Handoff, bool]:
     """Create the handoff and its CREATED event.
 
     A repeated request_id with the same body returns the first handoff; with another body
     it is refused (ALREADY_EXISTS naming request_id). Without a request_id every call
-    creates. Returns the handoff and whether this call created it.
+    creates. The creating replica holds the claim on the new assessment from the start (no
+    write of its own needed), so no other replica runs it unless this one dies or fails to
+    save. Returns the handoff and whether this call created it.
     """
     escalation = new.intent is Intent.ESCALATE
     handoff_id = str(uuid.uuid4())
@@ -116,6 +120,9 @@ async def create(
         "assessment_provider": "",
         "assessment_failure_reason": "",
         "assessment_completed_at": None,
+        "assessment_lease_until": now + timedelta(seconds=assessment_lease_seconds),
+        "assessment_attempts": 1,
+        "assessment_claimed_by": assessment_owner or None,
         "sla_due_at": now + timedelta(seconds=sla_target_seconds) if escalation else None,
         "sla_breached_at": None,
         "created_at": now,
@@ -307,13 +314,94 @@ async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
     return QueueSnapshot(sequence=sequence, handoffs=rows)
 
 
-async def pending_assessments(session: AsyncSession) -> list[Handoff]:
-    return await _all(
-        session,
-        select(HANDOFFS)
-        .where(HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value)
-        .order_by(HANDOFFS.c.created_at),
+def _claimable(now: datetime, own_claims_of: str | None) -> Any:
+    free = or_(
+        HANDOFFS.c.assessment_lease_until.is_(None),
+        HANDOFFS.c.assessment_lease_until <= now,
     )
+    if own_claims_of:
+        free = or_(free, HANDOFFS.c.assessment_claimed_by == own_claims_of)
+    return and_(HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value, free)
+
+
+async def claim_assessments(
+    session: AsyncSession,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    skip: set[str],
+    owner: str,
+    *,
+    take_back_own: bool = False,
+) -> list[Handoff]:
+    """Claim up to ``limit`` pending assessments nobody holds (oldest first) for ``owner``
+    until ``lease_until``; with ``take_back_own``, also those ``owner`` held before (a
+    server starting on the address of one that died).
+
+    The conditional update decides: of replicas claiming the same row at once, only the one
+    whose update still finds it unclaimed gets it back. On PostgreSQL, SKIP LOCKED lets
+    them take different rows instead of queueing on the same ones.
+    """
+    own = owner if take_back_own else None
+    query = (
+        select(HANDOFFS.c.id)
+        .where(_claimable(now, own))
+        .order_by(HANDOFFS.c.created_at, HANDOFFS.c.id)
+        .limit(limit)
+    )
+    if skip:
+        query = query.where(HANDOFFS.c.id.not_in(skip))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(await session.scalars(query))
+    if not ids:
+        return []
+    rows = await session.execute(
+        update(HANDOFFS)
+        .where(HANDOFFS.c.id.in_(ids), _claimable(now, own))
+        .values(
+            assessment_lease_until=lease_until,
+            assessment_claimed_by=owner or None,
+            assessment_attempts=HANDOFFS.c.assessment_attempts + 1,
+        )
+        .returning(*HANDOFFS.c)
+    )
+    return sorted((to_domain(r) for r in rows), key=lambda h: (h.created_at, h.id))
+
+
+async def renew_assessment_lease(
+    session: AsyncSession, handoff_id: str, held_until: datetime, lease_until: datetime
+) -> bool:
+    """Extend our claim; False if the assessment is done or another replica claimed it
+    (its lease then ends after ours did)."""
+    changed = await session.execute(
+        update(HANDOFFS)
+        .where(
+            HANDOFFS.c.id == handoff_id,
+            HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value,
+            or_(
+                HANDOFFS.c.assessment_lease_until.is_(None),
+                HANDOFFS.c.assessment_lease_until <= held_until,
+            ),
+        )
+        .values(assessment_lease_until=lease_until)
+        .returning(HANDOFFS.c.id)
+    )
+    return changed.scalar_one_or_none() is not None
+
+
+async def release_assessments(session: AsyncSession, held: dict[str, datetime]) -> None:
+    """Give up claims we still hold, so another replica (or our restart) takes them now."""
+    for handoff_id, held_until in held.items():
+        await session.execute(
+            update(HANDOFFS)
+            .where(
+                HANDOFFS.c.id == handoff_id,
+                HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value,
+                HANDOFFS.c.assessment_lease_until <= held_until,
+            )
+            .values(assessment_lease_until=None)
+        )
 
 
 async def save_assessment(

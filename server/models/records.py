@@ -69,7 +69,13 @@ _NUMBER = (
 async def record_change(
     session: AsyncSession, account_id: str, handoff_id: str, event_type: EventType, now: datetime
 ) -> Handoff:
-    """Number the change just made to the handoff and log the state it left behind."""
+    """Number the change just made to the handoff and log the state it left behind.
+
+    The account's counter row is the last row the transaction locks: it serializes every
+    writer of the account, so only what needs the number (numbering the handoff, its
+    event) runs between taking it and the commit.
+    """
+    await events.announce(session, account_id)
     sequence = await events.next_sequence(session, account_id)
     row = (await session.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
     handoff = to_domain(row)
