@@ -14,7 +14,7 @@ from server.auth import TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from server.settings import Settings
+from server.settings import ConfigError, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -102,7 +102,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    codec = TokenCodec(Settings().resolved_jwt_secret())
+    codec = TokenCodec(Settings().existing_jwt_secret())
     print(
         codec.issue(
             account=args.account,
@@ -168,6 +168,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonblank(value: str) -> str:
+    """An id that must say something: a blank account or user would sign a useless token."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resolutionflow", description="ResolutionFlow Escalations"
@@ -200,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.set_defaults(func=cmd_db_upgrade)
 
     token = sub.add_parser("token", help="print a signed bearer token for local use")
-    token.add_argument("--account", required=True)
-    token.add_argument("--user", required=True)
+    token.add_argument("--account", required=True, type=_nonblank)
+    token.add_argument("--user", required=True, type=_nonblank)
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
     token.add_argument("--name", default="")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
@@ -230,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracing.configure(settings.otel_endpoint, f"resolutionflow-{args.command}")
     try:
         return int(args.func(args))
+    except ConfigError as e:
+        print(f"resolutionflow: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:
