@@ -63,6 +63,7 @@ class TokenCodec:
             account_id=account,
             role=role,
             name=name[:MAX_CLAIM] if isinstance(name, str) and name else user,
+            expires_at=float(claims["exp"]),
         )
 
 

@@ -14,7 +14,7 @@ from server.auth import TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from server.settings import ConfigError, Settings
+from server.settings import JWT_SECRET_FILE, ConfigError, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -134,7 +134,7 @@ def _handoff_line(h: Any) -> str:
     return f"[{priority}] {h.id} {h.problem_summary[:80]!r} by {h.created_by.name}{holder}"
 
 
-async def _watch(args: argparse.Namespace) -> None:
+async def _watch(args: argparse.Namespace) -> int:
     import grpc
     from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc
     from resolutionflow.v1 import handoff_pb2 as pb
@@ -142,10 +142,40 @@ async def _watch(args: argparse.Namespace) -> None:
     from clients.streams import resuming_stream
 
     settings = _settings(args)
-    bearer = args.token or TokenCodec(settings.resolved_jwt_secret()).issue(
-        account=args.account, user=args.user, role=Role.ENGINEER, name=args.user
-    )
-    metadata = (("authorization", f"Bearer {bearer}"),)
+    mint: Any = None
+    if args.token:
+        bearer = args.token
+        print("-- using the token given with --token (not renewed when it expires)", flush=True)
+    else:
+        # A token of our own is minted again whenever the server ends the stream for expiry,
+        # so watch runs for as long as it is left running.
+        codec = TokenCodec(settings.existing_jwt_secret())
+
+        def mint() -> str:
+            return codec.issue(
+                account=args.account,
+                user=args.user,
+                role=Role.ENGINEER,
+                name=args.user,
+                ttl_seconds=args.ttl,
+            )
+
+        bearer = mint()
+        source = (
+            "RF_JWT_SECRET"
+            if settings.jwt_secret is not None
+            else str((settings.var_dir / JWT_SECRET_FILE).resolve())
+        )
+        print(
+            f"-- using a local engineer token for user {args.user!r} of account "
+            f"{args.account!r}, signed with {source}, renewed when it expires",
+            flush=True,
+        )
+    metadata = [("authorization", f"Bearer {bearer}")]
+
+    async def renew_token() -> None:
+        metadata[0] = ("authorization", f"Bearer {mint()}")
+
     async with grpc.aio.insecure_channel(args.upstream or settings.upstream) as channel:
         stub = escalation_pb2_grpc.EscalationServiceStub(channel)
 
@@ -153,19 +183,31 @@ async def _watch(args: argparse.Namespace) -> None:
             request = escalation_pb2.StreamEscalationsRequest()
             if after is not None:
                 request.after_sequence = after
-            return stub.StreamEscalations(request, metadata=metadata)
+            return stub.StreamEscalations(request, metadata=tuple(metadata))
 
         def disconnected(error: grpc.aio.AioRpcError, delay: float) -> None:
+            if error.code() is grpc.StatusCode.UNAUTHENTICATED:
+                print(f"-- {error.details()}; resuming with a fresh token", flush=True)
+                return
             print(f"-- disconnected ({error.code().name}); retrying in {delay:.1f}s", flush=True)
 
-        async for event in resuming_stream(open_stream, args.after, on_disconnect=disconnected):
-            if event.type != pb.EVENT_TYPE_HEARTBEAT:
-                print(_describe(event), flush=True)
+        try:
+            async for event in resuming_stream(
+                open_stream,
+                args.after,
+                on_disconnect=disconnected,
+                renew_token=renew_token if mint is not None else None,
+            ):
+                if event.type != pb.EVENT_TYPE_HEARTBEAT:
+                    print(_describe(event), flush=True)
+        except grpc.aio.AioRpcError as e:
+            print(f"resolutionflow: error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    asyncio.run(_watch(args))
-    return 0
+    return asyncio.run(_watch(args))
 
 
 def _nonblank(value: str) -> str:
@@ -219,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--after", type=int, default=None, help="resume after this sequence")
     watch.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
     watch.add_argument("--user", default="cli-watch", help="engineer user id for a local token")
-    watch.add_argument("--token", help="bearer token (default: a local engineer token)")
+    watch.add_argument(
+        "--token", help="bearer token, not renewed (default: local engineer tokens, renewed)"
+    )
+    watch.add_argument(
+        "--ttl", type=int, default=3600, help="seconds each local token lasts (default 3600)"
+    )
     watch.set_defaults(func=cmd_watch)
 
     from bench.cli import add_arguments as add_bench_arguments  # stdlib-only module
