@@ -105,6 +105,9 @@ async def test_client_with_a_token_provider_streams_across_expiries_exactly_once
     received: list[pb.HandoffEvent] = []
     expected: list[str] = []
 
+    def renewed(times: int) -> Callable[[], bool]:
+        return lambda: len(issued) > times
+
     async with AsyncClient(f"127.0.0.1:{server.port}", token_provider=provider) as client:
 
         async def consume() -> None:
@@ -119,7 +122,7 @@ async def test_client_with_a_token_provider_streams_across_expiries_exactly_once
                     h = await technician.create(problem_summary=f"token {expired} item {n}")
                     expected.append(h.id)
                 # The next batch is created after this token has run out and been renewed.
-                await wait_until(lambda n=expired: len(issued) > n, timeout=15, what="renewal")
+                await wait_until(renewed(expired), timeout=15, what="renewal")
             await wait_until(
                 lambda: (
                     {e.handoff.id for e in received if e.type == pb.EVENT_TYPE_CREATED}
