@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     # Where local state lives: the SQLite file by default and the generated JWT secret.
     var_dir: Path = Path("var")
     jwt_secret: SecretStr | None = None
+    # Identity-provider tokens (RS256/ES256), verified with the keys at this JWKS URL;
+    # off when empty. Issuer and audience are then required.
+    jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    # Claim names (or dotted paths) of the account, role and display name in those tokens.
+    jwt_account_claim: str = Field(default="account", min_length=1)
+    jwt_role_claim: str = Field(default="role", min_length=1)
+    jwt_name_claim: str = Field(default="name", min_length=1)
+    # The key set is fetched again after this long, and on an unknown key id at most once
+    # per min_refetch; one fetch may take up to the timeout.
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=30, ge=0)
+    jwks_timeout_seconds: float = Field(default=5, gt=0)
 
     assessment_provider: Literal["heuristic", "openai"] = "heuristic"
     openai_base_url: str = "https://api.openai.com/v1"
