@@ -35,6 +35,8 @@ PROVIDER_ALGORITHMS = ("RS256", "ES256")
 REQUIRED_CLAIMS = ("sub", "account", "role", "exp")
 MAX_CLAIM = 128
 MAX_HEADER = 4096
+# While the provider's keys cannot be fetched, another attempt at most this often.
+RETRY_SECONDS = 1.0
 # Strongest first: a provider listing several roles of a user grants the strongest.
 ROLE_ORDER = (Role.ADMIN, Role.ENGINEER, Role.TECHNICIAN)
 
@@ -163,12 +165,16 @@ class JwksKeys:
         now = time.monotonic()
         if self._keys is None:
             # Nothing to serve: try again, but not more than once a second while failing.
-            if now - self._tried_at >= min(1.0, self.min_refetch_seconds):
+            if now - self._tried_at >= min(RETRY_SECONDS, self.min_refetch_seconds):
                 await self._refresh()
-        elif now - self._fetched_at >= self.cache_seconds or (
-            kid not in self._keys and now - self._tried_at >= self.min_refetch_seconds
+        elif kid not in self._keys and now - self._tried_at >= self.min_refetch_seconds:
+            await self._refresh()  # perhaps a key the provider has just rotated in
+        elif now - self._fetched_at >= self.cache_seconds and now - self._tried_at >= min(
+            RETRY_SECONDS, self.cache_seconds
         ):
-            await self._refresh()
+            # Stale: refresh in the background and serve the set we have meanwhile, so a
+            # slow or unreachable provider does not delay calls whose key is known.
+            self._start_fetch()
         if self._keys is None:
             raise Unavailable(
                 "cannot verify the token: the identity provider's signing keys could not "
@@ -179,11 +185,14 @@ class JwksKeys:
             raise Unauthenticated("invalid token")
         return found
 
-    async def _refresh(self) -> None:
+    def _start_fetch(self) -> asyncio.Future[None]:
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._fetch())
+        return self._inflight
+
+    async def _refresh(self) -> None:
         # Shielded: one caller going away must not cancel the fetch the others wait on.
-        await asyncio.shield(self._inflight)
+        await asyncio.shield(self._start_fetch())
 
     async def _fetch(self) -> None:
         self._tried_at = time.monotonic()

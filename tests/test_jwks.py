@@ -366,7 +366,7 @@ async def test_provider_down_is_unavailable_quickly_and_cached_keys_keep_serving
     idp.hang.set()
     try:
         started = time.monotonic()
-        # The cached set is stale, the refresh times out, the last good set still serves.
+        # The cached set is stale: it keeps serving while the refresh hangs in the background.
         assert (await asyncio.wait_for(keys.key(key.kid), 15)).key_id == key.kid
         assert time.monotonic() - started < 10
         cold = JwksKeys(idp.url, timeout=1)
