@@ -217,3 +217,26 @@ async def test_watch_with_a_given_token_says_so_and_stops_when_it_expires(
         if watch.returncode is None:
             watch.kill()
             await watch.wait()
+
+
+async def test_expiry_bookkeeping_stays_bounded_and_wakes_only_expired_streams(
+    server: ServerRuntime, account: str
+) -> None:
+    """Thousands of streams that open and close with long tokens leave no trail in the
+    hub's expiry heap, and one timer ends exactly the streams whose token ran out."""
+    hub = server.hub
+    far = time.time() + 3600
+    for n in range(2000):
+        sub, _ = hub.subscribe(account, f"u{n % 7}", 0, lambda e: True, far + n)
+        hub.unsubscribe(sub)
+    assert len(hub._expiries) <= 64 + 2 * hub._open
+    soon, later = (
+        hub.subscribe(account, "a", 0, lambda e: True, time.time() + 0.3)[0],
+        hub.subscribe(account, "b", 0, lambda e: True, far)[0],
+    )
+    try:
+        await wait_until(lambda: soon.expired, timeout=10, what="the short token's expiry")
+        assert soon.wake.is_set() and not later.expired
+    finally:
+        hub.unsubscribe(soon)
+        hub.unsubscribe(later)
