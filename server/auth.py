@@ -162,6 +162,8 @@ class JwksKeys:
         self._inflight: asyncio.Future[None] | None = None
 
     async def key(self, kid: Any) -> jwt.PyJWK:
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_CLAIM:
+            raise Unauthenticated("invalid token")  # no fetch for what no key can match
         now = time.monotonic()
         if self._keys is None:
             # Nothing to serve: try again, but not more than once a second while failing.
@@ -180,7 +182,7 @@ class JwksKeys:
                 "cannot verify the token: the identity provider's signing keys could not "
                 f"be fetched ({self._error}); try again shortly"
             )
-        found = self._keys.get(kid) if isinstance(kid, str) else None
+        found = self._keys.get(kid)
         if found is None:
             raise Unauthenticated("invalid token")
         return found

@@ -273,12 +273,23 @@ async def test_forged_tokens_are_refused(
         SigningKey.ec().sign(good, kid=key.kid),
         # The right key, an algorithm outside RS256/ES256.
         key.sign(good, alg="RS512"),
+        # No kid, or one that is not a string.
+        jwt.encode(good, key.private, algorithm="RS256"),
+        _with_header(key.sign(good), {"alg": "RS256", "kid": ["a", "b"]}),
     ]
     for bearer in forged:
         assert await refused(idp_channel, bearer) == "invalid token"
     # The size cap still holds for provider tokens.
     huge = key.sign(claims(account, given_name="x" * 5000))
     assert "too large" in await refused(idp_channel, huge)
+
+
+def _with_header(token: str, header: dict[str, Any]) -> str:
+    """``token`` with its header replaced (PyJWT would not encode such a header)."""
+    import base64
+
+    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return encoded + token[token.index(".") :]
 
 
 def _hs256_with(payload: dict[str, Any], secret: bytes, kid: str) -> str:
