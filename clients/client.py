@@ -231,22 +231,22 @@ class AsyncClient:
         max_backoff: float,
     ) -> AsyncIterator[pb.HandoffEvent]:
         async def open_stream(cursor: int | None) -> AsyncIterator[pb.HandoffEvent]:
-            for attempt in range(2):
-                request = request_type()
-                if cursor is not None:
-                    request.after_sequence = cursor
-                call = method(request, metadata=await self._metadata(refresh=attempt > 0))
-                try:
-                    async for event in call:
-                        yield event
-                    return
-                except grpc.aio.AioRpcError as e:
-                    expired = e.code() == grpc.StatusCode.UNAUTHENTICATED
-                    if not (expired and attempt == 0 and self._provider is not None):
-                        raise
+            request = request_type()
+            if cursor is not None:
+                request.after_sequence = cursor
+            async for event in method(request, metadata=await self._metadata()):
+                yield event
+
+        async def renew_token() -> None:
+            await self._metadata(refresh=True)
 
         try:
-            async for event in resuming_stream(open_stream, after, max_backoff=max_backoff):
+            async for event in resuming_stream(
+                open_stream,
+                after,
+                max_backoff=max_backoff,
+                renew_token=renew_token if self._provider is not None else None,
+            ):
                 yield event
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from None

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from resolutionflow.v1 import handoff_pb2
@@ -35,6 +36,12 @@ RETRYABLE = frozenset(
 
 OpenStream = Callable[[int | None], AsyncIterator[handoff_pb2.HandoffEvent]]
 
+# A stream that ends UNAUTHENTICATED after at least this long (or after any message) had
+# a token that was good when it opened and has run out: renewing it is the cure. One
+# refused sooner, with nothing received, right after a renewal, is a token the server
+# does not accept at all, and retrying would only loop.
+PROVEN_SECONDS = 1.0
+
 
 async def resuming_stream(
     open_stream: OpenStream,
@@ -44,6 +51,7 @@ async def resuming_stream(
     max_backoff: float = 10.0,
     on_disconnect: Callable[[grpc.aio.AioRpcError, float], None] | None = None,
     on_resume: Callable[[int | None], None] | None = None,
+    renew_token: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[handoff_pb2.HandoffEvent]:
     """Yield events from ``open_stream(after)`` forever, reconnecting as needed.
 
@@ -51,15 +59,21 @@ async def resuming_stream(
     ``on_disconnect(error, delay)`` is told about each reconnect before it waits;
     ``on_resume(after)`` when a reopened stream delivers its first message, with the
     cursor it resumed from (None: it started over with a snapshot).
+    ``renew_token()``: when given, a stream ended by UNAUTHENTICATED (the server ends a
+    stream when its token expires) gets a fresh token and resumes at once from the cursor,
+    so nothing is lost or repeated across the expiry.
     """
     backoff = initial_backoff
     reopened = False
+    renewed = False  # the last reconnect was a token renewal, not yet proven good
     while True:
+        opened = time.monotonic()
         # Parts of a snapshot still to be joined; a new connection starts over.
         parts: list[handoff_pb2.HandoffEvent] = []
         try:
             async for event in open_stream(after):
                 backoff = initial_backoff
+                renewed = False
                 if reopened:
                     reopened = False
                     if on_resume is not None:
@@ -79,6 +93,15 @@ async def resuming_stream(
                     after = event.sequence
                     yield event
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED and renew_token is not None:
+                if renewed and time.monotonic() - opened < PROVEN_SECONDS:
+                    raise
+                renewed = True
+                await renew_token()
+                if on_disconnect is not None:
+                    on_disconnect(error, 0.0)
+                reopened = True
+                continue
             if error.code() not in RETRYABLE:
                 raise
             # Full jitter: replicas restarting together are not hit by every client at once.

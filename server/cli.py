@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from server import logs, tracing
@@ -16,7 +16,7 @@ from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.errors import StartupError
 from server.runtime import ServerRuntime
-from server.settings import Settings
+from server.settings import JWT_SECRET_FILE, ConfigError, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -107,7 +107,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    codec = TokenCodec(Settings().resolved_jwt_secret())
+    codec = TokenCodec(Settings().existing_jwt_secret())
     print(
         codec.issue(
             account=args.account,
@@ -139,7 +139,7 @@ def _handoff_line(h: Any) -> str:
     return f"[{priority}] {h.id} {h.problem_summary[:80]!r} by {h.created_by.name}{holder}"
 
 
-async def _watch(args: argparse.Namespace) -> None:
+async def _watch(args: argparse.Namespace) -> int:
     import grpc
     from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc
     from resolutionflow.v1 import handoff_pb2 as pb
@@ -147,11 +147,16 @@ async def _watch(args: argparse.Namespace) -> None:
     from clients.streams import resuming_stream
 
     settings = _settings(args)
-    bearer, source = _watch_token(args, settings)
+    bearer, source, mint = _watch_token(args, settings)
     # Which token, so that a 401 or an unexpected queue is easy to explain.
     print(f"-- {source}", flush=True)
-    metadata = (("authorization", f"Bearer {bearer}"),)
+    metadata = [("authorization", f"Bearer {bearer}")]
     upstream = args.upstream or settings.upstream
+
+    async def renew_token() -> None:
+        assert mint is not None
+        metadata[0] = ("authorization", f"Bearer {mint()}")
+
     async with grpc.aio.insecure_channel(upstream) as channel:
         stub = escalation_pb2_grpc.EscalationServiceStub(channel)
 
@@ -159,24 +164,42 @@ async def _watch(args: argparse.Namespace) -> None:
             request = escalation_pb2.StreamEscalationsRequest()
             if after is not None:
                 request.after_sequence = after
-            return stub.StreamEscalations(request, metadata=metadata)
+            return stub.StreamEscalations(request, metadata=tuple(metadata))
 
         def disconnected(error: grpc.aio.AioRpcError, delay: float) -> None:
+            if error.code() is grpc.StatusCode.UNAUTHENTICATED:
+                print(f"-- {error.details()}; resuming with a fresh token", flush=True)
+                return
             print(f"-- disconnected ({error.code().name}); retrying in {delay:.1f}s", flush=True)
 
         def resumed(after: int | None) -> None:
             where = f"after #{after}" if after is not None else "from a fresh snapshot"
             print(f"-- reconnected to {upstream}; resuming {where}", flush=True)
 
-        async for event in resuming_stream(
-            open_stream, args.after, on_disconnect=disconnected, on_resume=resumed
-        ):
-            if event.type != pb.EVENT_TYPE_HEARTBEAT:
-                print(_describe(event), flush=True)
+        try:
+            async for event in resuming_stream(
+                open_stream,
+                args.after,
+                on_disconnect=disconnected,
+                on_resume=resumed,
+                renew_token=renew_token if mint is not None else None,
+            ):
+                if event.type != pb.EVENT_TYPE_HEARTBEAT:
+                    print(_describe(event), flush=True)
+        except grpc.aio.AioRpcError as e:
+            print(f"resolutionflow: error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    return 0
 
 
-def _watch_token(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
-    """The bearer token ``watch`` uses, and a line saying where it came from."""
+def _watch_token(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[str, str, Callable[[], str] | None]:
+    """The bearer token ``watch`` uses, a line saying where it came from, and how to mint
+    the next one (None for a given token: it cannot be renewed here).
+
+    A token of our own is minted again whenever the server ends the stream for expiry,
+    so watch runs for as long as it is left running."""
     given, where = (args.token, "--token") if args.token else (os.environ.get("RF_TOKEN"), "")
     where = where or "RF_TOKEN"
     if given:
@@ -189,13 +212,29 @@ def _watch_token(args: argparse.Namespace, settings: Settings) -> tuple[str, str
         )
         if claims and claims.get("account") != args.account:
             who += f"; the queue shown is that account's, not {args.account}'s"
-        return given, f"using the token from {where}{who}"
-    bearer = TokenCodec(settings.resolved_jwt_secret()).issue(
-        account=args.account, user=args.user, role=Role.ENGINEER, name=args.user
+        return given, f"using the token from {where}{who}; not renewed when it expires", None
+    codec = TokenCodec(settings.existing_jwt_secret())
+
+    def mint() -> str:
+        return codec.issue(
+            account=args.account,
+            user=args.user,
+            role=Role.ENGINEER,
+            name=args.user,
+            ttl_seconds=args.ttl,
+        )
+
+    signer = (
+        "RF_JWT_SECRET"
+        if settings.jwt_secret is not None
+        else str((settings.var_dir / JWT_SECRET_FILE).resolve())
     )
-    return bearer, (
-        f"minted a local engineer token for account {args.account} (user {args.user}); "
-        "pass --token or set RF_TOKEN to watch as someone else"
+    return (
+        mint(),
+        f"minted a local engineer token for account {args.account} (user {args.user}), "
+        f"signed with {signer} and renewed when it expires; pass --token or set RF_TOKEN to "
+        "watch as someone else",
+        mint,
     )
 
 
@@ -212,8 +251,14 @@ def _unverified_claims(token: str) -> dict[str, Any]:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    asyncio.run(_watch(args))
-    return 0
+    return asyncio.run(_watch(args))
+
+
+def _nonblank(value: str) -> str:
+    """An id that must say something: a blank account or user would sign a useless token."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.set_defaults(func=cmd_db_upgrade)
 
     token = sub.add_parser("token", help="print a signed bearer token for local use")
-    token.add_argument("--account", required=True)
-    token.add_argument("--user", required=True)
+    token.add_argument("--account", required=True, type=_nonblank)
+    token.add_argument("--user", required=True, type=_nonblank)
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
     token.add_argument("--name", default="")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
@@ -266,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
     watch.add_argument("--user", default="cli-watch", help="engineer user id for a local token")
     watch.add_argument(
-        "--token", help="bearer token (default: RF_TOKEN, else a local engineer token)"
+        "--token",
+        help="bearer token, not renewed (default: RF_TOKEN, else local engineer tokens, renewed)",
+    )
+    watch.add_argument(
+        "--ttl", type=int, default=3600, help="seconds each local token lasts (default 3600)"
     )
     watch.set_defaults(func=cmd_watch)
 
@@ -288,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as e:
         print(f"resolutionflow: {e}", file=sys.stderr, flush=True)
         return 1
+    except ConfigError as e:
+        print(f"resolutionflow: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:

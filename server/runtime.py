@@ -18,7 +18,7 @@ from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_serv
 from server.api.convert import ProtoEncoder
 from server.assessment.providers import provider_from
 from server.assessment.worker import AssessmentWorker
-from server.auth import TokenCodec
+from server.auth import TokenCodec, TokenVerifier, verifier_from
 from server.core import Core
 from server.db.database import Database
 from server.db.migrate import upgrade
@@ -42,6 +42,7 @@ class ServerRuntime:
         )
         self.core = Core(self.db, settings)
         self.codec = TokenCodec(settings.resolved_jwt_secret())
+        self.verifier: TokenVerifier = verifier_from(settings, self.codec)
         encoder = ProtoEncoder()
         self.hub = Hub(
             self.db,
@@ -54,7 +55,7 @@ class ServerRuntime:
         self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder)
         self.grpc, self._health = create_grpc_server(
-            self.core, self.streams, self.codec, max_request_bytes=settings.max_request_bytes
+            self.core, self.streams, self.verifier, max_request_bytes=settings.max_request_bytes
         )
         self.assessments = AssessmentWorker(
             self.db,

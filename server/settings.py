@@ -22,6 +22,11 @@ JWT_SECRET_FILE = "jwt-secret"
 ASSESSMENT_SAVE_ALLOWANCE_SECONDS = 30.0
 
 
+class ConfigError(RuntimeError):
+    """A setting or local file that stops the process from starting; the CLI prints the
+    message as one line (it says what is wrong and what to do) instead of a traceback."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RF_", extra="ignore")
 
@@ -38,6 +43,20 @@ class Settings(BaseSettings):
     # Where local state lives: the SQLite file by default and the generated JWT secret.
     var_dir: Path = Path("var")
     jwt_secret: SecretStr | None = None
+    # Identity-provider tokens (RS256/ES256), verified with the keys at this JWKS URL;
+    # off when empty. Issuer and audience are then required.
+    jwks_url: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    # Claim names (or dotted paths) of the account, role and display name in those tokens.
+    jwt_account_claim: str = Field(default="account", min_length=1)
+    jwt_role_claim: str = Field(default="role", min_length=1)
+    jwt_name_claim: str = Field(default="name", min_length=1)
+    # The key set is fetched again after this long, and on an unknown key id at most once
+    # per min_refetch; one fetch may take up to the timeout.
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=30, ge=0)
+    jwks_timeout_seconds: float = Field(default=5, gt=0)
 
     assessment_provider: Literal["heuristic", "openai"] = "heuristic"
     openai_base_url: str = "https://api.openai.com/v1"
@@ -115,17 +134,47 @@ class Settings(BaseSettings):
             return self.jwt_secret.get_secret_value()
         return _local_secret(self.var_dir / JWT_SECRET_FILE)
 
+    def existing_jwt_secret(self) -> str:
+        """The configured secret or the local one, never creating it.
+
+        ``token`` uses this: a secret it created would be one no server knows, so every
+        token it printed would be refused with nothing pointing at the cause.
+        """
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.var_dir / JWT_SECRET_FILE
+        if not path.exists():
+            raise ConfigError(
+                f"no JWT secret: RF_JWT_SECRET is not set and {path.resolve()} does not exist; "
+                "start `resolutionflow serve` (or `server`) in this directory first, which "
+                "creates it, or set RF_JWT_SECRET to the secret the server uses"
+            )
+        return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    path = path.resolve()
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not a text secret (it holds binary data); delete it to have a new "
+            "one created, or set RF_JWT_SECRET"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the JWT secret {path}: {e.strerror}") from None
+    if not value:
+        raise ConfigError(f"{path} is empty; delete it to create a new secret") from None
+    return value
+
 
 def _local_secret(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # O_EXCL makes concurrent first starts (serve and token) agree on one secret.
+        # O_EXCL makes concurrent first starts (serve and server) agree on one secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        value = path.read_text().strip()
-        if not value:
-            raise RuntimeError(f"{path} is empty; delete it to create a new secret") from None
-        return value
+        return _read_secret(path)
     with os.fdopen(fd, "w") as f:
         value = secrets.token_urlsafe(48)
         f.write(value + "\n")

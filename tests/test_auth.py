@@ -56,7 +56,7 @@ BAD_CREDENTIALS: dict[str, Callable[[str], str | None]] = {
     "wrong signature": lambda account: (
         "Bearer " + signed(claims(account), secret="another-secret-" + "x" * 40)
     ),
-    "alg none": lambda account: "Bearer " + jwt.encode(claims(account), None, algorithm="none"),
+    "alg none": lambda account: "Bearer " + jwt.encode(claims(account), "", algorithm="none"),
     "HS256 with the signature stripped": lambda account: (
         "Bearer " + signed(claims(account)).rpartition(".")[0] + "."
     ),

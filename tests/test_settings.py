@@ -71,34 +71,66 @@ def test_token_codec_refuses_a_short_secret() -> None:
     assert (caller.account_id, caller.user_id, caller.role) == ("a", "u", Role.ADMIN)
 
 
-async def test_token_command_uses_the_local_secret(tmp_path: Path, repo_root: Path) -> None:
+async def run_cli(cwd: Path, repo_root: Path, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
     env["PYTHONPATH"] = os.pathsep.join([str(repo_root), str(repo_root / "protos")])
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "server.cli",
-        "token",
-        "--account",
-        "a",
-        "--user",
-        "u",
-        "--role",
-        "engineer",
-        cwd=tmp_path,
+        *args,
+        cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    printed = out.decode().strip()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
-    secret_file = tmp_path / "var" / JWT_SECRET_FILE
-    assert secret_file.is_file()
-    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    caller = TokenCodec(secret_file.read_text().strip()).verify(printed)
-    assert (caller.account_id, caller.user_id, caller.role) == ("a", "u", Role.ENGINEER)
-    # The same directory's settings (what `serve` would use) accept it too.
+
+TOKEN_ARGS = ("token", "--account", "a", "--user", "u", "--role", "engineer")
+
+
+async def test_token_command_uses_the_local_secret(tmp_path: Path, repo_root: Path) -> None:
+    # The secret `serve` created on its first start.
     secret = Settings(var_dir=tmp_path / "var").resolved_jwt_secret()
-    assert TokenCodec(secret).verify(printed).user_id == "u"
+    code, out, err = await run_cli(tmp_path, repo_root, *TOKEN_ARGS)
+    assert code == 0, err
+    caller = TokenCodec(secret).verify(out.strip())
+    assert (caller.account_id, caller.user_id, caller.role) == ("a", "u", Role.ENGINEER)
+
+
+async def test_token_command_never_creates_a_secret(tmp_path: Path, repo_root: Path) -> None:
+    code, out, err = await run_cli(tmp_path, repo_root, *TOKEN_ARGS)
+    assert code != 0 and out == ""
+    where = str((tmp_path / "var" / JWT_SECRET_FILE).resolve())
+    assert where in err and "RF_JWT_SECRET" in err and "resolutionflow serve" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("flag", ["--account", "--user"])
+async def test_token_command_refuses_an_empty_id(
+    tmp_path: Path, repo_root: Path, flag: str
+) -> None:
+    Settings(var_dir=tmp_path / "var").resolved_jwt_secret()
+    args = list(TOKEN_ARGS)
+    args[args.index(flag) + 1] = " "
+    code, out, err = await run_cli(tmp_path, repo_root, *args)
+    assert code != 0 and out == ""
+    assert flag in err and "must not be empty" in err, err
+
+
+@pytest.mark.parametrize("command", [TOKEN_ARGS, ("server", "--grpc-addr", "127.0.0.1:0")])
+async def test_a_binary_secret_file_is_a_one_line_error(
+    tmp_path: Path, repo_root: Path, command: tuple[str, ...]
+) -> None:
+    path = tmp_path / "var" / JWT_SECRET_FILE
+    path.parent.mkdir()
+    path.write_bytes(b"\xff\xfe\x00\x81 not text")
+    code, _, err = await run_cli(tmp_path, repo_root, *command)
+    assert code == 2
+    assert "Traceback" not in err and "UnicodeDecodeError" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert str(path) in line and "delete it" in line and "RF_JWT_SECRET" in line, err

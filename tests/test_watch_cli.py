@@ -50,8 +50,9 @@ async def test_watch_prints_every_event_once_across_a_restart(
     try:
         await read_until(r"^#0 SNAPSHOT")
         assert lines[0] == (
-            f"-- minted a local engineer token for account {account} (user cli-watch); "
-            "pass --token or set RF_TOKEN to watch as someone else"
+            f"-- minted a local engineer token for account {account} (user cli-watch), "
+            f"signed with RF_JWT_SECRET and renewed when it expires; pass --token or set "
+            "RF_TOKEN to watch as someone else"
         )
         async with grpc.aio.insecure_channel(server.address) as ch:
             tech = Client(ch, token(account, "tech", Role.TECHNICIAN, name="Tina"), account, "tech")
@@ -94,12 +95,14 @@ async def test_watch_says_which_token_it_uses(
             (
                 {"RF_TOKEN": erin},
                 [],
-                f"-- using the token from RF_TOKEN (user erin, role engineer, account {account})",
+                f"-- using the token from RF_TOKEN (user erin, role engineer, account {account}); "
+                "not renewed when it expires",
             ),
             (
                 {},
                 ["--token", erin],
-                f"-- using the token from --token (user erin, role engineer, account {account})",
+                f"-- using the token from --token (user erin, role engineer, account {account}); "
+                "not renewed when it expires",
             ),
         ):
             watch = await asyncio.create_subprocess_exec(

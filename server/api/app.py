@@ -13,7 +13,7 @@ from resolutionflow.v1 import escalation_pb2, handoff_pb2
 
 from server.api.interceptors import ServiceInterceptor
 from server.api.servicers import EscalationService, HandoffService
-from server.auth import TokenCodec
+from server.auth import TokenVerifier
 from server.core import Core
 from server.streaming.streams import Streams
 
@@ -56,13 +56,13 @@ def _register(server: grpc.aio.Server, servicer: Any, file: FileDescriptor, name
 def create_grpc_server(
     core: Core,
     streams: Streams,
-    codec: TokenCodec,
+    verifier: TokenVerifier,
     *,
     max_request_bytes: int,
     reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, Any]:
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(codec)],
+        interceptors=[ServiceInterceptor(verifier)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind

@@ -22,7 +22,7 @@ from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
 
 from server import logs, telemetry
-from server.auth import TokenCodec, bearer_token
+from server.auth import TokenVerifier, bearer_token
 from server.domain.types import Caller, Role
 from server.errors import (
     AlreadyExists,
@@ -118,8 +118,8 @@ class ServiceInterceptor(AsyncServerInterceptor):
     generator hops per event per subscriber; this makes two.
     """
 
-    def __init__(self, codec: TokenCodec) -> None:
-        self._codec = codec
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
         # One lenient parser per handler's parser (handlers live as long as the server).
         self._parsers: dict[Any, Callable[[bytes], Any]] = {}
 
@@ -145,7 +145,7 @@ class ServiceInterceptor(AsyncServerInterceptor):
         started = time.perf_counter()
         try:
             try:
-                self._begin(context, method_name)
+                await self._begin(context, method_name)
                 if isinstance(request, Undecodable):
                     # The caller's mistake, answered like any bad input: no parser internals
                     # in the answer, and only the access log line in the log.
@@ -169,7 +169,7 @@ class ServiceInterceptor(AsyncServerInterceptor):
         _finished(name, "OK", started, streaming=False)
         return result
 
-    def _begin(self, context: Any, method_name: str) -> None:
+    async def _begin(self, context: Any, method_name: str) -> None:
         """Request id, then the caller (raises for a bad token or a role not allowed)."""
         metadata = dict(context.invocation_metadata() or ())
         given = metadata.get("x-request-id", "")
@@ -179,7 +179,8 @@ class ServiceInterceptor(AsyncServerInterceptor):
         allowed = REQUIRED_ROLES.get(method_name)
         if allowed is None:
             raise PermissionDenied(f"{method_name} is not open to callers")
-        caller = self._codec.verify(bearer_token(metadata.get("authorization")))
+        # Awaited: a provider token may need its signing keys fetched first.
+        caller = await self._verifier.verify(bearer_token(metadata.get("authorization")))
         if caller.role not in allowed:
             roles = " or ".join(sorted(r.value for r in allowed))
             raise PermissionDenied(f"{method_name.rsplit('/', 1)[-1]} requires role {roles}")

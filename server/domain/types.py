@@ -71,6 +71,8 @@ class Caller:
     account_id: str
     role: Role
     name: str
+    # When the token ends (seconds since the epoch); a stream opened with it ends then too.
+    expires_at: float | None = field(default=None, compare=False)
 
     @property
     def ref(self) -> UserRef:

@@ -19,6 +19,8 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -57,6 +59,10 @@ class Subscription:
     # after its last event: between one and two intervals, then one per interval.
     sent: bool = True
     heartbeat_due: bool = False
+    # The stream's token runs out at ``expires_at`` (epoch seconds); the hub's one expiry
+    # timer sets ``expired`` and wakes the stream, which then ends with UNAUTHENTICATED.
+    expires_at: float | None = None
+    expired: bool = False
 
     def offer(self, event: Event, data: bytes, accepted: bool) -> None:
         """``accepted``: what ``self.accepts(event)`` says (the feed asks once per filter)."""
@@ -161,12 +167,24 @@ class Hub:
         self.max_per_account = max_per_account
         self.feeds: dict[str, AccountFeed] = {}
         self._per_user: Counter[tuple[str, str]] = Counter()
+        # Token expiry of open streams: one heap and one timer for the earliest, instead of
+        # a timer (or a task) per stream. Entries of closed streams are skipped when they
+        # come up, and the heap is compacted when they outnumber the open streams.
+        self._expiries: list[tuple[float, int, Subscription]] = []
+        self._expiry_ids = itertools.count()
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._open = 0
 
     def subscriber_count(self) -> int:
         return sum(len(f.subscribers) for f in self.feeds.values())
 
     def subscribe(
-        self, account_id: str, user_id: str, after: int, accepts: Callable[[Event], bool]
+        self,
+        account_id: str,
+        user_id: str,
+        after: int,
+        accepts: Callable[[Event], bool],
+        expires_at: float | None = None,
     ) -> tuple[Subscription, AccountFeed]:
         if self._per_user[(account_id, user_id)] >= self.max_per_user:
             raise ResourceExhausted(
@@ -185,7 +203,32 @@ class Hub:
         sub = Subscription(account_id, user_id, after, accepts, self.capacity)
         feed.subscribers.add(sub)
         self._per_user[(account_id, user_id)] += 1
+        self._open += 1
+        if expires_at is not None:
+            sub.expires_at = expires_at
+            heapq.heappush(self._expiries, (expires_at, next(self._expiry_ids), sub))
+            if self._expiries[0][2] is sub:
+                self._arm_expiry()
         return sub, feed
+
+    def _arm_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if self._expiries:
+            delay = max(0.0, self._expiries[0][0] - time.time())
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        """The timer: end every stream whose token has run out, then wait for the next."""
+        self._expiry_timer = None
+        now = time.time()
+        while self._expiries and self._expiries[0][0] <= now:
+            sub = heapq.heappop(self._expiries)[2]
+            if not sub.closed:
+                sub.expired = True
+                sub.wake.set()
+        self._arm_expiry()
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.closed = True
@@ -193,6 +236,10 @@ class Hub:
         if feed is None or sub not in feed.subscribers:
             return
         feed.subscribers.discard(sub)
+        self._open -= 1
+        if len(self._expiries) > 64 and len(self._expiries) > 2 * self._open:
+            self._expiries = [entry for entry in self._expiries if not entry[2].closed]
+            heapq.heapify(self._expiries)
         key = (sub.account_id, sub.user_id)
         self._per_user[key] -= 1
         if not self._per_user[key]:

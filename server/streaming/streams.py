@@ -14,7 +14,7 @@ from typing import Protocol
 from server import telemetry
 from server.db.database import Database
 from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
-from server.errors import Unavailable
+from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
 
@@ -120,7 +120,7 @@ class Streams:
         # The subscription starts out lagging: nothing is pushed to it until it has read
         # the log from its position, which is only settled below.
         sub, feed = self.hub.subscribe(
-            caller.account_id, caller.user_id, after or 0, _filter(kind, caller)
+            caller.account_id, caller.user_id, after or 0, _filter(kind, caller), caller.expires_at
         )
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
@@ -147,6 +147,10 @@ class Streams:
                         "server is shutting down; resume with "
                         f"after_sequence={sub.position} on another server"
                     )
+                if sub.expired:
+                    # A stream proves its caller once, at the start; it must not outlive
+                    # the proof. The client resumes from its cursor with a fresh token.
+                    raise Unauthenticated("token expired")
                 if sub.buffer:
                     sequence, data = sub.buffer.popleft()
                     if sequence > sub.position:
