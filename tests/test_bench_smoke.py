@@ -20,7 +20,7 @@ def test_bench_smoke_grpc(tmp_path):
     started = time.monotonic()
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+            *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "grpc"),
             *("--subscribers", "20", "--accounts", "2", "--events", "120"),
             *("--idle-streams", "40", "--json-only"),
         ],
