@@ -43,7 +43,7 @@ from server.errors import (
     Unavailable,
 )
 from server.models import events, sla
-from server.models.records import record_change, to_domain
+from server.models.records import record_change, to_domain, to_row
 
 
 def _visible(caller: Caller) -> Select[Any]:
@@ -94,44 +94,16 @@ async def create(
     """
     escalation = new.intent is Intent.ESCALATE
     handoff_id = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "id": handoff_id,
-        "account_id": caller.account_id,
+    due = now + timedelta(seconds=sla_target_seconds) if escalation else None
+    values = to_row(new.open(handoff_id, caller.account_id, caller.ref, now, due)) | {
         "request_id": new.request_id,
         "request_hash": new.body_hash() if new.request_id is not None else None,
-        "session_id": new.session_id,
-        "intent": new.intent.value,
-        "status": Status.OPEN.value,
-        "priority": new.priority.value,
-        "priority_rank": new.priority.rank,
-        "problem_summary": new.problem_summary,
-        "steps_tried": [
-            {"description": s.description, "outcome": s.outcome} for s in new.steps_tried
-        ],
-        "notes": new.notes,
-        "created_by_id": caller.user_id,
-        "created_by_name": caller.name,
-        "picked_up_by_id": None,
-        "picked_up_by_name": None,
-        "resolution_note": "",
-        "assessment_status": AssessmentStatus.PENDING.value,
-        "assessment_summary": "",
-        "assessment_first_step": "",
-        "assessment_provider": "",
-        "assessment_failure_reason": "",
-        "assessment_completed_at": None,
+        "first_picked_up_at": None,
+        "sla_breached_at": None,
+        # The creating replica's claim on the new assessment (see the docstring).
         "assessment_lease_until": now + timedelta(seconds=assessment_lease_seconds),
         "assessment_attempts": 1,
         "assessment_claimed_by": assessment_owner or None,
-        "sla_due_at": now + timedelta(seconds=sla_target_seconds) if escalation else None,
-        "sla_breached_at": None,
-        "created_at": now,
-        "picked_up_at": None,
-        "first_picked_up_at": None,
-        "resolved_at": None,
-        "cancelled_at": None,
-        "updated_at": now,
-        "sequence": 0,
     }
     # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
     # or concurrent request with this request_id won) reads the winner, before touching the
