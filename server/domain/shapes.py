@@ -36,6 +36,10 @@ class FieldShape:
     def nested(self) -> bool:
         return dataclasses.is_dataclass(self.type)
 
+    @property
+    def enum(self) -> bool:
+        return isinstance(self.type, type) and issubclass(self.type, enum.Enum)
+
 
 @functools.cache
 def shape(cls: type) -> tuple[FieldShape, ...]:
@@ -117,7 +121,7 @@ def json_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
         leaf: Leaf = None
         if field.nested:
             leaf = src.call(json_encoder(field.type))
-        elif issubclass(field.type, enum.Enum):
+        elif field.enum:
             leaf = "{}.value".format
         elif field.type is datetime:
             leaf = "{}.isoformat()".format
@@ -138,7 +142,7 @@ def json_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
         leaf: Leaf = None
         if field.nested:
             leaf = src.call(json_decoder(field.type))
-        elif issubclass(field.type, enum.Enum) or field.type is datetime:
+        elif field.enum or field.type is datetime:
             convert = field.type if field.type is not datetime else datetime.fromisoformat
             leaf = src.call(convert)
         value = apply(field, f"v[{field.name!r}]", leaf, sequence="tuple")

@@ -6,7 +6,6 @@ a new field needs its column in server/db/schema.py (and a migration), nothing h
 
 from __future__ import annotations
 
-import enum
 import typing
 from collections.abc import Callable
 from datetime import datetime
@@ -46,7 +45,7 @@ def _leaf(src: shapes.Source, field: shapes.FieldShape, to_row: bool) -> shapes.
     if field.nested:
         codec = shapes.json_encoder if to_row else shapes.json_decoder
         return src.call(codec(field.type))
-    if issubclass(field.type, enum.Enum):
+    if field.enum:
         return "{}.value".format if to_row else src.call(field.type)
     return None
 
