@@ -90,6 +90,7 @@ class Source:
         source = f"def {name}(v):\n    return {expression}\n"
         exec(compile(source, f"<{name}>", "exec"), self.env)
         function: Callable[[Any], Any] = self.env[name]
+        function.__doc__ = source  # what runs, for help() and a debugger
         return function
 
 
