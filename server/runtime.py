@@ -67,6 +67,7 @@ class ServerRuntime:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._periodic: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Future[None]] = set()
         self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port = 0
@@ -118,9 +119,9 @@ class ServerRuntime:
         self._jobs_stop.set()
         if self._periodic:
             await asyncio.wait(self._periodic, timeout=10)
-        for task in self._tasks:
+        for task in (*self._tasks, *self._jobs):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
         await self.assessments.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
@@ -146,11 +147,25 @@ class ServerRuntime:
                 await self._health.set(name, status)
 
     def _listening(self) -> None:
+        # Anything committed while we were not listening is found by one heal, now rather
+        # than at the next tick.
         telemetry.LISTEN_RECONNECTS.inc()
-        self.hub.notify_all()
+        self._background(self._wake_feeds, "log check after reconnecting")
+
+    def _background(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        async def run() -> None:
+            try:
+                await job()
+            except Exception:
+                log.exception("%s failed; the periodic one retries", what)
+
+        task = asyncio.ensure_future(run())
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     async def _wake_feeds(self) -> None:
-        self.hub.notify_all()
+        """The log check: one query however many accounts are online (``Hub.heal``)."""
+        await self.hub.heal()
 
     async def _heartbeats(self) -> None:
         self.hub.sweep_idle()

@@ -32,6 +32,8 @@ from server.errors import Unavailable
 READ_ONLY = "rf_read_only"
 # Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
+# Read by the event log: whether a write transaction issues PostgreSQL NOTIFY itself.
+PG_NOTIFY = "rf_pg_notify"
 
 
 class Database:
@@ -51,6 +53,10 @@ class Database:
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
+        # Wake other replicas with NOTIFY inside each write transaction (the ``postgres``
+        # wake-up). Off when another transport announces commits, or none does: NOTIFY
+        # takes an instance-wide lock at commit that every notifying writer queues on.
+        self.pg_notify = not self.is_sqlite
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call ``listener(events)`` with the events a transaction appended, after commit."""
@@ -62,7 +68,9 @@ class Database:
         with _connection_loss_is_unavailable():
             async with (
                 self._write_lock or nullcontext(),
-                AsyncSession(self.engine, expire_on_commit=False) as session,
+                AsyncSession(
+                    self.engine, expire_on_commit=False, info={PG_NOTIFY: self.pg_notify}
+                ) as session,
                 session.begin(),
             ):
                 yield session

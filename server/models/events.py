@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
@@ -9,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.database import APPENDED_EVENTS
+from server.db.database import APPENDED_EVENTS, PG_NOTIFY
 from server.db.schema import EVENTS, AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
 
@@ -83,7 +84,7 @@ async def append(
     )
     appended: list[Event] = session.info.setdefault(APPENDED_EVENTS, [])
     first_for_account = all(e.account_id != handoff.account_id for e in appended)
-    if first_for_account and _dialect(session) == "postgresql":
+    if first_for_account and session.info.get(PG_NOTIFY) and _dialect(session) == "postgresql":
         # Delivered to every LISTENing replica when (and only if) this transaction commits.
         await session.execute(
             text("SELECT pg_notify(:channel, :account)"),
@@ -99,6 +100,35 @@ async def head(session: AsyncSession, account_id: str) -> int:
         select(AccountSequence.last_sequence).where(AccountSequence.account_id == account_id)
     )
     return value or 0
+
+
+# The heal's one statement: of the accounts a replica follows, those whose counter passed
+# what the replica has seen. The positions travel as parameters (two arrays on PostgreSQL,
+# one JSON object on SQLite), so the statement text stays the same however many accounts
+# are online and the answer holds only the accounts that moved: idle costs one indexed
+# lookup per online account inside the database, and nothing per account on the wire.
+_MOVED_POSTGRES = text(
+    "SELECT s.account_id, s.last_sequence FROM account_sequences AS s"
+    " JOIN unnest(CAST(:accounts AS text[]), CAST(:seen AS bigint[])) AS t(account_id, seen)"
+    " ON s.account_id = t.account_id WHERE s.last_sequence > t.seen"
+)
+_MOVED_SQLITE = text(
+    "SELECT s.account_id, s.last_sequence FROM json_each(:seen) AS t"
+    " JOIN account_sequences AS s ON s.account_id = t.key WHERE s.last_sequence > t.value"
+)
+
+
+async def heads_moved(session: AsyncSession, seen: dict[str, int]) -> dict[str, int]:
+    """Of ``seen`` (account -> last sequence seen), the accounts whose head is past it."""
+    if not seen:
+        return {}
+    if _dialect(session) == "postgresql":
+        rows = await session.execute(
+            _MOVED_POSTGRES, {"accounts": list(seen), "seen": list(seen.values())}
+        )
+    else:
+        rows = await session.execute(_MOVED_SQLITE, {"seen": json.dumps(seen)})
+    return {account: int(head) for account, head in rows.tuples()}
 
 
 async def oldest(session: AsyncSession, account_id: str) -> int | None:
