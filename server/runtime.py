@@ -24,6 +24,7 @@ from server.db.migrate import upgrade
 from server.models import events, sla
 from server.settings import Settings
 from server.streaming.hub import Hub
+from server.streaming.nats_wakeup import NatsWakeup
 from server.streaming.pg_listener import PgListener, asyncpg_dsn
 from server.streaming.streams import Streams
 
@@ -58,13 +59,21 @@ class ServerRuntime:
             timeout=settings.assessment_timeout_seconds,
         )
         self.core.created_listeners.append(self.assessments.submit)
+        # How other replicas' commits reach this one (the log check heals whatever a
+        # wake-up misses, whichever this is). SQLite is one process: in-process only.
+        self.wakeup = "local" if self.db.is_sqlite else settings.wakeup
+        self.db.pg_notify = self.wakeup == "postgres"
         self.listener: PgListener | None = None
-        if not self.db.is_sqlite:
+        self.nats: NatsWakeup | None = None
+        if self.wakeup == "postgres":
             self.listener = PgListener(
                 asyncpg_dsn(self.db.url),
                 on_notify=lambda account: self.hub.notify((account,)),
                 on_connect=self._listening,
             )
+        elif self.wakeup == "nats":
+            self.nats = NatsWakeup(settings.nats_url, self.hub.moved, self._listening)
+            self.db.on_commit(self.nats.committed)
         self._tasks: list[asyncio.Task[None]] = []
         self._periodic: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Future[None]] = set()
@@ -94,6 +103,8 @@ class ServerRuntime:
         self._tasks = list(self._periodic)
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
+        if self.nats is not None:
+            self._tasks.append(asyncio.create_task(self.nats.run(), name="nats-wakeup"))
         await self.assessments.start()
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
