@@ -26,6 +26,7 @@ from server.settings import Settings
 from server.streaming.hub import Hub
 from server.streaming.nats_wakeup import NatsWakeup
 from server.streaming.pg_listener import PgListener, asyncpg_dsn
+from server.streaming.pg_listener import parse as parse_notification
 from server.streaming.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class ServerRuntime:
         if self.wakeup == "postgres":
             self.listener = PgListener(
                 asyncpg_dsn(self.db.url),
-                on_notify=lambda account: self.hub.notify((account,)),
+                on_notify=self._notified,
+                own_pids=self.db.backend_pids,
                 on_connect=self._listening,
             )
         elif self.wakeup == "nats":
@@ -156,6 +158,13 @@ class ServerRuntime:
             self._serving = status
             for name in ("", *SERVICE_NAMES):
                 await self._health.set(name, status)
+
+    def _notified(self, payload: str) -> None:
+        account, head = parse_notification(payload)
+        if head is None:
+            self.hub.notify((account,))
+        else:
+            self.hub.moved(account, head)
 
     def _listening(self) -> None:
         # Anything committed while we were not listening is found by one heal, now rather

@@ -23,6 +23,7 @@ from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
 from server.streaming.nats_wakeup import account_of, subject
+from server.streaming.pg_listener import parse
 from tests.support import Client, StreamReader, of_type, stream_escalations, token, wait_until
 from tests.test_idle import statements
 
@@ -229,3 +230,41 @@ def test_every_account_id_has_a_subject_of_its_own(account_id: str) -> None:
     assert "." not in token_part and " " not in token_part
     assert "*" not in token_part and ">" not in token_part
     assert account_of(name) == account_id
+
+
+async def test_a_replica_does_not_read_the_log_back_for_its_own_notified_commits(
+    postgres_settings: Settings, account: str
+) -> None:
+    # Its own NOTIFY reaches its LISTEN connection too; the commit was handed to the feed
+    # already, so a read would be a query per commit for nothing.
+    rt = ServerRuntime(postgres_settings.model_copy(update={"log_poll_seconds": 3600}))
+    await rt.start()
+    sub, feed = rt.hub.subscribe(account, "eng", 0, lambda e: True)
+    sub.lagging = False  # live from sequence 0: every event is pushed to its buffer
+    try:
+        await feed.ready.wait()
+        await wait_until(lambda: rt.listener is not None and rt.listener.backend_pid)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{rt.port}") as ch:
+            tech = Client(ch, token(account, "tech", Role.TECHNICIAN), account, "tech")
+            with statements(rt.db) as seen:
+                for n in range(1, 6):
+                    await tech.create()
+                    # CREATED, then ASSESSMENT_READY: one at a time, so no gap is possible.
+                    await wait_until(lambda: feed.last_seen == 2 * n)  # noqa: B023
+                listener = rt.listener
+                assert listener is not None
+                await wait_until(lambda: listener.notifications >= 10, what="all 10 NOTIFYs")
+        assert [s for s, _ in sub.buffer] == list(range(1, 11))
+        assert not feed.wake.is_set()
+        assert not [s for s in seen if "FROM events" in s]
+    finally:
+        rt.hub.unsubscribe(sub)
+        await rt.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "parsed"),
+    [("acct-1 42", ("acct-1", 42)), ("a b 7", ("a b", 7)), ("acct-1", ("acct-1", None))],
+)
+def test_notification_payloads(payload: str, parsed: tuple[str, int | None]) -> None:
+    assert parse(payload) == parsed

@@ -39,6 +39,9 @@ PG_NOTIFY = "rf_pg_notify"
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = make_url(url)
+        # PostgreSQL: the server processes behind this pool's connections. A NOTIFY sent
+        # by one of them is a commit of ours, which the commit listeners hand over.
+        self.backend_pids: set[int] = set()
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
@@ -51,6 +54,7 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
+            _track_backend_pids(self.engine, self.backend_pids)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
         # Wake other replicas with NOTIFY inside each write transaction (the ``postgres``
@@ -123,6 +127,25 @@ def _connection_loss_is_unavailable() -> Iterator[None]:
         if e.connection_invalidated:
             raise Unavailable("the database connection was lost; retry shortly") from e
         raise
+
+
+def _track_backend_pids(engine: AsyncEngine, pids: set[int]) -> None:
+    def pid_of(dbapi_connection: Any) -> int | None:
+        try:
+            return int(dbapi_connection.driver_connection.get_server_pid())
+        except Exception:
+            return None
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        pid = pid_of(dbapi_connection)
+        if pid is not None:
+            pids.add(pid)
+
+    @event.listens_for(engine.sync_engine, "close")
+    @event.listens_for(engine.sync_engine, "close_detached")
+    def _close(dbapi_connection: Any, *_: Any) -> None:
+        pids.discard(pid_of(dbapi_connection) or -1)
 
 
 def _take_over_sqlite_transactions(engine: AsyncEngine) -> None:

@@ -86,9 +86,12 @@ async def append(
     first_for_account = all(e.account_id != handoff.account_id for e in appended)
     if first_for_account and session.info.get(PG_NOTIFY) and _dialect(session) == "postgresql":
         # Delivered to every LISTENing replica when (and only if) this transaction commits.
+        # "<account> <sequence>": the log moved to at least this sequence, so a replica
+        # whose feed has seen it (this one, which hands its commits over directly) need
+        # not read the log again.
         await session.execute(
-            text("SELECT pg_notify(:channel, :account)"),
-            {"channel": NOTIFY_CHANNEL, "account": handoff.account_id},
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": NOTIFY_CHANNEL, "payload": f"{handoff.account_id} {handoff.sequence}"},
         )
     appended.append(event)
     return event
