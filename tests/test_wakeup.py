@@ -268,3 +268,22 @@ async def test_a_replica_does_not_read_the_log_back_for_its_own_notified_commits
 )
 def test_notification_payloads(payload: str, parsed: tuple[str, int | None]) -> None:
     assert parse(payload) == parsed
+
+
+async def test_replicas_start_while_nats_is_down_and_join_it_later(
+    postgres_settings: Settings, nats_server: NatsServer, account: str
+) -> None:
+    async with (
+        replicas(
+            postgres_settings, wakeup="nats", nats_url=nats_server.url, log_poll_seconds=0.3
+        ) as (a, b),
+        clients(a, b, account) as (tech, reader),
+    ):
+        na, nb = a.nats, b.nats
+        assert na is not None and nb is not None
+        assert not na.connected and not nb.connected
+        await create_and_see(tech, reader, 4)  # through the log check alone
+        await nats_server.start()
+        await wait_until(lambda: na.connected and nb.connected, timeout=30, what="both join NATS")
+        await create_and_see(tech, reader, 4)
+        assert gap_free(reader)
