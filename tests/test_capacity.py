@@ -38,7 +38,7 @@ def test_the_first_limit_names_what_to_add() -> None:
     assert nats["busiest"] != "NOTIFY commit lock"
     streams = model(Load(accounts=20_000, engineers=5, replicas=1, escalations_per_s=20))
     assert streams["busiest"] == "server processes"
-    assert streams["server_replicas_needed"] >= 2
+    assert int(streams["server_replicas_needed"]) >= 2
     sse = model(Load(engineers=50, escalations_per_s=10, sse_share=1.0, replicas=8))
     assert sse["busiest"] == "gateway processes"
     cheap_db = model(Load(escalations_per_s=20), Costs(database_tps=50))
