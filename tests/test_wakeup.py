@@ -13,10 +13,12 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from pydantic import ValidationError
 from resolutionflow.v1 import handoff_pb2
 
 from server.domain.types import Role
@@ -24,6 +26,7 @@ from server.runtime import ServerRuntime
 from server.settings import Settings
 from server.streaming.nats_wakeup import account_of, subject
 from server.streaming.pg_listener import parse
+from tests.processes import ServerProcess
 from tests.support import Client, StreamReader, of_type, stream_escalations, token, wait_until
 from tests.test_idle import statements
 
@@ -287,3 +290,71 @@ async def test_replicas_start_while_nats_is_down_and_join_it_later(
         await wait_until(lambda: na.connected and nb.connected, timeout=30, what="both join NATS")
         await create_and_see(tech, reader, 4)
         assert gap_free(reader)
+
+
+@pytest.mark.parametrize("wakeup", ["postgres", "nats", "none"])
+async def test_sigkilled_reader_replica_resumes_with_nothing_lost_or_repeated(
+    postgres_settings: Settings,
+    nats_server: NatsServer,
+    account: str,
+    tmp_path: Path,
+    wakeup: str,
+) -> None:
+    """Server processes: writes go to a; b, holding the stream, is SIGKILLed mid-burst,
+    restarted, and the stream resumes from its last sequence there."""
+    await nats_server.start()
+    env = {"RF_WAKEUP": wakeup, "RF_NATS_URL": nats_server.url, "RF_LOG_POLL_SECONDS": "0.3"}
+    a = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    b = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    try:
+        await a.start()
+        await b.start()
+        async with (
+            grpc.aio.insecure_channel(a.address) as ch_a,
+            grpc.aio.insecure_channel(b.address) as ch_b,
+        ):
+            tech = Client(ch_a, token(account, "tech", Role.TECHNICIAN), account, "tech")
+            eng = Client(ch_b, token(account, "eng", Role.ENGINEER), account, "eng")
+            reader = stream_escalations(eng, after=0)
+            await create_and_see(tech, reader, 4)
+            burst = asyncio.gather(*(tech.create() for _ in range(8)))
+            await b.kill()
+            await reader.wait_done()
+            created = [h.id for h in await burst]
+            seen = reader.sequences
+            await b.start()
+            async with grpc.aio.insecure_channel(b.address) as ch_b2:
+                eng2 = Client(ch_b2, token(account, "eng", Role.ENGINEER), account, "eng")
+                resumed = stream_escalations(eng2, after=seen[-1])
+                created += await create_and_see(tech, resumed, 4)
+
+                def all_created() -> bool:
+                    ids = {e.handoff.id for e in of_type(reader, pb.EVENT_TYPE_CREATED)}
+                    ids |= {e.handoff.id for e in of_type(resumed, pb.EVENT_TYPE_CREATED)}
+                    return set(created) <= ids
+
+                await resumed.wait_for(lambda _r: all_created())
+                resumed.cancel()
+            together = seen + resumed.sequences
+            assert together == list(range(1, len(together) + 1))
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def test_sqlite_wakes_in_process_whatever_rf_wakeup_says(tmp_path: Path) -> None:
+    for wakeup in ("postgres", "nats", "none"):
+        rt = ServerRuntime(
+            Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'rf.db'}", wakeup=wakeup)
+        )
+        assert rt.wakeup == "local"
+        assert rt.listener is None and rt.nats is None
+        assert rt.db.pg_notify is False
+
+
+def test_rf_wakeup_accepts_only_the_three_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RF_WAKEUP", "nats")
+    assert Settings().wakeup == "nats"
+    monkeypatch.setenv("RF_WAKEUP", "redis")
+    with pytest.raises(ValidationError):
+        Settings()
