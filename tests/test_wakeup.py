@@ -342,7 +342,7 @@ async def test_sigkilled_reader_replica_resumes_with_nothing_lost_or_repeated(
         await b.stop()
 
 
-def test_sqlite_wakes_in_process_whatever_rf_wakeup_says(tmp_path: Path) -> None:
+async def test_sqlite_wakes_in_process_whatever_rf_wakeup_says(tmp_path: Path) -> None:
     for wakeup in ("postgres", "nats", "none"):
         rt = ServerRuntime(
             Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'rf.db'}", wakeup=wakeup)
@@ -350,6 +350,7 @@ def test_sqlite_wakes_in_process_whatever_rf_wakeup_says(tmp_path: Path) -> None
         assert rt.wakeup == "local"
         assert rt.listener is None and rt.nats is None
         assert rt.db.pg_notify is False
+        await rt.db.dispose()
 
 
 def test_rf_wakeup_accepts_only_the_three_transports(monkeypatch: pytest.MonkeyPatch) -> None:
