@@ -58,7 +58,7 @@ def test_routes_are_unique_and_reach_the_app() -> None:
         (verb, route.path)
         for route in create_app(GatewaySettings()).routes
         if isinstance(route, APIRoute)
-        for verb in route.methods
+        for verb in route.methods or ()
     }
     seen: set[tuple[str, str]] = set()
     for binding in routes.bindings():
