@@ -15,14 +15,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
-import jwt
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -69,7 +67,11 @@ Resume with the `Last-Event-ID` header or `?after=<sequence>`.
 """
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings | None = None, *, local_sign_in: LocalSignIn | None = None
+) -> FastAPI:
+    """The gateway app; with ``local_sign_in`` (``resolutionflow serve`` on a loopback
+    address), the page may ask ``POST /local/token`` for a token."""
     settings = settings or GatewaySettings()
     upstream = Upstream(settings)
     streams = SSEStreams(
@@ -168,7 +170,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return name, ""
 
     install_docs(app)
-    _install_web(app, settings)
+    _install_web(app, settings, local_sign_in)
     return app
 
 
@@ -177,18 +179,27 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 WEB_DIR = FilePath(__file__).resolve().parent / "web"
 # The browser module lives with the clients; the page loads it from its real file.
 STREAM_JS = FilePath(__file__).resolve().parent.parent / "clients" / "web" / "stream.js"
-ROLES = ("technician", "engineer", "admin")
 
 
-def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
+class LocalSignIn(Protocol):
+    """Signs a token for the page's local sign-in; ``resolutionflow serve`` passes the
+    server's own (``server.auth.LocalSignIn``), so the gateway holds no key and no role
+    list. Returns the token and its expiry (epoch seconds); raises ``ValueError`` (what
+    the role may be) for an unknown role and ``PermissionError`` for one it does not
+    hand out."""
+
+    def __call__(self, *, account: str, user: str, role: str, name: str) -> tuple[str, int]: ...
+
+
+def _install_web(app: FastAPI, settings: GatewaySettings, local: LocalSignIn | None) -> None:
     """``/`` (the page), ``/static/*`` and, in local mode only, ``POST /local/token``."""
     host, _ = settings.http_host_port
-    secret = settings.local_token_secret if is_loopback(host) else None
-    if settings.local_token_secret is not None and secret is None:
+    sign_in = local if is_loopback(host) else None
+    if local is not None and sign_in is None:
         log.warning("local sign-in is off: %s is not a loopback address", host)
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     page = page.replace(
-        'data-local-mode="false"', f'data-local-mode="{str(secret is not None).lower()}"'
+        'data-local-mode="false"', f'data-local-mode="{str(sign_in is not None).lower()}"'
     )
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -201,9 +212,8 @@ def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    if secret is None:
+    if sign_in is None:
         return
-    roles = ROLES if settings.local_admin else tuple(r for r in ROLES if r != "admin")
 
     @app.post("/local/token", include_in_schema=False)
     async def local_token(request: Request) -> Response:
@@ -232,27 +242,20 @@ def _install_web(app: FastAPI, settings: GatewaySettings) -> None:
             elif not value.strip() and field != "name":
                 violations[field] = "is required"
             values[field] = value.strip() if isinstance(value, str) else ""
-        if "role" not in violations and values["role"] not in ROLES:
-            violations["role"] = f"one of {', '.join(roles)}"
         if violations:
             raise bad_request(violations)
-        if values["role"] not in roles:
-            raise GatewayError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "local sign-in does not hand out admin tokens; start `resolutionflow serve "
-                "--local-admin` to allow it, or use `resolutionflow token --role admin`",
+        try:
+            token, expires_at = sign_in(
+                account=values["account"],
+                user=values["user"],
+                role=values["role"],
+                name=values["name"] or values["user"],
             )
-        now = int(time.time())
-        claims = {
-            "sub": values["user"],
-            "account": values["account"],
-            "role": values["role"],
-            "name": values["name"] or values["user"],
-            "iat": now,
-            "exp": now + settings.local_token_ttl_seconds,
-        }
-        token = jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
-        return JSONResponse({"token": token, "expiresAt": claims["exp"]})
+        except ValueError as e:
+            raise bad_request({"role": str(e)}) from None
+        except PermissionError as e:
+            raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
+        return JSONResponse({"token": token, "expiresAt": expires_at})
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
