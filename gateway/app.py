@@ -117,8 +117,19 @@ def create_app(
     _install_openapi(app)
 
     routes.install(app, upstream, streams)
+    _install_health(app, upstream, streams, settings)
+    install_docs(app)
+    _install_web(app, settings, local_sign_in)
+    return app
 
-    # ---- health and the page ------------------------------------------------------------
+
+# ---- health -------------------------------------------------------------------------------
+
+
+def _install_health(
+    app: FastAPI, upstream: Upstream, streams: SSEStreams, settings: GatewaySettings
+) -> None:
+    """``/healthz`` (the upstream), ``/livez``, ``/readyz`` and ``/metrics``."""
 
     @app.get(
         "/healthz",
@@ -168,10 +179,6 @@ def create_app(
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             return name, f"upstream {upstream.target} is {name}"
         return name, ""
-
-    install_docs(app)
-    _install_web(app, settings, local_sign_in)
-    return app
 
 
 # ---- the web page -----------------------------------------------------------------------
