@@ -393,19 +393,21 @@ def _call(upstream: Upstream, rpc: str, method: MethodDescriptor, streaming: boo
     """The RPC's multicallable on the upstream channel, made once per channel."""
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
-    made: dict[int, Any] = {}
+    made: list[Any] = [None, None]  # the channel, and the multicallable on it
 
     def get() -> Any:
         channel = upstream.channel
-        if id(channel) not in made:
-            made.clear()
+        if made[0] is not channel:
             kind = channel.unary_stream if streaming else channel.unary_unary
-            made[id(channel)] = kind(
-                rpc,
-                request_serializer=request_class.SerializeToString,
-                response_deserializer=response_class.FromString,
-            )
-        return made[id(channel)]
+            made[:] = [
+                channel,
+                kind(
+                    rpc,
+                    request_serializer=request_class.SerializeToString,
+                    response_deserializer=response_class.FromString,
+                ),
+            ]
+        return made[1]
 
     return get
 
