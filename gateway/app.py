@@ -102,6 +102,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.sse_retry_ms,
         first_event_wait_seconds=settings.sse_first_event_wait_seconds,
+        fanout=settings.sse_fanout,
+        send_timeout_seconds=settings.sse_send_timeout_seconds,
+        queue_frames=settings.sse_queue_frames,
+        ring_frames=settings.sse_ring_frames,
+        linger_seconds=settings.sse_feed_linger_seconds,
+        resume_seconds=settings.sse_upstream_resume_seconds,
     )
 
     @asynccontextmanager
@@ -110,7 +116,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            streams.closing.set()
+            streams.shut_down()
             await upstream.close()
 
     app = FastAPI(
@@ -153,7 +159,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         cursor = _cursor(request, after)
         if cursor is not None:
             message.after_sequence = cursor
-        return await streams.respond(rpc(message, metadata=_metadata(request)))
+        call = rpc(message, metadata=_metadata(request))
+        return await streams.respond(
+            call,
+            rpc=rpc,
+            request=message,
+            cursor=cursor,
+            authorization=request.headers.get("authorization"),
+        )
 
     # ---- handoffs -----------------------------------------------------------------------
 
