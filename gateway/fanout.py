@@ -132,6 +132,7 @@ class Browser:
 
     __slots__ = (
         "authorization",
+        "drained",
         "end",
         "expires_at",
         "feed",
@@ -151,6 +152,9 @@ class Browser:
         # The last sequence queued for it (what it has, once the queue is written).
         self.position: int | None = None
         self.wake = asyncio.Event()
+        # Set by the writer each time it takes the queue: the browser's own call waits on
+        # it (that call is this browser's alone, so it may wait; the shared feed never does).
+        self.drained = asyncio.Event()
         # A last frame to write before the response ends (b"": end without one).
         self.end: bytes | None = None
         self.overflowed = False
@@ -170,10 +174,17 @@ class Browser:
             self.queue.append(frame)
         self.wake.set()
 
+    async def room(self) -> None:
+        """Until the queue is at most half full (or the stream is ending)."""
+        while len(self.queue) > self.limit // 2 and self.end is None and not self.gone:
+            self.drained.clear()
+            await self.drained.wait()
+
     def finish(self, frame: bytes = b"") -> None:
         if self.end is None:
             self.end = frame
             self.wake.set()
+            self.drained.set()
 
 
 OpenCall = Callable[[int, str], Any]
@@ -214,9 +225,18 @@ class Feed:
             return False
         if not verified and position > self.position:
             return False
-        for sequence, frame in self.ring:
-            if sequence > position:
-                browser.push(sequence, frame)
+        # The ring's frames after the position go into the browser's queue at once: while
+        # they would fill half of it, the browser's own call (which waits for its writer)
+        # serves it instead, so joining never overflows a browser that reads fine.
+        missing: list[tuple[int, bytes]] = []
+        for entry in reversed(self.ring):
+            if entry[0] <= position:
+                break
+            missing.append(entry)
+            if len(missing) > browser.limit // 2:
+                return False
+        for sequence, frame in reversed(missing):
+            browser.push(sequence, frame)
         self.browsers.add(browser)
         browser.feed = self
         BROWSERS.inc()

@@ -313,6 +313,7 @@ class SSEResponse(Response):
                     return
                 if browser.queue:
                     frames, browser.queue = browser.queue, []
+                    browser.drained.set()
                     chunk = frames[0] if len(frames) == 1 else b"".join(frames)
                     try:
                         async with asyncio.timeout(send_timeout):
@@ -401,6 +402,7 @@ class SSEResponse(Response):
                         and fanout.join(browser, audience, open_call, verified=True)
                     ):
                         return
+                    await browser.room()
                 message = await call.read()
             browser.finish()
         except grpc.aio.AioRpcError as e:
@@ -436,6 +438,7 @@ async def _watch_disconnect(receive: Receive, browser: Browser) -> None:
     await _disconnected(receive)
     browser.gone = True
     browser.wake.set()
+    browser.drained.set()
 
 
 async def _end(send: Send) -> None:
