@@ -10,16 +10,27 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.serve import RunningGateway
 from server.domain.types import Caller, Intent, NewHandoff, Priority, Role, Step
 from server.models import handoffs
 from server.runtime import ServerRuntime
-from tests.gateway_support import SSEReader, bearer, event_json, running_gateway, subscribers
+from tests.gateway_support import (
+    SSEReader,
+    bearer,
+    event_json,
+    handoff_body,
+    running_gateway,
+    subscribers,
+)
+from tests.processes import ServerProcess
 from tests.support import token, wait_until
 
 
@@ -279,3 +290,61 @@ async def test_the_gateway_ends_a_stream_when_its_token_expires(
     finally:
         await long.close()
         await reader.close()
+
+
+# ---- upstream RESET ---------------------------------------------------------------------
+
+
+async def test_a_reset_from_upstream_reaches_every_browser(
+    database_url: str, tmp_path: Path, account: str
+) -> None:
+    """While the server is away the log moves on and the events after the feed's position
+    are pruned: the resumed call gets the server's RESET, and every browser of the feed
+    receives it on its open stream."""
+    upstream = ServerProcess(database_url, tmp_path)
+    await upstream.start()
+    try:
+        async with (
+            running_gateway(upstream.address, upstream_max_backoff_seconds=0.5) as gw,
+            httpx.AsyncClient(base_url=gw.url, timeout=30) as client,
+        ):
+            readers = [
+                SSEReader(client, "/v1/escalations/stream", bearer(account, Role.ENGINEER, f"e{n}"))
+                for n in range(3)
+            ]
+            for reader in readers:
+                await reader.wait_for(lambda r: bool(r.of("snapshot")))
+            tech = bearer(account, Role.TECHNICIAN, "tina")
+            reply = await client.post("/v1/handoffs", json=handoff_body(), headers=tech)
+            assert reply.status_code == 201, reply.text
+            kept = reply.json()["handoff"]["id"]
+            for reader in readers:
+                await reader.wait_for(lambda r: bool(r.of("created")))
+
+            await upstream.kill()
+            engine = create_async_engine(database_url)
+            try:
+                async with engine.begin() as c:
+                    params = {"account": account}
+                    await c.execute(text("DELETE FROM events WHERE account_id = :account"), params)
+                    await c.execute(
+                        text(
+                            "UPDATE account_sequences SET last_sequence = last_sequence + 10 "
+                            "WHERE account_id = :account"
+                        ),
+                        params,
+                    )
+            finally:
+                await engine.dispose()
+            await upstream.start()
+
+            for reader in readers:
+                await reader.wait_for(lambda r: bool(r.of("reset")), timeout=30)
+                body = event_json(reader.of("reset")[0])
+                assert "retention" in body["resetReason"]
+                assert [h["id"] for h in body["snapshot"]] == [kept]
+                assert not reader.ended and not reader.of("error")
+            for reader in readers:
+                await reader.close()
+    finally:
+        await upstream.stop()
