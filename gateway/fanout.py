@@ -285,6 +285,14 @@ class Feed:
     # ---- the upstream call ---------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except Exception:
+            # Never leave browsers attached to a feed that stopped: they reconnect.
+            log.exception("shared stream %s failed", self.audience)
+            self._fail(error_frame(GatewayError(grpc.StatusCode.INTERNAL, "stream failed")))
+
+    async def _follow(self) -> None:
         fanout = self.fanout
         delay = fanout.initial_backoff
         down_since: float | None = None
