@@ -287,6 +287,8 @@ async def test_200_open_close_cycles_leak_nothing(
             async for line in response.aiter_lines():
                 if line == "event: snapshot":
                     break
+    # The last browser gone, each shared feed lingers RF_SSE_FEED_LINGER_SECONDS (1 s).
+    await wait_until(lambda: not gateway.app.state.streams.fanout.feeds, timeout=3)
     await wait_until(lambda: subscribers(server, account) == 0, timeout=2)
     await wait_until(lambda: gateway.app.state.upstream.open_streams == 0, timeout=2)
     assert account not in server.hub.feeds
