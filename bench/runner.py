@@ -338,6 +338,9 @@ class Bench:
         ready = loadgen.expect("ready", timeout=300)
         if ready.get("open_errors"):
             raise BenchError(f"{ready['open_errors']} subscribers could not open")
+        # gRPC streams the server holds for every subscriber open: one per subscriber
+        # for gRPC; through the gateway, one per account (its shared upstream streams).
+        held = self.scrape_metrics().get("open_streams")
         recorders = []
         if self.args.profile:
             from bench.profile import Recorder
@@ -387,6 +390,8 @@ class Bench:
         )
         if scraped:
             result["server_metrics"] = scraped
+        if held is not None:
+            result["server_streams_held"] = held
         if curve is not None:
             result["curve"] = curve
         return result
@@ -437,6 +442,8 @@ class Bench:
             name, _, value = line.partition(" ")
             if name in wanted:
                 found[name.removeprefix("resolutionflow_")] = float(value)
+            elif name.startswith("resolutionflow_open_streams{"):
+                found["open_streams"] = found.get("open_streams", 0.0) + float(value)
         return found
 
     def phase_timeout(self) -> float:

@@ -79,6 +79,12 @@ def create_app(
         heartbeat_seconds=settings.heartbeat_seconds,
         retry_ms=settings.sse_retry_ms,
         first_event_wait_seconds=settings.sse_first_event_wait_seconds,
+        fanout=settings.sse_fanout,
+        send_timeout_seconds=settings.sse_send_timeout_seconds,
+        queue_frames=settings.sse_queue_frames,
+        ring_frames=settings.sse_ring_frames,
+        linger_seconds=settings.sse_feed_linger_seconds,
+        resume_seconds=settings.sse_upstream_resume_seconds,
     )
 
     @asynccontextmanager
@@ -87,7 +93,7 @@ def create_app(
         try:
             yield
         finally:
-            streams.closing.set()
+            streams.shut_down()
             await upstream.close()
 
     app = FastAPI(

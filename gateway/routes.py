@@ -477,7 +477,16 @@ def _install_stream(
         cursor = _cursor(request, after)
         if cursor is not None:
             message.after_sequence = cursor  # type: ignore[attr-defined]
-        return await streams.respond(rpc()(message, metadata=metadata(request)))
+        call = rpc()(message, metadata=metadata(request))
+        return await streams.respond(
+            call,
+            # The shared feed of the browser's audience reopens its stream through this,
+            # on whatever channel is current then (gateway.fanout).
+            rpc=lambda *args, **kwargs: rpc()(*args, **kwargs),
+            request=message,
+            cursor=cursor,
+            authorization=request.headers.get("authorization"),
+        )
 
     app.add_api_route(
         stream.path,

@@ -51,7 +51,7 @@ class RunningGateway:
 
     async def stop(self) -> None:
         """End open streams (with ``event: error``), stop accepting, wait for uvicorn."""
-        self.app.state.streams.closing.set()
+        self.app.state.streams.shut_down()
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task

@@ -48,6 +48,27 @@ def test_bench_smoke_grpc(tmp_path):
     assert time.monotonic() - started < 55
 
 
+def test_bench_smoke_sse_through_one_shared_stream_per_account(tmp_path):
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "server.cli", "bench", "--transport", "sse"),
+            *("--subscribers", "20", "--accounts", "2", "--events", "120"),
+            *("--idle-streams", "0", "--no-ceiling", "--json-only"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    ours = result["ours"]
+    assert ours["lost"] == ours["duplicated"] == ours["out_of_order"] == 0, ours
+    assert ours["deliveries"] == 20 * 120 // 2, ours
+    # The gateway's edge fan-out: 20 browsers over 2 accounts, 2 server streams.
+    assert ours["server_streams_held"] == 2, ours
+
+
 @pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])
 def test_ceiling_bytes_are_real_handoff_events(event_type):
     """The bare server builds events by hand; they must parse as the real message does."""

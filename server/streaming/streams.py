@@ -25,6 +25,17 @@ class StreamKind(enum.Enum):
     HANDOFFS = "handoffs"
 
 
+# Initial-metadata key naming a stream's audience (see ``audience``).
+AUDIENCE_KEY = "rf-stream-audience"
+
+
+class Announcer(Protocol):
+    """Where a stream says, once authorized and subscribed, who sees the same events: the
+    transport's initial metadata (``grpc.aio.ServicerContext`` has this method)."""
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None: ...
+
+
 class Encoder(Protocol):
     def event(self, event: Event) -> bytes: ...
 
@@ -54,6 +65,21 @@ def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
     if creator is not None:
         return lambda e: e.handoff.created_by.id == creator
     return _everything
+
+
+def audience(kind: StreamKind, caller: Caller) -> str:
+    """Who sees exactly the events this caller's stream sees, as one opaque name.
+
+    Streams with equal audiences carry byte-identical events from the same position on,
+    so an edge (the gateway) may serve all of them from one upstream stream. The policy
+    lives here, next to ``_filter``, so the two cannot drift apart: the escalation queue
+    and an engineer's or admin's WatchHandoffs are the account's; a technician's
+    WatchHandoffs is theirs alone.
+    """
+    seen = policy.scope(caller)
+    if kind is StreamKind.HANDOFFS and seen.creator_id is not None:
+        return f"{kind.value}/{seen.account_id}/user/{seen.creator_id}"
+    return f"{kind.value}/{seen.account_id}"
 
 
 class Streams:
@@ -116,7 +142,11 @@ class Streams:
         return ""
 
     async def open(
-        self, kind: StreamKind, caller: Caller, after: int | None
+        self,
+        kind: StreamKind,
+        caller: Caller,
+        after: int | None,
+        announce: Announcer | None = None,
     ) -> AsyncIterator[bytes]:
         # Subscribe first, so a stream over its limit is refused before any byte is sent.
         # The subscription starts out lagging: nothing is pushed to it until it has read
@@ -124,6 +154,14 @@ class Streams:
         sub, feed = self.hub.subscribe(
             caller.account_id, caller.user_id, after or 0, _filter(kind, caller), caller.expires_at
         )
+        if announce is not None:
+            # Headers go out now, before any event: the caller learns at once that the
+            # stream is authorized and open, even when it has nothing to replay.
+            try:
+                await announce.send_initial_metadata(((AUDIENCE_KEY, audience(kind, caller)),))
+            except BaseException:
+                self.hub.unsubscribe(sub)
+                raise
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
         try:
