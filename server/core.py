@@ -6,6 +6,8 @@ in the transport's auth layer, and account scoping happens in every query here.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -15,7 +17,10 @@ from server.domain.limits import RateLimiter
 from server.domain.metrics import EscalationMetrics, metrics_window
 from server.domain.rules import Action
 from server.domain.types import (
+    AccountUser,
     Caller,
+    Comment,
+    Event,
     Handoff,
     Intent,
     NewHandoff,
@@ -23,8 +28,13 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.models import handoffs, metrics
+from server.models import collab, handoffs, metrics
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
+# Users remembered as recorded, per process; past this many the memory starts over (a
+# few extra upserts, never a wrong answer).
+_SEEN_MAX = 100_000
 
 
 def utcnow() -> datetime:
@@ -45,6 +55,8 @@ class Core:
         self.create_limit = RateLimiter(
             settings.creates_per_minute, settings.create_burst, "new handoffs"
         )
+        # (account, user) -> (when recorded, monotonic seconds; name; role) in this process.
+        self._seen: dict[tuple[str, str], tuple[float, str, str]] = {}
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
         self.create_limit.take(caller.account_id, caller.user_id)
@@ -121,3 +133,64 @@ class Core:
     ) -> Handoff:
         async with self.db.write() as s:
             return await handoffs.transition(s, caller, handoff_id, action, self.clock(), note)
+
+    # --- working an escalation together -------------------------------------------------
+
+    async def user_seen(self, caller: Caller) -> None:
+        """Record a verified caller as a known user of their account, at most once per
+        ``user_seen_interval_seconds`` per process unless their name or role changed.
+
+        A failed write does not fail the call it came with (the caller's request is what
+        matters); the next call tries again.
+        """
+        key = (caller.account_id, caller.user_id)
+        now = time.monotonic()
+        known = self._seen.get(key)
+        if (
+            known is not None
+            and now - known[0] < self.settings.user_seen_interval_seconds
+            and known[1:] == (caller.name, caller.role.value)
+        ):
+            return
+        try:
+            async with self.db.write() as s:
+                await collab.record_user(s, caller, self.clock())
+        except Exception:
+            log.warning("could not record user %s of %s", caller.user_id, caller.account_id)
+            return
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[key] = (now, caller.name, caller.role.value)
+
+    async def list_account_users(self, caller: Caller) -> list[AccountUser]:
+        async with self.db.read() as s:
+            return await collab.staff(s, caller.account_id)
+
+    async def transfer(
+        self, caller: Caller, handoff_id: str, to_user_id: str, note: str
+    ) -> Handoff:
+        async with self.db.write() as s:
+            return await collab.transfer(s, caller, handoff_id, to_user_id, note, self.clock())
+
+    async def add_comment(
+        self, caller: Caller, handoff_id: str, body: str, request_id: str | None
+    ) -> Comment:
+        async with self.db.write() as s:
+            return await collab.add_comment(s, caller, handoff_id, body, request_id, self.clock())
+
+    async def reopen(self, caller: Caller, handoff_id: str, reason: str) -> Handoff:
+        async with self.db.write() as s:
+            current = await handoffs.get(s, caller, handoff_id)
+            return await collab.reopen(
+                s,
+                caller,
+                handoff_id,
+                reason,
+                self.clock(),
+                self.settings.reopen_window_seconds,
+                self.settings.sla_target_seconds(current.priority),
+            )
+
+    async def history(self, caller: Caller, handoff_id: str, after: int, limit: int) -> list[Event]:
+        async with self.db.read() as s:
+            return await collab.history(s, caller, handoff_id, after, limit)

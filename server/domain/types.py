@@ -61,6 +61,9 @@ class EventType(enum.StrEnum):
     SLA_WARNING = "SLA_WARNING"
     SLA_BREACHED = "SLA_BREACHED"
     HEARTBEAT = "HEARTBEAT"
+    TRANSFERRED = "TRANSFERRED"
+    COMMENTED = "COMMENTED"
+    REOPENED = "REOPENED"
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,56 @@ class Handoff:
 
 
 @dataclass(frozen=True)
+class Comment:
+    id: str
+    handoff_id: str
+    author: UserRef
+    author_role: Role
+    body: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    """What an event says beyond the handoff's state: who did it, the transfer note or
+    reopen reason, the comment, and who held the escalation before a transfer."""
+
+    actor: UserRef | None = None
+    note: str = ""
+    comment: Comment | None = None
+    previous_holder: UserRef | None = None
+    # An idempotency key of the change (a comment's request_id), to find a retry's first.
+    request_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(_jsonable(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> EventDetail | None:
+        if not data:
+            return None
+        c = data.get("comment")
+        return cls(
+            actor=UserRef(**data["actor"]) if data.get("actor") else None,
+            note=data.get("note", ""),
+            comment=Comment(
+                id=c["id"],
+                handoff_id=c["handoff_id"],
+                author=UserRef(**c["author"]),
+                author_role=Role(c["author_role"]),
+                body=c["body"],
+                created_at=_dt_required(c["created_at"]),
+            )
+            if c
+            else None,
+            previous_holder=(
+                UserRef(**data["previous_holder"]) if data.get("previous_holder") else None
+            ),
+            request_id=data.get("request_id"),
+        )
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of an account's event log: the handoff as it was after the change."""
 
@@ -204,6 +257,17 @@ class Event:
     type: EventType
     occurred_at: datetime
     handoff: Handoff
+    detail: EventDetail | None = None
+
+
+@dataclass(frozen=True)
+class AccountUser:
+    """A user the server has seen in an account, as their last token named them."""
+
+    id: str
+    name: str
+    role: Role
+    last_seen_at: datetime
 
 
 @dataclass(frozen=True)

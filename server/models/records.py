@@ -12,6 +12,7 @@ from server.db.schema import HANDOFFS
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
+    EventDetail,
     EventType,
     Handoff,
     Intent,
@@ -67,7 +68,12 @@ _NUMBER = (
 
 
 async def record_change(
-    session: AsyncSession, account_id: str, handoff_id: str, event_type: EventType, now: datetime
+    session: AsyncSession,
+    account_id: str,
+    handoff_id: str,
+    event_type: EventType,
+    now: datetime,
+    detail: EventDetail | None = None,
 ) -> Handoff:
     """Number the change just made to the handoff and log the state it left behind.
 
@@ -79,5 +85,5 @@ async def record_change(
     sequence = await events.next_sequence(session, account_id)
     row = (await session.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
     handoff = to_domain(row)
-    await events.append(session, event_type, handoff, now)
+    await events.append(session, event_type, handoff, now, detail)
     return handoff

@@ -11,10 +11,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamEscalationsRequest(_message.Message):
-    __slots__ = ("after_sequence",)
+    __slots__ = ("after_sequence", "priorities", "held_by_me")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITIES_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_ME_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
-    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+    priorities: _containers.RepeatedScalarFieldContainer[_handoff_pb2.Priority]
+    held_by_me: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., priorities: _Optional[_Iterable[_Union[_handoff_pb2.Priority, str]]] = ..., held_by_me: _Optional[bool] = ...) -> None: ...
 
 class ListEscalationsRequest(_message.Message):
     __slots__ = ("page_token",)
@@ -183,3 +187,41 @@ class EscalationMetrics(_message.Message):
     by_priority: _containers.RepeatedCompositeFieldContainer[PriorityMetrics]
     by_day: _containers.RepeatedCompositeFieldContainer[DayMetrics]
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ..., cancelled: _Optional[int] = ..., open_now: _Optional[int] = ..., oldest_waiting_seconds: _Optional[float] = ..., time_to_pickup: _Optional[_Union[DurationStats, _Mapping]] = ..., time_to_resolve: _Optional[_Union[DurationStats, _Mapping]] = ..., sla_breached: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityMetrics, _Mapping]]] = ..., by_day: _Optional[_Iterable[_Union[DayMetrics, _Mapping]]] = ...) -> None: ...
+
+class TransferEscalationRequest(_message.Message):
+    __slots__ = ("handoff_id", "to_user_id", "note")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    to_user_id: str
+    note: str
+    def __init__(self, handoff_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class TransferEscalationResponse(_message.Message):
+    __slots__ = ("handoff",)
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    handoff: _handoff_pb2.Handoff
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ...) -> None: ...
+
+class ListAccountUsersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AccountUser(_message.Message):
+    __slots__ = ("id", "name", "role", "last_seen_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    role: _handoff_pb2.Role
+    last_seen_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[_handoff_pb2.Role, str]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAccountUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[AccountUser]
+    def __init__(self, users: _Optional[_Iterable[_Union[AccountUser, _Mapping]]] = ...) -> None: ...
