@@ -20,7 +20,7 @@ from resolutionflow.v1 import handoff_pb2 as pb
 
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests.support import Client, settled, stream_escalations, watch_handoffs
+from tests.support import Client, StreamReader, settled, stream_escalations, watch_handoffs
 
 
 async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -439,3 +439,69 @@ async def test_reopen_refusals(
     assert "window" in (error.details() or "")
     # An admin may, within it.
     assert (await reopen(client_for(Role.ADMIN, "ada"), h.id)).status == pb.HANDOFF_STATUS_OPEN
+
+
+# --- filters --------------------------------------------------------------------------
+
+
+def narrowed_stream(client: Client, **fields: Any) -> StreamReader:
+    request = esc.StreamEscalationsRequest(**fields)
+    return StreamReader(client.escalations.StreamEscalations(request, metadata=client.metadata))
+
+
+async def test_queue_filtered_by_priority(technician: Client, engineer: Client) -> None:
+    low = await technician.create(priority=pb.PRIORITY_LOW)
+    high = await technician.create(priority=pb.PRIORITY_HIGH)
+    urgent = await technician.create(priority=pb.PRIORITY_URGENT)
+    reader = narrowed_stream(engineer, priorities=[pb.PRIORITY_HIGH, pb.PRIORITY_URGENT])
+    await reader.wait_for(lambda r: bool(r.events))
+    assert reader.events[0].type == pb.EVENT_TYPE_SNAPSHOT
+    assert {h.id for h in reader.events[0].snapshot} == {high.id, urgent.id}
+    await technician.create(priority=pb.PRIORITY_LOW)
+    later = await technician.create(priority=pb.PRIORITY_URGENT)
+    await comment(engineer, low.id, "not for this stream")
+    await comment(engineer, high.id, "for this stream")
+    await reader.wait_for(lambda r: any(e.type == pb.EVENT_TYPE_COMMENTED for e in r.events))
+    # Assessments of the matching escalations come too, at their own pace.
+    assert {e.handoff.id for e in reader.events[1:]} <= {high.id, urgent.id, later.id}
+    assert [
+        (e.type, e.handoff.id)
+        for e in reader.events[1:]
+        if e.type != pb.EVENT_TYPE_ASSESSMENT_READY
+    ] == [(pb.EVENT_TYPE_CREATED, later.id), (pb.EVENT_TYPE_COMMENTED, high.id)]
+    reader.cancel()
+    bad = narrowed_stream(engineer, priorities=[99])
+    await bad.wait_done()
+    assert bad.error is not None and bad.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_queue_filtered_to_what_i_hold(
+    client_for: Callable[..., Client], technician: Client, engineer: Client
+) -> None:
+    sam = client_for(Role.ENGINEER, "sam")
+    await users(sam)
+    a, b, c, d = [await technician.create() for _ in range(4)]
+    await pick_up(engineer, a.id)
+    await pick_up(engineer, b.id)
+    reader = narrowed_stream(engineer, held_by_me=True)
+    await reader.wait_for(lambda r: bool(r.events))
+    assert {h.id for h in reader.events[0].snapshot} == {a.id, b.id}
+    await pick_up(engineer, c.id)
+    await transfer(engineer, b.id, "sam")  # leaves me: shown, so a client drops it
+    await pick_up(sam, d.id)  # never mine: not shown
+    await engineer.call(
+        "escalations", "ReleaseEscalation", esc.ReleaseEscalationRequest(handoff_id=a.id)
+    )
+    await resolve(engineer, c.id)
+    await reader.wait_for(lambda r: any(e.type == pb.EVENT_TYPE_RESOLVED for e in r.events))
+    assert [
+        (e.type, e.handoff.id)
+        for e in reader.events[1:]
+        if e.type != pb.EVENT_TYPE_ASSESSMENT_READY
+    ] == [
+        (pb.EVENT_TYPE_PICKED_UP, c.id),
+        (pb.EVENT_TYPE_TRANSFERRED, b.id),
+        (pb.EVENT_TYPE_RELEASED, a.id),
+        (pb.EVENT_TYPE_RESOLVED, c.id),
+    ]
+    reader.cancel()

@@ -182,7 +182,17 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     def StreamEscalations(
         self, request: esc_pb.StreamEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        return self.streams.open(StreamKind.ESCALATIONS, current_caller(), _cursor(request))
+        narrowed = collab_rules.QueueFilter(
+            priorities=frozenset(
+                _enum_or_none(p, convert.PRIORITY_FROM, "priorities", rules.PRIORITY_NAMES)
+                for p in request.priorities
+                if p
+            ),
+            held_by_me=request.held_by_me,
+        )
+        return self.streams.open(
+            StreamKind.ESCALATIONS, current_caller(), _cursor(request), narrowed
+        )
 
     async def ListEscalations(
         self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext

@@ -7,10 +7,20 @@ after their conditional update, so they can move with the rest of the policy as 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from server.domain.rules import MAX_ID, MAX_NOTES, _text
-from server.domain.types import AccountUser, Caller, Handoff, Intent, Role, Status
+from server.domain.types import (
+    AccountUser,
+    Caller,
+    Event,
+    Handoff,
+    Intent,
+    Priority,
+    Role,
+    Status,
+)
 from server.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -126,4 +136,48 @@ def check_reopen(caller: Caller, current: Handoff, now: datetime, window_seconds
             f"{closes.isoformat()}; create a new handoff instead",
             reason="REOPEN_WINDOW_CLOSED",
             metadata={"closed_at": closes.isoformat()},
+        )
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What an engineer narrowed their queue stream to: priorities (empty: all), and
+    "held by me". The snapshot holds only matching escalations; live events pass when the
+    handoff matches after the change, or when the change took it away from the caller (a
+    transfer or release of theirs), so a client keeping the filtered list can drop it."""
+
+    priorities: frozenset[Priority] = frozenset()
+    held_by_me: bool = False
+
+    @property
+    def narrows(self) -> bool:
+        return bool(self.priorities) or self.held_by_me
+
+    def admits(self, handoff: Handoff, caller: Caller) -> bool:
+        if self.priorities and handoff.priority not in self.priorities:
+            return False
+        if self.held_by_me:
+            holder = handoff.picked_up_by
+            return (
+                handoff.status is Status.PICKED_UP
+                and holder is not None
+                and holder.id == caller.user_id
+            )
+        return True
+
+    def passes(self, event: Event, caller: Caller) -> bool:
+        if self.admits(event.handoff, caller):
+            return True
+        if self.priorities and event.handoff.priority not in self.priorities:
+            return False
+        previous = event.detail.previous_holder if event.detail else None
+        if self.held_by_me and previous is not None and previous.id == caller.user_id:
+            return True
+        # Resolved by me: it was mine until this event (a release names me as previous).
+        holder = event.handoff.picked_up_by
+        return (
+            self.held_by_me
+            and event.handoff.status is Status.RESOLVED
+            and holder is not None
+            and holder.id == caller.user_id
         )

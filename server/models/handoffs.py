@@ -24,6 +24,7 @@ from server.domain.types import (
     Assessment,
     AssessmentStatus,
     Caller,
+    EventDetail,
     EventType,
     Handoff,
     Intent,
@@ -281,6 +282,9 @@ async def transition(
         values |= {"picked_up_by_id": None, "picked_up_by_name": None, "picked_up_at": None}
         if caller.role is not Role.ADMIN:
             conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
+        elif current.picked_up_by is not None:
+            # The holder the admin saw: the event names them as the one released.
+            conditions.append(HANDOFFS.c.picked_up_by_id == current.picked_up_by.id)
     elif action is Action.RESOLVE:
         values |= {"resolved_at": now, "resolution_note": resolution_note}
         conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
@@ -296,7 +300,11 @@ async def transition(
             return winner  # the same engineer's concurrent pickup won
         check_holder(action, caller, winner)
         raise refuse_transition(action, winner)
-    return await record_change(session, caller.account_id, handoff_id, step.event, now)
+    detail = None
+    if action is Action.RELEASE:
+        # Who held it, for clients that follow only their own escalations.
+        detail = EventDetail(actor=caller.ref, previous_holder=current.picked_up_by)
+    return await record_change(session, caller.account_id, handoff_id, step.event, now, detail)
 
 
 async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:

@@ -13,7 +13,17 @@ from typing import Protocol
 
 from server import telemetry
 from server.db.database import Database
-from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
+from server.domain.collab import QueueFilter
+from server.domain.types import (
+    Caller,
+    Event,
+    EventType,
+    Handoff,
+    Intent,
+    QueueSnapshot,
+    Role,
+    Status,
+)
 from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
@@ -44,10 +54,14 @@ def _everything(e: Event) -> bool:
     return True
 
 
-def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
+def _filter(
+    kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+) -> Callable[[Event], bool]:
     # Shared functions where streams see the same (the feed evaluates each distinct filter
-    # once per event); a technician's own filter is theirs alone.
+    # once per event); a technician's own filter is theirs alone, as is a narrowed queue.
     if kind is StreamKind.ESCALATIONS:
+        if narrowed is not None and narrowed.narrows:
+            return lambda e: _is_escalation(e) and narrowed.passes(e, caller)
         return _is_escalation
     if caller.role is Role.TECHNICIAN:
         return lambda e: e.handoff.created_by.id == caller.user_id
@@ -64,20 +78,38 @@ class Streams:
         self.hub = hub
         self.encoder = encoder
 
-    async def _snapshot(self, kind: StreamKind, caller: Caller) -> QueueSnapshot:
+    async def _snapshot(
+        self, kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+    ) -> QueueSnapshot:
         async with self.db.read() as s:
-            if kind is StreamKind.ESCALATIONS:
+            if kind is not StreamKind.ESCALATIONS:
+                return await handoffs.active(s, caller)
+            if narrowed is None or not narrowed.narrows:
                 return await handoffs.queue(s, caller.account_id)
-            return await handoffs.active(s, caller)
+            # Escalations held by the caller are not in the queue: read the open and
+            # picked-up ones, and keep what the filter admits.
+            snap = await handoffs.active(s, caller)
+        return QueueSnapshot(
+            sequence=snap.sequence,
+            handoffs=[
+                h
+                for h in snap.handoffs
+                if h.intent is Intent.ESCALATE
+                and (narrowed.held_by_me or h.status is Status.OPEN)
+                and narrowed.admits(h, caller)
+            ],
+        )
 
-    async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, list[bytes]]:
-        snap = await self._snapshot(kind, caller)
+    async def _encoded_snapshot(
+        self, kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+    ) -> tuple[int, list[bytes]]:
+        snap = await self._snapshot(kind, caller, narrowed)
         return snap.sequence, self.encoder.snapshot(
             EventType.SNAPSHOT, snap.sequence, snap.handoffs
         )
 
     async def _opening_snapshot(
-        self, kind: StreamKind, caller: Caller, feed: AccountFeed
+        self, kind: StreamKind, caller: Caller, feed: AccountFeed, narrowed: QueueFilter | None
     ) -> tuple[int, list[bytes]]:
         """The SNAPSHOT a new stream starts with, and its sequence.
 
@@ -87,8 +119,8 @@ class Streams:
         newer. Any snapshot is a correct start, since the stream then reads every event
         after its sequence; sharing only saves reads.
         """
-        if kind is not StreamKind.ESCALATIONS:
-            return await self._encoded_snapshot(kind, caller)
+        if kind is not StreamKind.ESCALATIONS or (narrowed is not None and narrowed.narrows):
+            return await self._encoded_snapshot(kind, caller, narrowed)
         shared = feed.snapshot
         if shared is None or (
             shared.done()
@@ -114,13 +146,21 @@ class Streams:
         return ""
 
     async def open(
-        self, kind: StreamKind, caller: Caller, after: int | None
+        self,
+        kind: StreamKind,
+        caller: Caller,
+        after: int | None,
+        narrowed: QueueFilter | None = None,
     ) -> AsyncIterator[bytes]:
         # Subscribe first, so a stream over its limit is refused before any byte is sent.
         # The subscription starts out lagging: nothing is pushed to it until it has read
         # the log from its position, which is only settled below.
         sub, feed = self.hub.subscribe(
-            caller.account_id, caller.user_id, after or 0, _filter(kind, caller), caller.expires_at
+            caller.account_id,
+            caller.user_id,
+            after or 0,
+            _filter(kind, caller, narrowed),
+            caller.expires_at,
         )
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
@@ -128,13 +168,13 @@ class Streams:
             # A snapshot may come in several parts (see HandoffEvent.snapshot_continues);
             # they are sent back to back, and the position moves only after the last.
             if after is None:
-                sequence, parts = await self._opening_snapshot(kind, caller, feed)
+                sequence, parts = await self._opening_snapshot(kind, caller, feed, narrowed)
                 for data in parts:
                     delivered.inc()
                     yield data
                 sub.position = sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
-                snap = await self._snapshot(kind, caller)
+                snap = await self._snapshot(kind, caller, narrowed)
                 for data in self.encoder.snapshot(
                     EventType.RESET, snap.sequence, snap.handoffs, problem
                 ):
