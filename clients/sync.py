@@ -83,8 +83,25 @@ class Client:
     ) -> esc.EscalationMetrics:
         return self._run(self._client.metrics(start, end))
 
-    def stream_escalations(self, after: int | None = None) -> Iterator[pb.HandoffEvent]:
-        return self._iterate(self._client.stream_escalations(after))
+    def transfer(self, handoff_id: str, to_user_id: str, note: str = "") -> pb.Handoff:
+        return self._run(self._client.transfer(handoff_id, to_user_id, note))
+
+    def list_account_users(self) -> list[esc.AccountUser]:
+        return self._run(self._client.list_account_users())
+
+    def add_comment(self, handoff_id: str, body: str, request_id: str = "") -> pb.Comment:
+        return self._run(self._client.add_comment(handoff_id, body, request_id))
+
+    def reopen(self, handoff_id: str, reason: str) -> pb.Handoff:
+        return self._run(self._client.reopen(handoff_id, reason))
+
+    def history(self, handoff_id: str) -> list[pb.HandoffEvent]:
+        return self._run(self._client.history(handoff_id))
+
+    def stream_escalations(
+        self, after: int | None = None, **filters: Any
+    ) -> Iterator[pb.HandoffEvent]:
+        return self._iterate(self._client.stream_escalations(after, **filters))
 
     def watch_handoffs(self, after: int | None = None) -> Iterator[pb.HandoffEvent]:
         return self._iterate(self._client.watch_handoffs(after))
