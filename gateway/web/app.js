@@ -398,7 +398,7 @@ function onQueueEvent(event) {
   }
   reorder();
   trackWorking(event.type, h);
-  onCollabEvent(event);
+  onCollabEvent(withDetail(event));
   updateCount();
   scheduleMetrics();
 }
@@ -976,6 +976,7 @@ function onMineEvent(event) {
   if (!event.handoff || !event.handoff.id || !isMine(event.handoff)) return;
   const before = mine.get(event.handoff.id);
   upsertMine(event.handoff);
+  event = withDetail(event);
   addToTimeline(event);
   if (event.type === "commented" && event.comment?.author?.id !== session?.claims.sub) {
     announce(`${byName(event.comment?.author)} commented: ${short(event.comment?.body || "", 160)}`);
@@ -1058,6 +1059,10 @@ function upsertMine(h, older = false) {
 const timelines = new Map();
 /** The technician's cards whose activity is open. */
 const detailsOpen = new Set();
+
+/** A stream event with the event's own fields (actor, note, comment, previousHolder)
+ * beside type, sequence and handoff, as history events have them. @param {any} event */
+const withDetail = (event) => ({ ...(event.data || {}), ...event });
 
 /** "EVENT_TYPE_COMMENTED" (history) and "commented" (streams) alike. @param {string} type */
 const kind = (type) => String(type || "").replace(/^EVENT_TYPE_/, "").toLowerCase();
@@ -1250,7 +1255,9 @@ function mineDetails(h, state) {
     }
     postComment(h.id, body, error, () => { text.value = ""; });
   });
-  const parts = [el("ol", { class: "timeline" }, timelineItems(timelines.get(h.id) || [])), form];
+  // Focusable: it scrolls, and keyboard users must be able to scroll it too.
+  const timeline = el("ol", { class: "timeline", tabIndex: 0, "aria-label": "Activity" }, timelineItems(timelines.get(h.id) || []));
+  const parts = [timeline, form];
   if (state === "resolved") {
     const reason = el("input", { class: "reopen-reason" });
     reason.setAttribute("aria-label", "Why it came back");
