@@ -235,7 +235,7 @@ async def test_collaboration_grpcurl_recipes_run(server: ServerRuntime, account:
         for line in block("Working an escalation together", "sh").splitlines()
         if line.startswith(".venv/bin/grpcurl ")
     ]
-    assert len(commands) == 6
+    assert len(commands) == 7
     outputs = []
     for command in commands:
         process = await asyncio.create_subprocess_exec(
@@ -250,7 +250,7 @@ async def test_collaboration_grpcurl_recipes_run(server: ServerRuntime, account:
         out, _ = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, f"{command}\n{out.decode()}"
         outputs.append(out.decode())
-    users, transferred, commented, resolved, reopened, history = outputs
+    users, transferred, commented, resolved, reopened, history, presence = outputs
     assert "Sam Vpn" in users and "ROLE_ENGINEER" in users
     assert '"id": "sam"' in transferred
     assert "It drops every 10 minutes" in commented
@@ -258,3 +258,4 @@ async def test_collaboration_grpcurl_recipes_run(server: ServerRuntime, account:
     assert "HANDOFF_STATUS_OPEN" in reopened
     for kind in ("CREATED", "PICKED_UP", "TRANSFERRED", "COMMENTED", "RESOLVED", "REOPENED"):
         assert f"EVENT_TYPE_{kind}" in history
+    assert presence.strip().startswith("{")  # nobody streams here: an empty answer

@@ -70,6 +70,8 @@ REQUIRED_ROLES: dict[str, frozenset[Role]] = {
     _H + "AddComment": ANYONE,
     _H + "ReopenHandoff": ANYONE,
     _H + "GetHandoffHistory": ANYONE,
+    # Technicians see how many engineers are online; engineers and admins also who.
+    _H + "GetPresence": ANYONE,
     _E + "StreamEscalations": STAFF,
     _E + "ListEscalations": STAFF,
     _E + "PickUpEscalation": STAFF,

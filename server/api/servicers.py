@@ -18,6 +18,7 @@ from server.api.interceptors import current_caller
 from server.core import Core
 from server.domain import collab as collab_rules
 from server.domain import rules
+from server.domain.types import Role
 from server.errors import FieldViolation, InvalidArgument
 from server.models import handoffs
 from server.streaming.streams import StreamKind, Streams
@@ -144,6 +145,18 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
         reason = collab_rules.validate_reopen_reason(request.reason)
         handoff = await self.core.reopen(current_caller(), handoff_id, reason)
         return pb.ReopenHandoffResponse(handoff=convert.handoff(handoff))
+
+    async def GetPresence(
+        self, request: pb.GetPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPresenceResponse:
+        caller = current_caller()
+        assert self.streams.presence is not None
+        online = await self.streams.presence.online(caller.account_id)
+        shown = [] if caller.role is Role.TECHNICIAN else online
+        return pb.GetPresenceResponse(
+            engineers_online=len(online),
+            engineers=[pb.UserRef(id=u.id, name=u.name) for u in shown],
+        )
 
     async def GetHandoffHistory(
         self, request: pb.GetHandoffHistoryRequest, context: grpc.aio.ServicerContext

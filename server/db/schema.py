@@ -191,9 +191,25 @@ class SlaTimerRecord(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PresenceRecord(Base):
+    """Who watches an account's queue now: one row per engineer and server process with an
+    open queue stream, refreshed by that process and gone when it stops refreshing (a
+    process that dies takes its rows with it once they expire). Not history: the event
+    log never sees it."""
+
+    __tablename__ = "presence"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The Core tables, for statements that need no ORM identity tracking (the write path).
 HANDOFFS = cast(Table, HandoffRecord.__table__)
 SLA_TIMERS = cast(Table, SlaTimerRecord.__table__)
 EVENTS = cast(Table, EventRecord.__table__)
 HISTORY = cast(Table, HandoffHistoryRecord.__table__)
 ACCOUNT_USERS = cast(Table, AccountUserRecord.__table__)
+PRESENCE = cast(Table, PresenceRecord.__table__)

@@ -27,6 +27,7 @@ from server.domain.types import (
 from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
+from server.streaming.presence import Presence
 
 
 class StreamKind(enum.Enum):
@@ -73,10 +74,14 @@ class Streams:
     timer per stream: a timed wait per stream costs a task and a timer handle each time it
     waits, which at thousands of idle streams is most of their memory and wake-ups."""
 
-    def __init__(self, db: Database, hub: Hub, encoder: Encoder) -> None:
+    def __init__(
+        self, db: Database, hub: Hub, encoder: Encoder, presence: Presence | None = None
+    ) -> None:
         self.db = db
         self.hub = hub
         self.encoder = encoder
+        # Counts open queue streams per engineer (who is watching the queue).
+        self.presence = presence
 
     async def _snapshot(
         self, kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
@@ -164,6 +169,9 @@ class Streams:
         )
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
+        watching = self.presence if kind is StreamKind.ESCALATIONS else None
+        if watching is not None:
+            watching.joined(caller)
         try:
             # A snapshot may come in several parts (see HandoffEvent.snapshot_continues);
             # they are sent back to back, and the position moves only after the last.
@@ -226,6 +234,8 @@ class Streams:
         finally:
             delivered.inc(unreported)
             self.hub.unsubscribe(sub)
+            if watching is not None:
+                watching.left(caller)
 
     async def _catch_up(self, sub: Subscription) -> AsyncIterator[bytes]:
         """Read the log from the subscriber's position up to the head, in batches."""

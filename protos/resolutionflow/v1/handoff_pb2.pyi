@@ -339,3 +339,15 @@ class GetHandoffHistoryResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[HandoffEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[HandoffEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetPresenceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPresenceResponse(_message.Message):
+    __slots__ = ("engineers_online", "engineers")
+    ENGINEERS_ONLINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINEERS_FIELD_NUMBER: _ClassVar[int]
+    engineers_online: int
+    engineers: _containers.RepeatedCompositeFieldContainer[UserRef]
+    def __init__(self, engineers_online: _Optional[int] = ..., engineers: _Optional[_Iterable[_Union[UserRef, _Mapping]]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class HandoffServiceStub:
                 request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.SerializeToString,
                 response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.FromString,
                 _registered_method=True)
+        self.GetPresence = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/GetPresence',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class HandoffServiceServicer:
@@ -140,6 +145,15 @@ class HandoffServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPresence(self, request, context):
+        """Who is watching the account's queue now (engineers and admins with a queue stream open
+        on any server), updated within a second or two of a connect or disconnect; a server
+        that dies drops out within RF_PRESENCE_TTL_SECONDS. Technicians get the count only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HandoffServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +196,11 @@ def add_HandoffServiceServicer_to_server(servicer, server):
                     servicer.GetHandoffHistory,
                     request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.FromString,
                     response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.SerializeToString,
+            ),
+            'GetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPresence,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +419,33 @@ class HandoffService:
             '/resolutionflow.v1.HandoffService/GetHandoffHistory',
             resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.SerializeToString,
             resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/GetPresence',
+            resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Collaboration: known users, event details, the per-handoff history archive
+"""Collaboration: known users, event details, the per-handoff history archive, presence
 
 Revision ID: 0006_collab
 Revises: 0005
@@ -42,9 +42,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "sequence", name="pk_handoff_history"),
     )
     op.create_index("ix_handoff_history_handoff", "handoff_history", ["handoff_id", "sequence"])
+    op.create_table(
+        "presence",
+        sa.Column("account_id", sa.String(128), nullable=False),
+        sa.Column("user_id", sa.String(128), nullable=False),
+        sa.Column("replica_id", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", "user_id", "replica_id", name="pk_presence"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("presence")
     op.drop_index("ix_handoff_history_handoff", table_name="handoff_history")
     op.drop_table("handoff_history")
     op.drop_index("ix_events_handoff", table_name="events")
