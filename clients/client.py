@@ -237,6 +237,10 @@ class AsyncClient:
                 return events
             request.page_token = page.next_page_token
 
+    async def presence(self) -> pb.GetPresenceResponse:
+        """How many engineers watch the queue now (and, for engineers and admins, who)."""
+        return await self._call(self._handoffs.GetPresence, pb.GetPresenceRequest())
+
     # ---- streams ------------------------------------------------------------------------
 
     def stream_escalations(

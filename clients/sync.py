@@ -98,6 +98,9 @@ class Client:
     def history(self, handoff_id: str) -> list[pb.HandoffEvent]:
         return self._run(self._client.history(handoff_id))
 
+    def presence(self) -> pb.GetPresenceResponse:
+        return self._run(self._client.presence())
+
     def stream_escalations(
         self, after: int | None = None, **filters: Any
     ) -> Iterator[pb.HandoffEvent]:

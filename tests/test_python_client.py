@@ -25,7 +25,7 @@ from clients import (
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from tests.processes import ServerProcess
-from tests.support import token
+from tests.support import token, wait_until
 
 pb = handoff_pb2
 
@@ -219,4 +219,11 @@ async def test_working_together(connect: Callable[..., AsyncClient]) -> None:
         types = [e.type for e in await tech.history(h.id)]
         assert types[-1] == pb.EVENT_TYPE_REOPENED
         assert types.count(pb.EVENT_TYPE_COMMENTED) == 1
+        await wait_until(  # erin's filtered stream, once its server has written it
+            lambda: _online(tech, 1), what="one engineer online"
+        )
         await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _online(client: AsyncClient, count: int) -> bool:
+    return (await client.presence()).engineers_online == count

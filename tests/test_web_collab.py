@@ -48,6 +48,9 @@ async def test_transfer_comments_and_reopen_across_three_pages(
     eng = await pages(account, "eng-1", Role.ENGINEER, "Erin Engineer")
     tech = await pages(account, "tech-1", Role.TECHNICIAN, "Tina Tech")
     h = await technician.create(problem_summary="VPN drops every ten minutes")
+    # Who is watching: the technician sees how many, the engineers who.
+    await expect(tech.locator("#presence-count")).to_have_text("2 engineers online")
+    await expect(eng.locator("#m-online")).to_have_text("Erin Engineer, Sam Vpn")
 
     # Erin picks it up and hands it to Sam, who is chosen from the account's engineers.
     await card(eng, h.id).get_by_role("button", name="Pick up").click()

@@ -309,6 +309,8 @@ function startEngineer() {
   timers.push(window.setInterval(tick, 1000));
   loadMetrics();
   timers.push(window.setInterval(loadMetrics, 30000));
+  loadPresence();
+  timers.push(window.setInterval(loadPresence, 5000));
 }
 
 /** @param {any} h @param {number} now */
@@ -886,6 +888,22 @@ function startTechnician() {
   if (!$("steps").children.length) addStep();
   loadHistory();
   connect("/v1/handoffs/stream", onMineEvent, onMineReset);
+  loadPresence();
+  timers.push(window.setInterval(loadPresence, 5000));
+}
+
+/** Who watches the queue now: names for engineers, the count for technicians. */
+async function loadPresence() {
+  if (!session) return;
+  try {
+    const { engineersOnline = 0, engineers = [] } = await api("/v1/presence");
+    const count = `${engineersOnline} engineer${engineersOnline === 1 ? "" : "s"} online`;
+    $("presence-count").textContent = count;
+    $("m-online").textContent = engineers.length ? engineers.map((/** @type {any} */ u) => byName(u)).join(", ") : "–";
+    $("m-online").title = count;
+  } catch {
+    // Presence is a hint; the queue works without it.
+  }
 }
 
 /**
