@@ -262,16 +262,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def stream_escalations(
         request: Request,
         after: int | None = Query(None, ge=0, le=MAX_UINT64, description="resume after it"),
-        priority: list[str] = Query(  # noqa: B008 - FastAPI declares parameters this way
+        priorities: list[str] = Query(  # noqa: B008 - FastAPI declares parameters this way
             [], description="only these priorities (repeatable), e.g. PRIORITY_URGENT"
         ),
         held_by_me: bool = Query(False, description="only escalations the caller holds"),
     ) -> Response:
         message = esc.StreamEscalationsRequest(held_by_me=held_by_me)
-        for name in priority:
+        for name in priorities:
             if name not in pb.Priority.keys():  # noqa: SIM118 - an enum wrapper, not a dict
                 valid = ", ".join(pb.Priority.keys()[1:])
-                raise bad_request({"priority": f"must be one of {valid}"})
+                raise bad_request({"priorities": f"must be one of {valid}"})
             message.priorities.append(pb.Priority.Value(name))  # type: ignore[arg-type]
         return await stream(request, upstream.escalations.StreamEscalations, message, after)
 

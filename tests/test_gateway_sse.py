@@ -427,7 +427,7 @@ async def test_curl_shows_the_live_queue(
 async def test_the_queue_stream_takes_filters(http: httpx.AsyncClient, account: str) -> None:
     await create(http, account, priority="PRIORITY_LOW")
     urgent = await create(http, account, priority="PRIORITY_URGENT")
-    path = "/v1/escalations/stream?priority=PRIORITY_URGENT&priority=PRIORITY_HIGH"
+    path = "/v1/escalations/stream?priorities=PRIORITY_URGENT&priorities=PRIORITY_HIGH"
     reader = SSEReader(http, path, bearer(account, Role.ENGINEER))
     try:
         await reader.wait_for(lambda r: bool(r.of("snapshot")))
@@ -446,6 +446,6 @@ async def test_the_queue_stream_takes_filters(http: httpx.AsyncClient, account: 
     finally:
         await held.close()
     bad = await http.get(
-        "/v1/escalations/stream?priority=PRIORITY_SOON", headers=bearer(account, Role.ENGINEER)
+        "/v1/escalations/stream?priorities=PRIORITY_SOON", headers=bearer(account, Role.ENGINEER)
     )
-    assert bad.status_code == 400 and "priority" in bad.text
+    assert bad.status_code == 400 and "priorities" in bad.text
