@@ -91,6 +91,12 @@ async def reopen(client: Client, handoff_id: str, reason: str = "it came back") 
     return reply.handoff
 
 
+async def started(*readers: StreamReader) -> None:
+    """Until each stream has its snapshot: later changes then arrive as events."""
+    for r in readers:
+        await r.wait_for(lambda r: bool(r.events))
+
+
 @pytest.fixture
 def other_account() -> str:
     return f"acct-{uuid.uuid4().hex[:10]}"
@@ -135,6 +141,7 @@ async def test_transfer_hands_the_escalation_to_another_engineer(
     h = await technician.create()
     reader = stream_escalations(sam)
     watcher = watch_handoffs(technician)
+    await started(reader, watcher)
     await pick_up(engineer, h.id)
     moved = await transfer(engineer, h.id, "sam", note="Sam knows the VPN")
     assert moved.status == pb.HANDOFF_STATUS_PICKED_UP
@@ -213,6 +220,7 @@ async def test_one_holder_under_concurrent_transfers_pickups_and_releases(
     events must show one holder at every step: a pickup only of a free escalation, a
     release and a transfer only from the holder of the moment."""
     team = [client_for(Role.ENGINEER, f"e{i}") for i in range(6)]
+    admin = client_for(Role.ADMIN, "ada")  # releases whoever holds it: the mix has releases
     for member in team:
         await users(member)
     h = await technician.create()
@@ -237,8 +245,16 @@ async def test_one_holder_under_concurrent_transfers_pickups_and_releases(
                 grpc.StatusCode.PERMISSION_DENIED,
             ), e.details()
 
+    async def release_as_admin() -> None:
+        try:
+            await admin.call(
+                "escalations", "ReleaseEscalation", esc.ReleaseEscalationRequest(handoff_id=h.id)
+            )
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
+
     for _ in range(8):
-        await asyncio.gather(*(act(m) for m in team for _ in range(2)))
+        await asyncio.gather(release_as_admin(), *(act(m) for m in team for _ in range(2)))
     events = await history(team[0], h.id)
     holder: str | None = None
     kinds = {pb.EVENT_TYPE_PICKED_UP: 0, pb.EVENT_TYPE_RELEASED: 0, pb.EVENT_TYPE_TRANSFERRED: 0}
@@ -271,6 +287,7 @@ async def test_comments_are_live_on_both_sides_and_in_order(
     h = await technician.create()
     queue = stream_escalations(engineer)
     own = watch_handoffs(technician)
+    await started(queue, own)
     first = await comment(engineer, h.id, "Which VPN client version?")
     second = await comment(technician, h.id, "5.2, on Windows 11\nand it used to work")
     assert (first.author.id, first.author_role) == ("eng-1", pb.ROLE_ENGINEER)
@@ -394,6 +411,7 @@ async def test_reopen_puts_it_back_in_the_queue_with_a_fresh_clock(
     await pick_up(engineer, h.id)
     done = await resolve(engineer, h.id)
     reader = stream_escalations(engineer)
+    await started(reader)
     back = await reopen(technician, h.id, "the VPN drops again")
     assert back.status == pb.HANDOFF_STATUS_OPEN
     assert not back.picked_up_by.id and not back.resolution_note
@@ -505,3 +523,28 @@ async def test_queue_filtered_to_what_i_hold(
         (pb.EVENT_TYPE_RESOLVED, c.id),
     ]
     reader.cancel()
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+async def test_metrics_count_transfers_comments_and_reopens(
+    client_for: Callable[..., Client], technician: Client, engineer: Client
+) -> None:
+    sam = client_for(Role.ENGINEER, "sam")
+    await users(sam)
+    first, second = await technician.create(), await technician.create()
+    await pick_up(engineer, first.id)
+    await transfer(engineer, first.id, "sam")
+    for body in ("one", "two", "three"):
+        await comment(technician, first.id, body)
+    await resolve(sam, first.id)
+    await reopen(technician, first.id)
+    await pick_up(engineer, second.id)
+    await resolve(engineer, second.id)
+    reply = await engineer.call(
+        "escalations", "GetEscalationMetrics", esc.GetEscalationMetricsRequest()
+    )
+    c = reply.metrics.collaboration
+    assert (c.transfers, c.comments, c.reopened) == (1, 3, 1)
+    assert c.reopen_rate == 0.5 and c.comments_per_escalation == 1.5

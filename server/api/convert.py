@@ -196,6 +196,13 @@ def metrics(m: EscalationMetrics) -> esc_pb.EscalationMetrics:
             )
             for p in m.by_priority
         ],
+        collaboration=esc_pb.CollaborationMetrics(
+            transfers=m.collaboration.transfers,
+            comments=m.collaboration.comments,
+            reopened=m.collaboration.reopened,
+            reopen_rate=m.collaboration.reopen_rate,
+            comments_per_escalation=m.collaboration.comments_per_escalation,
+        ),
         by_day=[
             esc_pb.DayMetrics(
                 date=d.date, created=d.created, picked_up=d.picked_up, resolved=d.resolved

@@ -159,7 +159,7 @@ class DayMetrics(_message.Message):
     def __init__(self, date: _Optional[str] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ...) -> None: ...
 
 class EscalationMetrics(_message.Message):
-    __slots__ = ("start_time", "end_time", "created", "picked_up", "resolved", "cancelled", "open_now", "oldest_waiting_seconds", "time_to_pickup", "time_to_resolve", "sla_breached", "by_priority", "by_day")
+    __slots__ = ("start_time", "end_time", "created", "picked_up", "resolved", "cancelled", "open_now", "oldest_waiting_seconds", "time_to_pickup", "time_to_resolve", "sla_breached", "by_priority", "by_day", "collaboration")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class EscalationMetrics(_message.Message):
     SLA_BREACHED_FIELD_NUMBER: _ClassVar[int]
     BY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     BY_DAY_FIELD_NUMBER: _ClassVar[int]
+    COLLABORATION_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     created: int
@@ -186,7 +187,22 @@ class EscalationMetrics(_message.Message):
     sla_breached: int
     by_priority: _containers.RepeatedCompositeFieldContainer[PriorityMetrics]
     by_day: _containers.RepeatedCompositeFieldContainer[DayMetrics]
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ..., cancelled: _Optional[int] = ..., open_now: _Optional[int] = ..., oldest_waiting_seconds: _Optional[float] = ..., time_to_pickup: _Optional[_Union[DurationStats, _Mapping]] = ..., time_to_resolve: _Optional[_Union[DurationStats, _Mapping]] = ..., sla_breached: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityMetrics, _Mapping]]] = ..., by_day: _Optional[_Iterable[_Union[DayMetrics, _Mapping]]] = ...) -> None: ...
+    collaboration: CollaborationMetrics
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ..., cancelled: _Optional[int] = ..., open_now: _Optional[int] = ..., oldest_waiting_seconds: _Optional[float] = ..., time_to_pickup: _Optional[_Union[DurationStats, _Mapping]] = ..., time_to_resolve: _Optional[_Union[DurationStats, _Mapping]] = ..., sla_breached: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityMetrics, _Mapping]]] = ..., by_day: _Optional[_Iterable[_Union[DayMetrics, _Mapping]]] = ..., collaboration: _Optional[_Union[CollaborationMetrics, _Mapping]] = ...) -> None: ...
+
+class CollaborationMetrics(_message.Message):
+    __slots__ = ("transfers", "comments", "reopened", "reopen_rate", "comments_per_escalation")
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_FIELD_NUMBER: _ClassVar[int]
+    REOPENED_FIELD_NUMBER: _ClassVar[int]
+    REOPEN_RATE_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_PER_ESCALATION_FIELD_NUMBER: _ClassVar[int]
+    transfers: int
+    comments: int
+    reopened: int
+    reopen_rate: float
+    comments_per_escalation: float
+    def __init__(self, transfers: _Optional[int] = ..., comments: _Optional[int] = ..., reopened: _Optional[int] = ..., reopen_rate: _Optional[float] = ..., comments_per_escalation: _Optional[float] = ...) -> None: ...
 
 class TransferEscalationRequest(_message.Message):
     __slots__ = ("handoff_id", "to_user_id", "note")
