@@ -331,6 +331,13 @@ async def test_comment_limits_and_isolation(
     outsider = stream_escalations(client_for(Role.ENGINEER, "eng-1", acct=other_account))
     await outsider.wait_for(lambda r: bool(r.events))
     await comment(engineer, h.id, "secret remark")
+    # Every other new kind of event, in this account, before the outsider's marker.
+    sam = client_for(Role.ENGINEER, "sam")
+    await users(sam)
+    await pick_up(engineer, h.id)
+    await transfer(engineer, h.id, "sam")
+    await resolve(sam, h.id)
+    await reopen(technician, h.id)
     # A later event of the outsider's own account marks how far their stream has come.
     await client_for(Role.TECHNICIAN, "tech-1", acct=other_account).create()
     await outsider.wait_for(lambda r: any(e.type == pb.EVENT_TYPE_CREATED for e in r.events))
