@@ -28,7 +28,7 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.models import collab, handoffs, metrics
+from server.models import collab, handoffs, metrics, search
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,17 +108,26 @@ class Core:
             return await handoffs.queue(s, caller.account_id, page_token)
 
     async def pick_up(self, caller: Caller, handoff_id: str) -> HandoffContext:
-        return build_context(await self._transition(caller, handoff_id, Action.PICK_UP))
+        handoff = await self._transition(caller, handoff_id, Action.PICK_UP)
+        async with self.db.read() as s:
+            return build_context(handoff, tuple(await search.similar_resolved(s, handoff)))
 
     async def get_context(self, caller: Caller, handoff_id: str) -> HandoffContext:
         async with self.db.read() as s:
-            return build_context(await handoffs.get_escalation(s, caller, handoff_id))
+            handoff = await handoffs.get_escalation(s, caller, handoff_id)
+            return build_context(handoff, tuple(await search.similar_resolved(s, handoff)))
 
     async def release(self, caller: Caller, handoff_id: str) -> Handoff:
         return await self._transition(caller, handoff_id, Action.RELEASE)
 
     async def resolve(self, caller: Caller, handoff_id: str, note: str) -> Handoff:
-        return await self._transition(caller, handoff_id, Action.RESOLVE, note)
+        async with self.db.write() as s:
+            handoff = await handoffs.transition(
+                s, caller, handoff_id, Action.RESOLVE, self.clock(), note
+            )
+            # Searchable as "what fixed it" from the same commit on.
+            await search.index_resolved(s, handoff)
+            return handoff
 
     async def metrics(
         self, caller: Caller, start: datetime | None, end: datetime | None

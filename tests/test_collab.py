@@ -555,3 +555,37 @@ async def test_metrics_count_transfers_comments_and_reopens(
     c = reply.metrics.collaboration
     assert (c.transfers, c.comments, c.reopened) == (1, 3, 1)
     assert c.reopen_rate == 0.5 and c.comments_per_escalation == 1.5
+
+
+# --- what fixed it last time ----------------------------------------------------------
+
+
+async def test_the_context_shows_what_fixed_similar_escalations(
+    client_for: Callable[..., Client], technician: Client, engineer: Client, account: str
+) -> None:
+    async def solved(client: Client, summary: str, note: str) -> pb.Handoff:
+        h = await client.create(problem_summary=summary, steps_tried=[])
+        await pick_up(engineer if client is technician else outsider_eng, h.id)
+        return await resolve(engineer if client is technician else outsider_eng, h.id, note)
+
+    outsider_eng = client_for(Role.ENGINEER, "eng-1", acct=f"{account}-other")
+    outsider_tech = client_for(Role.TECHNICIAN, "tech-1", acct=f"{account}-other")
+    vpn = await solved(technician, "VPN client disconnects every few minutes", "Reinstalled VPN")
+    await solved(technician, "Printer prints blank pages", "Replaced the toner")
+    await solved(outsider_tech, "VPN client disconnects on Wi-Fi", "Other account's secret")
+    new = await technician.create(
+        problem_summary="The VPN disconnects again and again", steps_tried=[]
+    )
+    context = await pick_up(engineer, new.id)
+    assert [h.id for h in context.similar_resolved] == [vpn.id]
+    assert context.similar_resolved[0].resolution_note == "Reinstalled VPN"
+    assert context.similar_resolved[0].picked_up_by.id == "eng-1"
+    # Reopened, it is nobody's fix any more.
+    await reopen(technician, vpn.id)
+    again = await engineer.call(
+        "escalations", "GetHandoffContext", esc.GetHandoffContextRequest(handoff_id=new.id)
+    )
+    assert list(again.context.similar_resolved) == []
+    # Words that are query syntax elsewhere are only words here.
+    odd = await technician.create(problem_summary='VPN "NEAR(x)" OR * - ^ : ( ) & | !')
+    await pick_up(engineer, odd.id)

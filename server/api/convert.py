@@ -159,6 +159,7 @@ def context(c: HandoffContext) -> esc_pb.HandoffContext:
         ai_assessment=assessment(c.ai_assessment),
         start_here=c.start_here,
         notes=c.notes,
+        similar_resolved=[handoff(h) for h in c.similar_resolved],
     )
 
 

@@ -30,7 +30,7 @@ from server.domain.types import (
     Status,
 )
 from server.errors import FailedPrecondition
-from server.models import events, handoffs, sla
+from server.models import events, handoffs, search, sla
 from server.models.records import record_change
 
 
@@ -229,6 +229,7 @@ async def reopen(
         winner = await handoffs.get(session, caller, handoff_id)
         check_reopen(caller, winner, now, window_seconds)
         raise FailedPrecondition(f"cannot reopen handoff {handoff_id}: it changed meanwhile")
+    await search.forget(session, handoff_id)  # an open problem is nobody's fix
     await session.execute(delete(SLA_TIMERS).where(SLA_TIMERS.c.handoff_id == handoff_id))
     await session.execute(
         insert(SLA_TIMERS), sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds)

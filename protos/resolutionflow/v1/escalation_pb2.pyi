@@ -37,20 +37,22 @@ class ListEscalationsResponse(_message.Message):
     def __init__(self, escalations: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ..., sequence: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class HandoffContext(_message.Message):
-    __slots__ = ("handoff", "problem_summary", "whats_been_tried", "ai_assessment", "start_here", "notes")
+    __slots__ = ("handoff", "problem_summary", "whats_been_tried", "ai_assessment", "start_here", "notes", "similar_resolved")
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     WHATS_BEEN_TRIED_FIELD_NUMBER: _ClassVar[int]
     AI_ASSESSMENT_FIELD_NUMBER: _ClassVar[int]
     START_HERE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     handoff: _handoff_pb2.Handoff
     problem_summary: str
     whats_been_tried: _containers.RepeatedCompositeFieldContainer[_handoff_pb2.Step]
     ai_assessment: _handoff_pb2.Assessment
     start_here: str
     notes: str
-    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ..., problem_summary: _Optional[str] = ..., whats_been_tried: _Optional[_Iterable[_Union[_handoff_pb2.Step, _Mapping]]] = ..., ai_assessment: _Optional[_Union[_handoff_pb2.Assessment, _Mapping]] = ..., start_here: _Optional[str] = ..., notes: _Optional[str] = ...) -> None: ...
+    similar_resolved: _containers.RepeatedCompositeFieldContainer[_handoff_pb2.Handoff]
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ..., problem_summary: _Optional[str] = ..., whats_been_tried: _Optional[_Iterable[_Union[_handoff_pb2.Step, _Mapping]]] = ..., ai_assessment: _Optional[_Union[_handoff_pb2.Assessment, _Mapping]] = ..., start_here: _Optional[str] = ..., notes: _Optional[str] = ..., similar_resolved: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ...) -> None: ...
 
 class PickUpEscalationRequest(_message.Message):
     __slots__ = ("handoff_id",)

@@ -52,8 +52,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "user_id", "replica_id", name="pk_presence"),
     )
 
+    # "What fixed it last time": resolved escalations, searchable with the database's own
+    # full-text search (no extra service).
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute(
+            "CREATE VIRTUAL TABLE resolved_search USING fts5("
+            "handoff_id UNINDEXED, account_id UNINDEXED, body)"
+        )
+    else:
+        op.execute(
+            "CREATE TABLE resolved_search ("
+            "handoff_id VARCHAR(36) PRIMARY KEY, account_id VARCHAR(128) NOT NULL, "
+            "body TEXT NOT NULL, "
+            "tsv TSVECTOR GENERATED ALWAYS AS (to_tsvector('english', body)) STORED)"
+        )
+        op.execute("CREATE INDEX ix_resolved_search_tsv ON resolved_search USING gin (tsv)")
+
 
 def downgrade() -> None:
+    op.execute("DROP TABLE resolved_search")
     op.drop_table("presence")
     op.drop_index("ix_handoff_history_handoff", table_name="handoff_history")
     op.drop_table("handoff_history")
