@@ -27,6 +27,21 @@ from clients.streams import resuming_stream
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 R = TypeVar("R", bound=Message)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(name: str) -> Callable[[F], F]:
+    """Marks the client method of the RPC ``name``.
+
+    A test holds the clients to the API: every RPC has a method marked with its name
+    (the blocking ``Client`` derives its methods from these).
+    """
+
+    def mark(method: F) -> F:
+        method.__rpc__ = name  # type: ignore[attr-defined]
+        return method
+
+    return mark
 
 
 class AsyncClient:
@@ -88,6 +103,7 @@ class AsyncClient:
 
     # ---- handoffs -----------------------------------------------------------------------
 
+    @rpc("CreateHandoff")
     async def create_handoff(
         self,
         problem_summary: str,
@@ -119,10 +135,12 @@ class AsyncClient:
                 await asyncio.sleep(0.2 * 2**attempt)  # same request_id: no duplicate
         raise AssertionError("unreachable")
 
+    @rpc("GetHandoff")
     async def get_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.GetHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.GetHandoff, request)).handoff
 
+    @rpc("ListHandoffs")
     async def list_handoffs(
         self,
         *,
@@ -146,12 +164,14 @@ class AsyncClient:
                 return
             request.page_token = page.next_page_token
 
+    @rpc("CancelHandoff")
     async def cancel_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.CancelHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.CancelHandoff, request)).handoff
 
     # ---- escalations --------------------------------------------------------------------
 
+    @rpc("ListEscalations")
     async def list_escalations(self) -> esc.ListEscalationsResponse:
         """The open queue (``.escalations``) and the cursor it was read at (``.sequence``).
 
@@ -171,20 +191,24 @@ class AsyncClient:
             whole.next_page_token = page.next_page_token
         return whole
 
+    @rpc("PickUpEscalation")
     async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
         """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster; an
         escalation the caller already holds answers with its context again."""
         request = esc.PickUpEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.PickUpEscalation, request)).context
 
+    @rpc("GetHandoffContext")
     async def get_context(self, handoff_id: str) -> esc.HandoffContext:
         request = esc.GetHandoffContextRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.GetHandoffContext, request)).context
 
+    @rpc("ReleaseEscalation")
     async def release(self, handoff_id: str) -> pb.Handoff:
         request = esc.ReleaseEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.ReleaseEscalation, request)).handoff
 
+    @rpc("ResolveEscalation")
     async def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
         """The note is required: what fixed it, for the next technician."""
         request = esc.ResolveEscalationRequest(
@@ -192,6 +216,7 @@ class AsyncClient:
         )
         return (await self._call(self._escalations.ResolveEscalation, request)).handoff
 
+    @rpc("GetEscalationMetrics")
     async def metrics(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> esc.EscalationMetrics:
@@ -202,6 +227,7 @@ class AsyncClient:
 
     # ---- working together ---------------------------------------------------------------
 
+    @rpc("TransferEscalation")
     async def transfer(self, handoff_id: str, to_user_id: str, note: str = "") -> pb.Handoff:
         """Hand an escalation you hold (or, as an admin, any) to another engineer or admin
         of the account; ``list_account_users`` names the candidates."""
@@ -210,10 +236,12 @@ class AsyncClient:
         )
         return (await self._call(self._escalations.TransferEscalation, request)).handoff
 
+    @rpc("ListAccountUsers")
     async def list_account_users(self) -> list[esc.AccountUser]:
         request = esc.ListAccountUsersRequest()
         return list((await self._call(self._escalations.ListAccountUsers, request)).users)
 
+    @rpc("AddComment")
     async def add_comment(self, handoff_id: str, body: str, request_id: str = "") -> pb.Comment:
         """A comment with a ``request_id`` (a fresh one per call when not given) is added
         once however often the call is retried."""
@@ -222,10 +250,12 @@ class AsyncClient:
         )
         return (await self._call(self._handoffs.AddComment, request)).comment
 
+    @rpc("ReopenHandoff")
     async def reopen(self, handoff_id: str, reason: str) -> pb.Handoff:
         request = pb.ReopenHandoffRequest(handoff_id=handoff_id, reason=reason)
         return (await self._call(self._handoffs.ReopenHandoff, request)).handoff
 
+    @rpc("GetHandoffHistory")
     async def history(self, handoff_id: str) -> list[pb.HandoffEvent]:
         """Every event of the handoff, oldest first (pages joined)."""
         request = pb.GetHandoffHistoryRequest(handoff_id=handoff_id)
@@ -237,12 +267,14 @@ class AsyncClient:
                 return events
             request.page_token = page.next_page_token
 
+    @rpc("GetPresence")
     async def presence(self) -> pb.GetPresenceResponse:
         """How many engineers watch the queue now (and, for engineers and admins, who)."""
         return await self._call(self._handoffs.GetPresence, pb.GetPresenceRequest())
 
     # ---- streams ------------------------------------------------------------------------
 
+    @rpc("StreamEscalations")
     def stream_escalations(
         self,
         after: int | None = None,
@@ -263,6 +295,7 @@ class AsyncClient:
 
         return self._stream(self._escalations.StreamEscalations, request, after, max_backoff)
 
+    @rpc("WatchHandoffs")
     def watch_handoffs(
         self, after: int | None = None, *, max_backoff: float = 10.0
     ) -> AsyncIterator[pb.HandoffEvent]:
@@ -308,4 +341,4 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-__all__: Sequence[str] = ["AsyncClient", "TokenProvider"]
+__all__: Sequence[str] = ["AsyncClient", "TokenProvider", "rpc"]

@@ -22,65 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from resolutionflow.v1 import handoff_pb2 as resolutionflow_dot_v1_dot_handoff__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"resolutionflow/v1/escalation.proto\x12\x11resolutionflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fresolutionflow/v1/handoff.proto\"\x8f\x01\n\x18StreamEscalationsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12/\n\npriorities\x18\x02 \x03(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x12\n\nheld_by_me\x18\x03 \x01(\x08\x42\x11\n\x0f_after_sequence\",\n\x16ListEscalationsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"u\n\x17ListEscalationsResponse\x12/\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x98\x02\n\x0eHandoffContext\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fproblem_summary\x18\x02 \x01(\t\x12\x31\n\x10whats_been_tried\x18\x03 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\x34\n\rai_assessment\x18\x04 \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12\x12\n\nstart_here\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\x12\x34\n\x10similar_resolved\x18\x07 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\"-\n\x17PickUpEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"N\n\x18PickUpEscalationResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18GetHandoffContextRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"O\n\x19GetHandoffContextResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18ReleaseEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"H\n\x19ReleaseEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"G\n\x18ResolveEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x17\n\x0fresolution_note\x18\x02 \x01(\t\"H\n\x19ResolveEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"{\n\x1bGetEscalationMetricsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1cGetEscalationMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.resolutionflow.v1.EscalationMetrics\"]\n\rDurationStats\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x04 \x01(\x01\"\xd8\x01\n\x0fPriorityMetrics\x12-\n\x08priority\x18\x01 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08open_now\x18\x05 \x01(\r\x12\x14\n\x0csla_breached\x18\x06 \x01(\r\x12\x38\n\x0etime_to_pickup\x18\x07 \x01(\x0b\x32 .resolutionflow.v1.DurationStats\"P\n\nDayMetrics\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\"\x9f\x04\n\x11\x45scalationMetrics\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x11\n\tpicked_up\x18\x04 \x01(\r\x12\x10\n\x08resolved\x18\x05 \x01(\r\x12\x11\n\tcancelled\x18\x06 \x01(\r\x12\x10\n\x08open_now\x18\x07 \x01(\r\x12\x1e\n\x16oldest_waiting_seconds\x18\x08 \x01(\x01\x12\x38\n\x0etime_to_pickup\x18\t \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x39\n\x0ftime_to_resolve\x18\n \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x14\n\x0csla_breached\x18\x0b \x01(\r\x12\x37\n\x0b\x62y_priority\x18\x0c \x03(\x0b\x32\".resolutionflow.v1.PriorityMetrics\x12-\n\x06\x62y_day\x18\r \x03(\x0b\x32\x1d.resolutionflow.v1.DayMetrics\x12>\n\rcollaboration\x18\x0e \x01(\x0b\x32\'.resolutionflow.v1.CollaborationMetrics\"\x83\x01\n\x14\x43ollaborationMetrics\x12\x11\n\ttransfers\x18\x01 \x01(\r\x12\x10\n\x08\x63omments\x18\x02 \x01(\r\x12\x10\n\x08reopened\x18\x03 \x01(\r\x12\x13\n\x0breopen_rate\x18\x04 \x01(\x01\x12\x1f\n\x17\x63omments_per_escalation\x18\x05 \x01(\x01\"Q\n\x19TransferEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x12\n\nto_user_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"I\n\x1aTransferEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\x19\n\x17ListAccountUsersRequest\"\x80\x01\n\x0b\x41\x63\x63ountUser\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.resolutionflow.v1.Role\x12\x30\n\x0clast_seen_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x18ListAccountUsersResponse\x12-\n\x05users\x18\x01 \x03(\x0b\x32\x1e.resolutionflow.v1.AccountUser2\xf8\x07\n\x11\x45scalationService\x12\x63\n\x11StreamEscalations\x12+.resolutionflow.v1.StreamEscalationsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x12h\n\x0fListEscalations\x12).resolutionflow.v1.ListEscalationsRequest\x1a*.resolutionflow.v1.ListEscalationsResponse\x12k\n\x10PickUpEscalation\x12*.resolutionflow.v1.PickUpEscalationRequest\x1a+.resolutionflow.v1.PickUpEscalationResponse\x12n\n\x11GetHandoffContext\x12+.resolutionflow.v1.GetHandoffContextRequest\x1a,.resolutionflow.v1.GetHandoffContextResponse\x12n\n\x11ReleaseEscalation\x12+.resolutionflow.v1.ReleaseEscalationRequest\x1a,.resolutionflow.v1.ReleaseEscalationResponse\x12n\n\x11ResolveEscalation\x12+.resolutionflow.v1.ResolveEscalationRequest\x1a,.resolutionflow.v1.ResolveEscalationResponse\x12w\n\x14GetEscalationMetrics\x12..resolutionflow.v1.GetEscalationMetricsRequest\x1a/.resolutionflow.v1.GetEscalationMetricsResponse\x12q\n\x12TransferEscalation\x12,.resolutionflow.v1.TransferEscalationRequest\x1a-.resolutionflow.v1.TransferEscalationResponse\x12k\n\x10ListAccountUsers\x12*.resolutionflow.v1.ListAccountUsersRequest\x1a+.resolutionflow.v1.ListAccountUsersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"resolutionflow/v1/escalation.proto\x12\x11resolutionflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fresolutionflow/v1/handoff.proto\"\x8f\x01\n\x18StreamEscalationsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12/\n\npriorities\x18\x02 \x03(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x12\n\nheld_by_me\x18\x03 \x01(\x08\x42\x11\n\x0f_after_sequence\",\n\x16ListEscalationsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"u\n\x17ListEscalationsResponse\x12/\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x98\x02\n\x0eHandoffContext\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fproblem_summary\x18\x02 \x01(\t\x12\x31\n\x10whats_been_tried\x18\x03 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\x34\n\rai_assessment\x18\x04 \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12\x12\n\nstart_here\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\x12\x34\n\x10similar_resolved\x18\x07 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\"-\n\x17PickUpEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"N\n\x18PickUpEscalationResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18GetHandoffContextRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"O\n\x19GetHandoffContextResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18ReleaseEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"H\n\x19ReleaseEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"G\n\x18ResolveEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x17\n\x0fresolution_note\x18\x02 \x01(\t\"H\n\x19ResolveEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"{\n\x1bGetEscalationMetricsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1cGetEscalationMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.resolutionflow.v1.EscalationMetrics\"]\n\rDurationStats\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x04 \x01(\x01\"\xd8\x01\n\x0fPriorityMetrics\x12-\n\x08priority\x18\x01 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08open_now\x18\x05 \x01(\r\x12\x14\n\x0csla_breached\x18\x06 \x01(\r\x12\x38\n\x0etime_to_pickup\x18\x07 \x01(\x0b\x32 .resolutionflow.v1.DurationStats\"P\n\nDayMetrics\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\"\x9f\x04\n\x11\x45scalationMetrics\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x11\n\tpicked_up\x18\x04 \x01(\r\x12\x10\n\x08resolved\x18\x05 \x01(\r\x12\x11\n\tcancelled\x18\x06 \x01(\r\x12\x10\n\x08open_now\x18\x07 \x01(\r\x12\x1e\n\x16oldest_waiting_seconds\x18\x08 \x01(\x01\x12\x38\n\x0etime_to_pickup\x18\t \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x39\n\x0ftime_to_resolve\x18\n \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x14\n\x0csla_breached\x18\x0b \x01(\r\x12\x37\n\x0b\x62y_priority\x18\x0c \x03(\x0b\x32\".resolutionflow.v1.PriorityMetrics\x12-\n\x06\x62y_day\x18\r \x03(\x0b\x32\x1d.resolutionflow.v1.DayMetrics\x12>\n\rcollaboration\x18\x0e \x01(\x0b\x32\'.resolutionflow.v1.CollaborationMetrics\"\x83\x01\n\x14\x43ollaborationMetrics\x12\x11\n\ttransfers\x18\x01 \x01(\r\x12\x10\n\x08\x63omments\x18\x02 \x01(\r\x12\x10\n\x08reopened\x18\x03 \x01(\r\x12\x13\n\x0breopen_rate\x18\x04 \x01(\x01\x12\x1f\n\x17\x63omments_per_escalation\x18\x05 \x01(\x01\"Q\n\x19TransferEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x12\n\nto_user_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"I\n\x1aTransferEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\x19\n\x17ListAccountUsersRequest\"\x80\x01\n\x0b\x41\x63\x63ountUser\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04role\x18\x03 \x01(\x0e\x32\x17.resolutionflow.v1.Role\x12\x30\n\x0clast_seen_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x18ListAccountUsersResponse\x12-\n\x05users\x18\x01 \x03(\x0b\x32\x1e.resolutionflow.v1.AccountUser2\xb8\n\n\x11\x45scalationService\x12\x63\n\x11StreamEscalations\x12+.resolutionflow.v1.StreamEscalationsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x12\x81\x01\n\x0fListEscalations\x12).resolutionflow.v1.ListEscalationsRequest\x1a*.resolutionflow.v1.ListEscalationsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/escalations\x12\x98\x01\n\x10PickUpEscalation\x12*.resolutionflow.v1.PickUpEscalationRequest\x1a+.resolutionflow.v1.PickUpEscalationResponse\"+\x82\xd3\xe4\x93\x02%\"#/v1/escalations/{handoff_id}/pickup\x12\x9c\x01\n\x11GetHandoffContext\x12+.resolutionflow.v1.GetHandoffContextRequest\x1a,.resolutionflow.v1.GetHandoffContextResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/escalations/{handoff_id}/context\x12\x9c\x01\n\x11ReleaseEscalation\x12+.resolutionflow.v1.ReleaseEscalationRequest\x1a,.resolutionflow.v1.ReleaseEscalationResponse\",\x82\xd3\xe4\x93\x02&\"$/v1/escalations/{handoff_id}/release\x12\x9f\x01\n\x11ResolveEscalation\x12+.resolutionflow.v1.ResolveEscalationRequest\x1a,.resolutionflow.v1.ResolveEscalationResponse\"/\x82\xd3\xe4\x93\x02)\"$/v1/escalations/{handoff_id}/resolve:\x01*\x12\x98\x01\n\x14GetEscalationMetrics\x12..resolutionflow.v1.GetEscalationMetricsRequest\x1a/.resolutionflow.v1.GetEscalationMetricsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/escalations/metrics\x12\xa3\x01\n\x12TransferEscalation\x12,.resolutionflow.v1.TransferEscalationRequest\x1a-.resolutionflow.v1.TransferEscalationResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/escalations/{handoff_id}/transfer:\x01*\x12~\n\x10ListAccountUsers\x12*.resolutionflow.v1.ListAccountUsersRequest\x1a+.resolutionflow.v1.ListAccountUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'resolutionflow.v1.escalation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMESCALATIONSREQUEST']._serialized_start=124
-  _globals['_STREAMESCALATIONSREQUEST']._serialized_end=267
-  _globals['_LISTESCALATIONSREQUEST']._serialized_start=269
-  _globals['_LISTESCALATIONSREQUEST']._serialized_end=313
-  _globals['_LISTESCALATIONSRESPONSE']._serialized_start=315
-  _globals['_LISTESCALATIONSRESPONSE']._serialized_end=432
-  _globals['_HANDOFFCONTEXT']._serialized_start=435
-  _globals['_HANDOFFCONTEXT']._serialized_end=715
-  _globals['_PICKUPESCALATIONREQUEST']._serialized_start=717
-  _globals['_PICKUPESCALATIONREQUEST']._serialized_end=762
-  _globals['_PICKUPESCALATIONRESPONSE']._serialized_start=764
-  _globals['_PICKUPESCALATIONRESPONSE']._serialized_end=842
-  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_start=844
-  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_end=890
-  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_start=892
-  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_end=971
-  _globals['_RELEASEESCALATIONREQUEST']._serialized_start=973
-  _globals['_RELEASEESCALATIONREQUEST']._serialized_end=1019
-  _globals['_RELEASEESCALATIONRESPONSE']._serialized_start=1021
-  _globals['_RELEASEESCALATIONRESPONSE']._serialized_end=1093
-  _globals['_RESOLVEESCALATIONREQUEST']._serialized_start=1095
-  _globals['_RESOLVEESCALATIONREQUEST']._serialized_end=1166
-  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_start=1168
-  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_end=1240
-  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_start=1242
-  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_end=1365
-  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_start=1367
-  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_end=1452
-  _globals['_DURATIONSTATS']._serialized_start=1454
-  _globals['_DURATIONSTATS']._serialized_end=1547
-  _globals['_PRIORITYMETRICS']._serialized_start=1550
-  _globals['_PRIORITYMETRICS']._serialized_end=1766
-  _globals['_DAYMETRICS']._serialized_start=1768
-  _globals['_DAYMETRICS']._serialized_end=1848
-  _globals['_ESCALATIONMETRICS']._serialized_start=1851
-  _globals['_ESCALATIONMETRICS']._serialized_end=2394
-  _globals['_COLLABORATIONMETRICS']._serialized_start=2397
-  _globals['_COLLABORATIONMETRICS']._serialized_end=2528
-  _globals['_TRANSFERESCALATIONREQUEST']._serialized_start=2530
-  _globals['_TRANSFERESCALATIONREQUEST']._serialized_end=2611
-  _globals['_TRANSFERESCALATIONRESPONSE']._serialized_start=2613
-  _globals['_TRANSFERESCALATIONRESPONSE']._serialized_end=2686
-  _globals['_LISTACCOUNTUSERSREQUEST']._serialized_start=2688
-  _globals['_LISTACCOUNTUSERSREQUEST']._serialized_end=2713
-  _globals['_ACCOUNTUSER']._serialized_start=2716
-  _globals['_ACCOUNTUSER']._serialized_end=2844
-  _globals['_LISTACCOUNTUSERSRESPONSE']._serialized_start=2846
-  _globals['_LISTACCOUNTUSERSRESPONSE']._serialized_end=2919
-  _globals['_ESCALATIONSERVICE']._serialized_start=2922
-  _globals['_ESCALATIONSERVICE']._serialized_end=3938
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListEscalations']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListEscalations']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/escalations'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['PickUpEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['PickUpEscalation']._serialized_options = b'\202\323\344\223\002%\"#/v1/escalations/{handoff_id}/pickup'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetHandoffContext']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetHandoffContext']._serialized_options = b'\202\323\344\223\002&\022$/v1/escalations/{handoff_id}/context'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ReleaseEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ReleaseEscalation']._serialized_options = b'\202\323\344\223\002&\"$/v1/escalations/{handoff_id}/release'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ResolveEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ResolveEscalation']._serialized_options = b'\202\323\344\223\002)\"$/v1/escalations/{handoff_id}/resolve:\001*'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetEscalationMetrics']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetEscalationMetrics']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/escalations/metrics'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['TransferEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['TransferEscalation']._serialized_options = b'\202\323\344\223\002*\"%/v1/escalations/{handoff_id}/transfer:\001*'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListAccountUsers']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListAccountUsers']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/users'
+  _globals['_STREAMESCALATIONSREQUEST']._serialized_start=154
+  _globals['_STREAMESCALATIONSREQUEST']._serialized_end=297
+  _globals['_LISTESCALATIONSREQUEST']._serialized_start=299
+  _globals['_LISTESCALATIONSREQUEST']._serialized_end=343
+  _globals['_LISTESCALATIONSRESPONSE']._serialized_start=345
+  _globals['_LISTESCALATIONSRESPONSE']._serialized_end=462
+  _globals['_HANDOFFCONTEXT']._serialized_start=465
+  _globals['_HANDOFFCONTEXT']._serialized_end=745
+  _globals['_PICKUPESCALATIONREQUEST']._serialized_start=747
+  _globals['_PICKUPESCALATIONREQUEST']._serialized_end=792
+  _globals['_PICKUPESCALATIONRESPONSE']._serialized_start=794
+  _globals['_PICKUPESCALATIONRESPONSE']._serialized_end=872
+  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_start=874
+  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_end=920
+  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_start=922
+  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_end=1001
+  _globals['_RELEASEESCALATIONREQUEST']._serialized_start=1003
+  _globals['_RELEASEESCALATIONREQUEST']._serialized_end=1049
+  _globals['_RELEASEESCALATIONRESPONSE']._serialized_start=1051
+  _globals['_RELEASEESCALATIONRESPONSE']._serialized_end=1123
+  _globals['_RESOLVEESCALATIONREQUEST']._serialized_start=1125
+  _globals['_RESOLVEESCALATIONREQUEST']._serialized_end=1196
+  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_start=1198
+  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_end=1270
+  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_start=1272
+  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_end=1395
+  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_start=1397
+  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_end=1482
+  _globals['_DURATIONSTATS']._serialized_start=1484
+  _globals['_DURATIONSTATS']._serialized_end=1577
+  _globals['_PRIORITYMETRICS']._serialized_start=1580
+  _globals['_PRIORITYMETRICS']._serialized_end=1796
+  _globals['_DAYMETRICS']._serialized_start=1798
+  _globals['_DAYMETRICS']._serialized_end=1878
+  _globals['_ESCALATIONMETRICS']._serialized_start=1881
+  _globals['_ESCALATIONMETRICS']._serialized_end=2424
+  _globals['_COLLABORATIONMETRICS']._serialized_start=2427
+  _globals['_COLLABORATIONMETRICS']._serialized_end=2558
+  _globals['_TRANSFERESCALATIONREQUEST']._serialized_start=2560
+  _globals['_TRANSFERESCALATIONREQUEST']._serialized_end=2641
+  _globals['_TRANSFERESCALATIONRESPONSE']._serialized_start=2643
+  _globals['_TRANSFERESCALATIONRESPONSE']._serialized_end=2716
+  _globals['_LISTACCOUNTUSERSREQUEST']._serialized_start=2718
+  _globals['_LISTACCOUNTUSERSREQUEST']._serialized_end=2743
+  _globals['_ACCOUNTUSER']._serialized_start=2746
+  _globals['_ACCOUNTUSER']._serialized_end=2874
+  _globals['_LISTACCOUNTUSERSRESPONSE']._serialized_start=2876
+  _globals['_LISTACCOUNTUSERSRESPONSE']._serialized_end=2949
+  _globals['_ESCALATIONSERVICE']._serialized_start=2952
+  _globals['_ESCALATIONSERVICE']._serialized_end=4288
 # @@protoc_insertion_point(module_scope)
