@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from resolutionflow.v1 import escalation_pb2 as esc
+from resolutionflow.v1 import handoff_pb2 as pb
 
 from gateway.serve import RunningGateway
 from server.domain.types import Role
@@ -103,8 +105,32 @@ async def test_transfer_comments_and_reopen_across_three_pages(
     await assert_accessible(tech, "technician with activity")
 
 
+async def test_the_context_screen_shows_what_fixed_it_last_time(
+    pages: Callable[..., Any], account: str, technician: Client, engineer: Client
+) -> None:
+    before = await technician.create(
+        problem_summary="Outlook asks for the password", steps_tried=[]
+    )
+    await engineer.call(
+        "escalations", "PickUpEscalation", esc.PickUpEscalationRequest(handoff_id=before.id)
+    )
+    await engineer.call(
+        "escalations",
+        "ResolveEscalation",
+        esc.ResolveEscalationRequest(handoff_id=before.id, resolution_note="Cleared the vault"),
+    )
+    eng = await pages(account, "eng-1", Role.ENGINEER, "Erin Engineer")
+    now = await technician.create(problem_summary="Outlook password prompt loops", steps_tried=[])
+    await card(eng, now.id).get_by_role("button", name="Pick up").click()
+    similar = eng.locator("#ctx-similar")
+    await expect(similar).to_be_visible()
+    await expect(similar.locator("li")).to_have_count(1)
+    await expect(similar).to_contain_text("Outlook asks for the password")
+    await expect(similar).to_contain_text("Erin Engineer: Cleared the vault")
+
+
 async def test_reopen_refusal_and_blank_comment_are_explained(
-    pages: Callable[..., Any], account: str, technician: Client
+    pages: Callable[..., Any], account: str, technician: Client, engineer: Client
 ) -> None:
     tech = await pages(account, "tech-1", Role.TECHNICIAN, "Tina Tech")
     h = await technician.create(problem_summary="Printer jams")
@@ -113,3 +139,11 @@ async def test_reopen_refusal_and_blank_comment_are_explained(
     await mine.get_by_role("button", name="Add comment").click()
     await expect(mine.locator(".error")).to_have_text("Write the comment first.")
     await expect(mine.get_by_role("button", name=re.compile("^Reopen"))).to_have_count(0)
+    # A live comment while the technician types: the draft and the cursor stay.
+    await mine.locator(".comment-body").fill("half a thought")
+    await engineer.call(
+        "handoffs", "AddComment", pb.AddCommentRequest(handoff_id=h.id, body="Any news?")
+    )
+    await expect(mine.locator('.timeline .event[data-type="commented"]')).to_have_count(1)
+    await expect(mine.locator(".comment-body")).to_have_value("half a thought")
+    await expect(mine.locator(".comment-body")).to_be_focused()

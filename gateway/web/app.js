@@ -678,6 +678,7 @@ function showContext(ctx) {
   /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value = "";
   $("context-title").textContent = short(ctx.problemSummary || h.problemSummary || "Handoff context", 90);
   $("ctx-provider").textContent = a.status === "ASSESSMENT_STATUS_READY" && a.provider ? `Source: ${a.provider}` : "";
+  showSimilar(ctx.similarResolved || []);
   showActivity(h);
   syncActions();
   updateCount();
@@ -1065,8 +1066,14 @@ function upsertMine(h, older = false) {
   if (detailsOpen.has(h.id)) children.push(mineDetails(merged, state));
   const item = el("li", { class: "card mine", "data-id": h.id, "data-status": state, "data-priority": priorityKey(merged.priority) }, children);
   const existing = $("mine").querySelector(`[data-id="${CSS.escape(h.id)}"]`);
-  if (existing) existing.replaceWith(item);
-  else if (older) $("mine").append(item);
+  if (existing) {
+    // Keep the technician's place: a live comment must not take the cursor from the form.
+    const focused = document.activeElement;
+    const kept = focused instanceof HTMLElement && existing.contains(focused) ? focused.className : "";
+    existing.replaceWith(item);
+    const again = kept && item.querySelector(`.${kept.split(" ")[0]}`);
+    if (again instanceof HTMLElement) again.focus();
+  } else if (older) $("mine").append(item);
   else $("mine").prepend(item);
   $("mine-empty").hidden = mine.size > 0;
 }
@@ -1077,6 +1084,10 @@ function upsertMine(h, older = false) {
 const timelines = new Map();
 /** The technician's cards whose activity is open. */
 const detailsOpen = new Set();
+/** Per handoff: the comment being typed, the reopen reason being typed, the last error. */
+const drafts = new Map();
+const reasons = new Map();
+const detailErrors = new Map();
 
 /** A stream event with the event's own fields (actor, note, comment, previousHolder)
  * beside type, sequence and handoff, as history events have them. @param {any} event */
@@ -1147,6 +1158,18 @@ function renderContextTimeline() {
   $("ctx-timeline").replaceChildren(...timelineItems(timelines.get(current.id) || []));
 }
 
+/** Resolved escalations of the account most like this one, with what fixed them. @param {any[]} similar */
+function showSimilar(similar) {
+  $("ctx-similar").hidden = similar.length === 0;
+  $("ctx-similar").querySelector(".body").replaceChildren(
+    ...similar.map((/** @type {any} */ s) =>
+      el("li", { "data-id": s.id }, [
+        el("span", { class: "similar-problem", dir: "auto", text: s.problemSummary || "" }),
+        el("span", { class: "similar-fix", dir: "auto", text: `${byName(s.pickedUpBy)}: ${s.resolutionNote || ""}` }),
+      ])),
+  );
+}
+
 /** The context screen's activity, comment and transfer forms. @param {any} h */
 async function showActivity(h) {
   $("collab-error").textContent = "";
@@ -1202,12 +1225,12 @@ $("comment-form").addEventListener("submit", async (e) => {
     input.focus();
     return;
   }
-  await postComment(current.id, body, $("collab-error"), () => { input.value = ""; });
+  await postComment(current.id, body, (m) => { $("collab-error").textContent = m; }, () => { input.value = ""; });
 });
 
-/** @param {string} id @param {string} body @param {HTMLElement} errorOut @param {() => void} done */
-async function postComment(id, body, errorOut, done) {
-  errorOut.textContent = "";
+/** @param {string} id @param {string} body @param {(message: string) => void} report @param {() => void} done */
+async function postComment(id, body, report, done) {
+  report("");
   try {
     await api(`/v1/handoffs/${encodeURIComponent(id)}/comments`, {
       method: "POST",
@@ -1216,7 +1239,7 @@ async function postComment(id, body, errorOut, done) {
     done();
     announce("Comment added.");
   } catch (error) {
-    if (error.status !== 401) errorOut.textContent = `Could not add the comment: ${humanError(error)}`;
+    if (error.status !== 401) report(`Could not add the comment: ${humanError(error)}`);
   }
 }
 
@@ -1258,8 +1281,15 @@ async function toggleDetails(id) {
 
 /** The technician's activity, comment form and (once resolved) reopen form. @param {any} h @param {string} state */
 function mineDetails(h, state) {
-  const error = el("p", { class: "error", role: "alert" });
-  const text = el("textarea", { rows: 2, class: "comment-body" });
+  // The card is drawn again on every event of its handoff: what is typed and what was
+  // said about it survive that.
+  const error = el("p", { class: "error", role: "alert", text: detailErrors.get(h.id) || "" });
+  const say = (/** @type {string} */ message) => {
+    detailErrors.set(h.id, message);
+    error.textContent = message;
+  };
+  const text = el("textarea", { rows: 2, class: "comment-body", value: drafts.get(h.id) || "" });
+  text.addEventListener("input", () => drafts.set(h.id, text.value));
   text.setAttribute("aria-label", "Comment");
   const send = el("button", { type: "submit", class: "needs-live", text: "Add comment" });
   send.disabled = !live;
@@ -1268,16 +1298,20 @@ function mineDetails(h, state) {
     e.preventDefault();
     const body = text.value.trim();
     if (!body) {
-      error.textContent = "Write the comment first.";
+      say("Write the comment first.");
       return;
     }
-    postComment(h.id, body, error, () => { text.value = ""; });
+    postComment(h.id, body, say, () => {
+      text.value = "";
+      drafts.delete(h.id);
+    });
   });
   // Focusable: it scrolls, and keyboard users must be able to scroll it too.
   const timeline = el("ol", { class: "timeline", tabIndex: 0, "aria-label": "Activity" }, timelineItems(timelines.get(h.id) || []));
   const parts = [timeline, form];
   if (state === "resolved") {
-    const reason = el("input", { class: "reopen-reason" });
+    const reason = el("input", { class: "reopen-reason", value: reasons.get(h.id) || "" });
+    reason.addEventListener("input", () => reasons.set(h.id, reason.value));
     reason.setAttribute("aria-label", "Why it came back");
     reason.placeholder = "Why it came back";
     const again = el("button", { type: "submit", class: "needs-live", text: "Reopen" });
@@ -1286,18 +1320,20 @@ function mineDetails(h, state) {
     reopen.addEventListener("submit", async (e) => {
       e.preventDefault();
       if (!reason.value.trim()) {
-        error.textContent = "Say why it came back: the engineer reads it first.";
+        say("Say why it came back: the engineer reads it first.");
         return;
       }
+      say("");
       try {
         const { handoff } = await api(`/v1/handoffs/${encodeURIComponent(h.id)}/reopen`, {
           method: "POST",
           body: { reason: reason.value.trim() },
         });
+        reasons.delete(h.id);
         upsertMine(handoff);
         announce("Reopened: it is back in the queue.");
       } catch (err) {
-        if (err.status !== 401) error.textContent = `Could not reopen: ${humanError(err)}`;
+        if (err.status !== 401) say(`Could not reopen: ${humanError(err)}`);
       }
     });
     parts.push(reopen);
