@@ -6,6 +6,7 @@ in the transport's auth layer, and account scoping happens in every query here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class Core:
         )
         # (account, user) -> (when recorded, monotonic seconds; name; role) in this process.
         self._seen: dict[tuple[str, str], tuple[float, str, str]] = {}
+        self._recording: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
         self.create_limit.take(caller.account_id, caller.user_id)
@@ -149,18 +151,27 @@ class Core:
         """Record a verified caller as a known user of their account, at most once per
         ``user_seen_interval_seconds`` per process unless their name or role changed.
 
-        A failed write does not fail the call it came with (the caller's request is what
-        matters); the next call tries again.
+        Concurrent first calls of one user share one write (a burst of calls would
+        otherwise queue on the same row). A failed write does not fail the call it came
+        with (the caller's request is what matters); the next call tries again.
         """
         key = (caller.account_id, caller.user_id)
-        now = time.monotonic()
         known = self._seen.get(key)
         if (
             known is not None
-            and now - known[0] < self.settings.user_seen_interval_seconds
+            and time.monotonic() - known[0] < self.settings.user_seen_interval_seconds
             and known[1:] == (caller.name, caller.role.value)
         ):
             return
+        pending = self._recording.get(key)
+        if pending is None:
+            pending = self._recording[key] = asyncio.ensure_future(self._record_user(caller))
+            pending.add_done_callback(lambda _: self._recording.pop(key, None))
+        # Shielded: one caller going away must not cancel the write the others wait on.
+        await asyncio.shield(pending)
+
+    async def _record_user(self, caller: Caller) -> None:
+        key = (caller.account_id, caller.user_id)
         try:
             async with self.db.write() as s:
                 await collab.record_user(s, caller, self.clock())
@@ -169,7 +180,7 @@ class Core:
             return
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()
-        self._seen[key] = (now, caller.name, caller.role.value)
+        self._seen[key] = (time.monotonic(), caller.name, caller.role.value)
 
     async def list_account_users(self, caller: Caller) -> list[AccountUser]:
         async with self.db.read() as s:

@@ -253,8 +253,18 @@ async def test_one_holder_under_concurrent_transfers_pickups_and_releases(
         except grpc.aio.AioRpcError as e:
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.details()
 
-    for _ in range(8):
-        await asyncio.gather(release_as_admin(), *(act(m) for m in team for _ in range(2)))
+    for round_ in range(8):
+        # Someone holds it as the round starts (unless a pickup is refused: it is held),
+        # so the round's transfers have something to move; every other round an admin
+        # releases it in the middle of them.
+        try:
+            await pick_up(team[round_ % len(team)], h.id)
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.details()
+        racing = [act(m) for m in team for _ in range(2)]
+        if round_ % 2:
+            racing.append(release_as_admin())
+        await asyncio.gather(*racing)
     events = await history(team[0], h.id)
     holder: str | None = None
     kinds = {pb.EVENT_TYPE_PICKED_UP: 0, pb.EVENT_TYPE_RELEASED: 0, pb.EVENT_TYPE_TRANSFERRED: 0}
