@@ -225,11 +225,63 @@ class AsyncClient:
         )
         return (await self._call(self._escalations.GetEscalationMetrics, request)).metrics
 
+    # ---- working together ---------------------------------------------------------------
+
+    @rpc("TransferEscalation")
+    async def transfer(self, handoff_id: str, to_user_id: str, note: str = "") -> pb.Handoff:
+        """Hand an escalation you hold (or, as an admin, any) to another engineer or admin
+        of the account; ``list_account_users`` names the candidates."""
+        request = esc.TransferEscalationRequest(
+            handoff_id=handoff_id, to_user_id=to_user_id, note=note
+        )
+        return (await self._call(self._escalations.TransferEscalation, request)).handoff
+
+    @rpc("ListAccountUsers")
+    async def list_account_users(self) -> list[esc.AccountUser]:
+        request = esc.ListAccountUsersRequest()
+        return list((await self._call(self._escalations.ListAccountUsers, request)).users)
+
+    @rpc("AddComment")
+    async def add_comment(self, handoff_id: str, body: str, request_id: str = "") -> pb.Comment:
+        """A comment with a ``request_id`` (a fresh one per call when not given) is added
+        once however often the call is retried."""
+        request = pb.AddCommentRequest(
+            handoff_id=handoff_id, body=body, request_id=request_id or str(uuid.uuid4())
+        )
+        return (await self._call(self._handoffs.AddComment, request)).comment
+
+    @rpc("ReopenHandoff")
+    async def reopen(self, handoff_id: str, reason: str) -> pb.Handoff:
+        request = pb.ReopenHandoffRequest(handoff_id=handoff_id, reason=reason)
+        return (await self._call(self._handoffs.ReopenHandoff, request)).handoff
+
+    @rpc("GetHandoffHistory")
+    async def history(self, handoff_id: str) -> list[pb.HandoffEvent]:
+        """Every event of the handoff, oldest first (pages joined)."""
+        request = pb.GetHandoffHistoryRequest(handoff_id=handoff_id)
+        events: list[pb.HandoffEvent] = []
+        while True:
+            page = await self._call(self._handoffs.GetHandoffHistory, request)
+            events.extend(page.events)
+            if not page.next_page_token:
+                return events
+            request.page_token = page.next_page_token
+
+    @rpc("GetPresence")
+    async def presence(self) -> pb.GetPresenceResponse:
+        """How many engineers watch the queue now (and, for engineers and admins, who)."""
+        return await self._call(self._handoffs.GetPresence, pb.GetPresenceRequest())
+
     # ---- streams ------------------------------------------------------------------------
 
     @rpc("StreamEscalations")
     def stream_escalations(
-        self, after: int | None = None, *, max_backoff: float = 10.0
+        self,
+        after: int | None = None,
+        *,
+        max_backoff: float = 10.0,
+        priorities: Sequence[pb.Priority] = (),
+        held_by_me: bool = False,
     ) -> AsyncIterator[pb.HandoffEvent]:
         """The live queue, forever: SNAPSHOT (or replay after ``after``), then events.
 
@@ -237,9 +289,11 @@ class AsyncClient:
         yields one twice. RESET events (cursor too old or ahead) are passed on: rebuild from
         their ``snapshot``. Heartbeats are passed on too (their sequence is a safe cursor).
         """
-        return self._stream(
-            self._escalations.StreamEscalations, esc.StreamEscalationsRequest, after, max_backoff
-        )
+
+        def request() -> esc.StreamEscalationsRequest:
+            return esc.StreamEscalationsRequest(priorities=priorities, held_by_me=held_by_me)
+
+        return self._stream(self._escalations.StreamEscalations, request, after, max_backoff)
 
     @rpc("WatchHandoffs")
     def watch_handoffs(

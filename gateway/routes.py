@@ -469,11 +469,28 @@ def _install_stream(
     request_class = _message_class(method.input_type)
     rpc = _call(upstream, f"/{method.containing_service.full_name}/{method.name}", method, True)
 
+    # The request's other fields (e.g. StreamEscalations' filters) come from the query
+    # string, as for a unary GET.
+    query_fields = tuple(
+        f for f in method.input_type.fields if f.name != "after_sequence" and _bindable(f)
+    )
+
     async def endpoint(
         request: Request,
         after: int | None = Query(None, ge=0, le=MAX_UINT64, description="resume after it"),
     ) -> Response:
         message = request_class()
+        problems: dict[str, str] = {}
+        for f in query_fields:
+            query = request.query_params
+            values = [v for v in query.getlist(f.name) or query.getlist(f.json_name) if v != ""]
+            if values:
+                try:
+                    _set(message, f, values)
+                except ValueError as e:
+                    problems[f.name] = str(e)
+        if problems:
+            raise bad_request(problems)
         cursor = _cursor(request, after)
         if cursor is not None:
             message.after_sequence = cursor  # type: ignore[attr-defined]
@@ -496,6 +513,14 @@ def _install_stream(
         tags=["streams"],
         summary=stream.summary,
         responses=openapi.stream_responses(),
+        openapi_extra={
+            "parameters": [
+                {"name": f.name, "in": "query", "required": False, "schema": _parameter_schema(f)}
+                for f in query_fields
+            ]
+        }
+        if query_fields
+        else None,
     )
 
 

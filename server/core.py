@@ -10,6 +10,9 @@ its holder) is checked here, through ``policy.scope`` on every read and
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -20,7 +23,10 @@ from server.domain.limits import RateLimiter
 from server.domain.metrics import EscalationMetrics, metrics_window
 from server.domain.rules import Action
 from server.domain.types import (
+    AccountUser,
     Caller,
+    Comment,
+    Event,
     Handoff,
     Intent,
     NewHandoff,
@@ -28,8 +34,13 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.models import handoffs, metrics
+from server.models import collab, handoffs, metrics, search
 from server.settings import Settings
+
+log = logging.getLogger(__name__)
+# Users remembered as recorded, per process; past this many the memory starts over (a
+# few extra upserts, never a wrong answer).
+_SEEN_MAX = 100_000
 
 
 def utcnow() -> datetime:
@@ -50,6 +61,9 @@ class Core:
         self.create_limit = RateLimiter(
             settings.creates_per_minute, settings.create_burst, "new handoffs"
         )
+        # (account, user) -> (when recorded, monotonic seconds; name; role) in this process.
+        self._seen: dict[tuple[str, str], tuple[float, str, str]] = {}
+        self._recording: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
         self.create_limit.take(caller.account_id, caller.user_id)
@@ -101,12 +115,16 @@ class Core:
             return await handoffs.queue(s, caller.account_id, page_token)
 
     async def pick_up(self, caller: Caller, handoff_id: str) -> HandoffContext:
-        return build_context(await self._transition(caller, handoff_id, Action.PICK_UP))
+        handoff = await self._transition(caller, handoff_id, Action.PICK_UP)
+        async with self.db.read() as s:
+            return build_context(handoff, tuple(await search.similar_resolved(s, handoff)))
 
     async def get_context(self, caller: Caller, handoff_id: str) -> HandoffContext:
         async with self.db.read() as s:
-            handoff = await handoffs.get(s, policy.scope(caller), handoff_id)
-            return build_context(rules.require_escalation(handoff))
+            handoff = rules.require_escalation(
+                await handoffs.get(s, policy.scope(caller), handoff_id)
+            )
+            return build_context(handoff, tuple(await search.similar_resolved(s, handoff)))
 
     async def release(self, caller: Caller, handoff_id: str) -> Handoff:
         return await self._transition(caller, handoff_id, Action.RELEASE)
@@ -138,9 +156,84 @@ class Core:
             if change is None:
                 return current
             now = self.clock()
-            done = await handoffs.apply(
+            changed = await handoffs.apply(
                 s, scope.account_id, handoff_id, change, caller.ref, now, note
             )
-            if done is not None:
-                return done
-            return policy.after_lost_race(action, caller, await handoffs.get(s, scope, handoff_id))
+            if changed is None:
+                return policy.after_lost_race(
+                    action, caller, await handoffs.get(s, scope, handoff_id)
+                )
+            if action is Action.RESOLVE:
+                # Searchable as "what fixed it" from the same commit on.
+                await search.index_resolved(s, changed)
+            return changed
+
+    # --- working an escalation together -------------------------------------------------
+
+    async def user_seen(self, caller: Caller) -> None:
+        """Record a verified caller as a known user of their account, at most once per
+        ``user_seen_interval_seconds`` per process unless their name or role changed.
+
+        Concurrent first calls of one user share one write (a burst of calls would
+        otherwise queue on the same row). A failed write does not fail the call it came
+        with (the caller's request is what matters); the next call tries again.
+        """
+        key = (caller.account_id, caller.user_id)
+        known = self._seen.get(key)
+        if (
+            known is not None
+            and time.monotonic() - known[0] < self.settings.user_seen_interval_seconds
+            and known[1:] == (caller.name, caller.role.value)
+        ):
+            return
+        pending = self._recording.get(key)
+        if pending is None:
+            pending = self._recording[key] = asyncio.ensure_future(self._record_user(caller))
+            pending.add_done_callback(lambda _: self._recording.pop(key, None))
+        # Shielded: one caller going away must not cancel the write the others wait on.
+        await asyncio.shield(pending)
+
+    async def _record_user(self, caller: Caller) -> None:
+        key = (caller.account_id, caller.user_id)
+        try:
+            async with self.db.write() as s:
+                await collab.record_user(s, caller, self.clock())
+        except Exception:
+            log.warning("could not record user %s of %s", caller.user_id, caller.account_id)
+            return
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[key] = (time.monotonic(), caller.name, caller.role.value)
+
+    async def list_account_users(self, caller: Caller) -> list[AccountUser]:
+        async with self.db.read() as s:
+            return await collab.staff(s, caller.account_id)
+
+    async def transfer(
+        self, caller: Caller, handoff_id: str, to_user_id: str, note: str
+    ) -> Handoff:
+        async with self.db.write() as s:
+            return await collab.transfer(s, caller, handoff_id, to_user_id, note, self.clock())
+
+    async def add_comment(
+        self, caller: Caller, handoff_id: str, body: str, request_id: str | None
+    ) -> Comment:
+        async with self.db.write() as s:
+            return await collab.add_comment(s, caller, handoff_id, body, request_id, self.clock())
+
+    async def reopen(self, caller: Caller, handoff_id: str, reason: str) -> Handoff:
+        async with self.db.write() as s:
+            current = await handoffs.get(s, policy.scope(caller), handoff_id)
+            return await collab.reopen(
+                s,
+                caller,
+                handoff_id,
+                reason,
+                self.clock(),
+                self.settings.reopen_window_seconds,
+                self.settings.sla_target_seconds(current.priority),
+            )
+
+    async def history(self, caller: Caller, handoff_id: str, after: int, limit: int) -> list[Event]:
+        async with self.db.read() as s:
+            return await collab.history(s, caller, handoff_id, after, limit)

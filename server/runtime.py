@@ -29,6 +29,7 @@ from server.streaming.hub import Hub
 from server.streaming.nats_wakeup import NatsWakeup
 from server.streaming.pg_listener import PgListener, asyncpg_dsn
 from server.streaming.pg_listener import parse as parse_notification
+from server.streaming.presence import Presence
 from server.streaming.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class ServerRuntime:
         )
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
-        self.streams = Streams(self.db, self.hub, encoder)
+        self.presence = Presence(self.db, settings.presence_ttl_seconds)
+        self.streams = Streams(self.db, self.hub, encoder, self.presence)
         self.grpc, self._health = create_grpc_server(
             self.core, self.streams, self.verifier, max_request_bytes=settings.max_request_bytes
         )
@@ -116,6 +118,8 @@ class ServerRuntime:
             _every(s.sla_check_seconds, "SLA clock", self.fire_due_sla_timers, done),
             _every(s.prune_interval_seconds, "event retention", self.prune_events, done),
             _every(s.health_check_seconds, "database health", self.check_database, done),
+            # Often enough that a connect or disconnect shows within a second or so.
+            _every(min(1.0, s.presence_ttl_seconds / 3), "presence", self.presence.refresh, done),
         ]
         self._tasks = list(self._periodic)
         if self.listener is not None:
@@ -142,6 +146,10 @@ class ServerRuntime:
             await self._health.set(name, NOT_SERVING)
         self.hub.close_all()
         await self.grpc.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        try:
+            await self.presence.clear()
+        except Exception:  # the rows expire on their own
+            log.warning("could not clear this server's presence rows")
         # Periodic jobs finish the one they are in: cancelling a write transaction half-way
         # can leave SQLite's write lock with a connection nobody closes. Whatever is still
         # running after the deadline (and the LISTEN task) is cancelled.

@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     sla_normal_seconds: float = Field(default=3600, gt=0)
     sla_low_seconds: float = Field(default=14400, gt=0)
 
+    # How long after its resolution a technician (or admin) may reopen an escalation.
+    reopen_window_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    # Known users (ListAccountUsers) are recorded from their calls at most this often per
+    # user and server process: a write per call would double the load of busy readers.
+    user_seen_interval_seconds: float = Field(default=60, ge=0)
+
+    # Presence (engineers watching the queue): a server's rows live this long unless it
+    # refreshes them (a third of it); a server that dies drops out within it.
+    presence_ttl_seconds: float = Field(default=10, gt=0)
+
     heartbeat_seconds: float = Field(default=15, gt=0)
     # Limits, per server process: open streams per user and per account, and creates per
     # user (a token bucket: a burst, refilled at the per-minute rate).

@@ -137,6 +137,10 @@ STAFF_RPCS: dict[str, Callable[[str], Any]] = {
         handoff_id=handoff_id, resolution_note="done"
     ),
     "GetEscalationMetrics": lambda handoff_id: esc.GetEscalationMetricsRequest(),
+    "TransferEscalation": lambda handoff_id: esc.TransferEscalationRequest(
+        handoff_id=handoff_id, to_user_id="eng-1"
+    ),
+    "ListAccountUsers": lambda handoff_id: esc.ListAccountUsersRequest(),
 }
 
 

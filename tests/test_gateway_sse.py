@@ -466,3 +466,30 @@ async def test_curl_shows_the_live_queue(
         if curl.returncode is None:
             curl.terminate()
         await asyncio.wait_for(curl.wait(), 10)
+
+
+async def test_the_queue_stream_takes_filters(http: httpx.AsyncClient, account: str) -> None:
+    await create(http, account, priority="PRIORITY_LOW")
+    urgent = await create(http, account, priority="PRIORITY_URGENT")
+    path = "/v1/escalations/stream?priorities=PRIORITY_URGENT&priorities=PRIORITY_HIGH"
+    reader = SSEReader(http, path, bearer(account, Role.ENGINEER))
+    try:
+        await reader.wait_for(lambda r: bool(r.of("snapshot")))
+        snapshot = event_json(reader.of("snapshot")[0])["snapshot"]
+        assert [h["id"] for h in snapshot] == [urgent["id"]]
+        await create(http, account, priority="PRIORITY_LOW")
+        high = await create(http, account, priority="PRIORITY_HIGH")
+        await reader.wait_for(lambda r: bool(r.of("created")))
+        assert [event_json(e)["handoff"]["id"] for e in reader.of("created")] == [high["id"]]
+    finally:
+        await reader.close()
+    held = SSEReader(http, "/v1/escalations/stream?held_by_me=true", bearer(account, Role.ENGINEER))
+    try:
+        await held.wait_for(lambda r: bool(r.of("snapshot")))
+        assert "snapshot" not in event_json(held.of("snapshot")[0])  # nothing held: empty
+    finally:
+        await held.close()
+    bad = await http.get(
+        "/v1/escalations/stream?priorities=PRIORITY_SOON", headers=bearer(account, Role.ENGINEER)
+    )
+    assert bad.status_code == 400 and "priorities" in bad.text

@@ -25,7 +25,7 @@ from clients import (
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from tests.processes import ServerProcess
-from tests.support import token
+from tests.support import token, wait_until
 
 pb = handoff_pb2
 
@@ -193,3 +193,37 @@ async def test_sync_client(server: ServerRuntime, account: str) -> None:
 
     handoff_id, first_sequence = await asyncio.to_thread(script)
     assert first_sequence == 1 and handoff_id
+
+
+async def test_working_together(connect: Callable[..., AsyncClient]) -> None:
+    async with (
+        connect(Role.TECHNICIAN, "tina") as tech,
+        connect(Role.ENGINEER, "erin") as eng,
+        connect(Role.ENGINEER, "sam") as sam,
+    ):
+        await sam.list_account_users()  # known from now on
+        assert {u.id for u in await eng.list_account_users()} == {"erin", "sam"}
+        h = await tech.create_handoff("VPN drops", session_id="s-1", priority="urgent")
+        events = eng.stream_escalations(priorities=[pb.PRIORITY_URGENT])
+        assert [x.id for x in (await anext(events)).snapshot] == [h.id]
+        await eng.pick_up(h.id)
+        moved = await eng.transfer(h.id, "sam", "you know the VPN")
+        assert moved.picked_up_by.id == "sam"
+        with pytest.raises(NotFound):
+            await eng.transfer(h.id, "nobody")
+        said = await tech.add_comment(h.id, "it drops every 10 minutes", request_id="c-1")
+        again = await tech.add_comment(h.id, "it drops every 10 minutes", request_id="c-1")
+        assert said.id == again.id
+        await sam.resolve(h.id, "new client")
+        assert (await tech.reopen(h.id, "back again")).status == pb.HANDOFF_STATUS_OPEN
+        types = [e.type for e in await tech.history(h.id)]
+        assert types[-1] == pb.EVENT_TYPE_REOPENED
+        assert types.count(pb.EVENT_TYPE_COMMENTED) == 1
+        await wait_until(  # erin's filtered stream, once its server has written it
+            lambda: _online(tech, 1), what="one engineer online"
+        )
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _online(client: AsyncClient, count: int) -> bool:
+    return (await client.presence()).engineers_online == count

@@ -11,10 +11,14 @@ import signal
 import sys
 from pathlib import Path
 
+import grpc
+from resolutionflow.v1 import escalation_pb2
+
 from server.domain.types import Role
 from server.runtime import ServerRuntime
+from tests.gateway_support import running_gateway
 from tests.processes import REPO, free_port
-from tests.support import Client, token
+from tests.support import Client, create_request, token
 
 README = (REPO / "README.md").read_text()
 BIN = str(Path(sys.executable).parent)
@@ -208,3 +212,113 @@ async def test_node_client_example_runs(
     makefile = (REPO / "Makefile").read_text()
     for name, version in package["dependencies"].items():
         assert f"{name}@{version.lstrip('^')}" in makefile  # the same majors as `make tools`
+
+
+async def test_collaboration_grpcurl_recipes_run(server: ServerRuntime, account: str) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        variables = env(server, account)
+        variables["SAM"] = token(account, "sam", Role.ENGINEER, name="Sam Vpn")
+        tech = Client(channel, variables["TECH"], account, "tina")
+        eng = Client(channel, variables["ENG"], account, "erin")
+        sam = Client(channel, variables["SAM"], account, "sam")
+        await sam.call("escalations", "ListAccountUsers", escalation_pb2.ListAccountUsersRequest())
+        created = await tech.handoffs.CreateHandoff(
+            create_request(), metadata=tech.metadata, timeout=30
+        )
+        variables["HANDOFF"] = created.handoff.id
+        await eng.call(
+            "escalations",
+            "PickUpEscalation",
+            escalation_pb2.PickUpEscalationRequest(handoff_id=created.handoff.id),
+        )
+    commands = [
+        line.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+        for line in block("Working an escalation together", "sh").splitlines()
+        if line.startswith(".venv/bin/grpcurl ")
+    ]
+    assert len(commands) == 7
+    outputs = []
+    for command in commands:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            command,
+            cwd=REPO,
+            env=variables,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, f"{command}\n{out.decode()}"
+        outputs.append(out.decode())
+    users, transferred, commented, resolved, reopened, history, presence = outputs
+    assert "Sam Vpn" in users and "ROLE_ENGINEER" in users
+    assert '"id": "sam"' in transferred
+    assert "It drops every 10 minutes" in commented
+    assert "HANDOFF_STATUS_RESOLVED" in resolved
+    assert "HANDOFF_STATUS_OPEN" in reopened
+    for kind in ("CREATED", "PICKED_UP", "TRANSFERRED", "COMMENTED", "RESOLVED", "REOPENED"):
+        assert f"EVENT_TYPE_{kind}" in history
+    assert presence.strip().startswith("{")  # nobody streams here: an empty answer
+
+
+async def test_collaboration_curl_recipes_run(server: ServerRuntime, account: str) -> None:
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+        running_gateway(f"127.0.0.1:{server.port}") as gateway,
+    ):
+        variables = env(server, account)
+        variables["SAM"] = token(account, "sam", Role.ENGINEER, name="Sam Vpn")
+        sam = Client(channel, variables["SAM"], account, "sam")
+        eng = Client(channel, variables["ENG"], account, "erin")
+        tech = Client(channel, variables["TECH"], account, "tina")
+        await sam.call("escalations", "ListAccountUsers", escalation_pb2.ListAccountUsersRequest())
+        created = await tech.handoffs.CreateHandoff(
+            create_request(), metadata=tech.metadata, timeout=30
+        )
+        variables["HANDOFF"] = created.handoff.id
+        await eng.call(
+            "escalations",
+            "PickUpEscalation",
+            escalation_pb2.PickUpEscalationRequest(handoff_id=created.handoff.id),
+        )
+        text_of = section("Working an escalation together")
+        curl_block = re.findall(r"```sh\n(.*?)```", text_of, re.S)[1]
+        outputs = []
+        for line in curl_block.splitlines():
+            if not line.startswith("curl "):
+                continue
+            command = line.replace("http://127.0.0.1:8080", gateway.url)
+            process = await asyncio.create_subprocess_exec(
+                "bash",
+                "-c",
+                command,
+                cwd=REPO,
+                env=variables,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            assert process.stdout is not None
+            if " -sN " in command:  # the stream: until its snapshot, then stop it
+                text = ""
+                while "event: snapshot" not in text:
+                    chunk = await asyncio.wait_for(process.stdout.read(4096), 20)
+                    assert chunk, text
+                    text += chunk.decode()
+                process.terminate()
+                await process.wait()
+            else:
+                out, _ = await asyncio.wait_for(process.communicate(), 60)
+                text = out.decode()
+                assert process.returncode == 0, f"{command}\n{text}"
+            outputs.append(text)
+    assert len(outputs) == 8
+    users, transferred, commented, resolved, reopened, history, presence, stream = outputs
+    assert '"ROLE_ENGINEER"' in users and "Sam Vpn" in users
+    assert '"pickedUpBy":{"id":"sam"' in transferred.replace(" ", "")
+    assert "It drops every 10 minutes" in commented
+    assert "HANDOFF_STATUS_RESOLVED" in resolved
+    assert "HANDOFF_STATUS_OPEN" in reopened
+    assert "EVENT_TYPE_TRANSFERRED" in history and "EVENT_TYPE_REOPENED" in history
+    assert presence.startswith("{")
+    assert "event: snapshot" in stream

@@ -309,6 +309,8 @@ function startEngineer() {
   timers.push(window.setInterval(tick, 1000));
   loadMetrics();
   timers.push(window.setInterval(loadMetrics, 30000));
+  loadPresence();
+  timers.push(window.setInterval(loadPresence, 5000));
 }
 
 /** @param {any} h @param {number} now */
@@ -371,6 +373,7 @@ function onQueueEvent(event) {
   switch (event.type) {
     case "created":
     case "released":
+    case "reopened":
       if (h.status && h.status !== "HANDOFF_STATUS_OPEN") break;
       if (queue.has(h.id)) {
         update(h);
@@ -397,6 +400,7 @@ function onQueueEvent(event) {
   }
   reorder();
   trackWorking(event.type, h);
+  onCollabEvent(withDetail(event));
   updateCount();
   scheduleMetrics();
 }
@@ -674,6 +678,8 @@ function showContext(ctx) {
   /** @type {HTMLTextAreaElement} */ ($("resolution-note")).value = "";
   $("context-title").textContent = short(ctx.problemSummary || h.problemSummary || "Handoff context", 90);
   $("ctx-provider").textContent = a.status === "ASSESSMENT_STATUS_READY" && a.provider ? `Source: ${a.provider}` : "";
+  showSimilar(ctx.similarResolved || []);
+  showActivity(h);
   syncActions();
   updateCount();
   $("context-title").focus();
@@ -883,6 +889,22 @@ function startTechnician() {
   if (!$("steps").children.length) addStep();
   loadHistory();
   connect("/v1/handoffs/stream", onMineEvent, onMineReset);
+  loadPresence();
+  timers.push(window.setInterval(loadPresence, 5000));
+}
+
+/** Who watches the queue now: names for engineers, the count for technicians. */
+async function loadPresence() {
+  if (!session) return;
+  try {
+    const { engineersOnline = 0, engineers = [] } = await api("/v1/presence");
+    const count = `${engineersOnline} engineer${engineersOnline === 1 ? "" : "s"} online`;
+    $("presence-count").textContent = count;
+    $("m-online").textContent = engineers.length ? engineers.map((/** @type {any} */ u) => byName(u)).join(", ") : "–";
+    $("m-online").title = count;
+  } catch {
+    // Presence is a hint; the queue works without it.
+  }
 }
 
 /**
@@ -973,6 +995,12 @@ function onMineEvent(event) {
   if (!event.handoff || !event.handoff.id || !isMine(event.handoff)) return;
   const before = mine.get(event.handoff.id);
   upsertMine(event.handoff);
+  event = withDetail(event);
+  addToTimeline(event);
+  if (event.type === "commented" && event.comment?.author?.id !== session?.claims.sub) {
+    announce(`${byName(event.comment?.author)} commented: ${short(event.comment?.body || "", 160)}`);
+  }
+  if (event.type === "transferred") announce(`Now with ${byName(event.handoff.pickedUpBy)}.`);
   if (event.type === "picked_up") announce(`Picked up by ${byName(event.handoff.pickedUpBy)}.`);
   if (event.type === "resolved") announce("Your escalation was resolved.");
   if (event.type === "released" && before) announce("Your escalation is back in the queue.");
@@ -1020,25 +1048,304 @@ function upsertMine(h, older = false) {
     el("p", { class: "summary", dir: "auto", text: merged.problemSummary || "" }),
     el("p", { class: "status", dir: "auto", text }),
   ];
+  const actions = [];
   if (state === "waiting") {
     const button = el("button", { type: "button", class: "quiet cancel needs-live", text: "Cancel" });
     button.setAttribute("aria-label", `Cancel: ${short(merged.problemSummary || "")}`);
     button.disabled = !live;
     button.addEventListener("click", () => cancel(h.id));
-    children.push(el("div", { class: "card-actions" }, [button]));
+    actions.push(button);
   }
+  if (state !== "cancelled") {
+    const toggle = el("button", { type: "button", class: "quiet activity-toggle", text: detailsOpen.has(h.id) ? "Hide activity" : "Activity and comments" });
+    toggle.setAttribute("aria-expanded", String(detailsOpen.has(h.id)));
+    toggle.addEventListener("click", () => toggleDetails(h.id));
+    actions.push(toggle);
+  }
+  if (actions.length) children.push(el("div", { class: "card-actions" }, actions));
+  if (detailsOpen.has(h.id)) children.push(mineDetails(merged, state));
   const item = el("li", { class: "card mine", "data-id": h.id, "data-status": state, "data-priority": priorityKey(merged.priority) }, children);
   const existing = $("mine").querySelector(`[data-id="${CSS.escape(h.id)}"]`);
-  if (existing) existing.replaceWith(item);
-  else if (older) $("mine").append(item);
+  if (existing) {
+    // Keep the technician's place: a live comment must not take the cursor from the form.
+    const focused = document.activeElement;
+    const kept = focused instanceof HTMLElement && existing.contains(focused) ? focused.className : "";
+    existing.replaceWith(item);
+    const again = kept && item.querySelector(`.${kept.split(" ")[0]}`);
+    if (again instanceof HTMLElement) again.focus();
+  } else if (older) $("mine").append(item);
   else $("mine").prepend(item);
   $("mine-empty").hidden = mine.size > 0;
+}
+
+// ---- working together: activity timeline, comments, transfer, reopen -----------------------
+
+/** Timelines loaded so far: handoff id -> events in order (history, then live ones). */
+const timelines = new Map();
+/** The technician's cards whose activity is open. */
+const detailsOpen = new Set();
+/** Per handoff: the comment being typed, the reopen reason being typed, the last error. */
+const drafts = new Map();
+const reasons = new Map();
+const detailErrors = new Map();
+
+/** A stream event with the event's own fields (actor, note, comment, previousHolder)
+ * beside type, sequence and handoff, as history events have them. @param {any} event */
+const withDetail = (event) => ({ ...(event.data || {}), ...event });
+
+/** "EVENT_TYPE_COMMENTED" (history) and "commented" (streams) alike. @param {string} type */
+const kind = (type) => String(type || "").replace(/^EVENT_TYPE_/, "").toLowerCase();
+
+/** One event of a handoff in words. @param {any} e */
+function describe(e) {
+  const h = e.handoff || {};
+  switch (kind(e.type)) {
+    case "created": return `Escalated by ${byName(h.createdBy)}`;
+    case "assessment_ready": return "AI assessment ready";
+    case "picked_up": return `Picked up by ${byName(h.pickedUpBy)}`;
+    case "released": return `Released to the queue${e.actor ? ` by ${byName(e.actor)}` : ""}`;
+    case "transferred":
+      return `${byName(e.actor)} transferred it to ${byName(h.pickedUpBy)}${e.note ? `: ${e.note}` : ""}`;
+    case "commented": return `${byName(e.comment?.author)}: ${e.comment?.body || ""}`;
+    case "sla_warning": return "SLA warning";
+    case "sla_breached": return "SLA breached";
+    case "resolved": return `Resolved by ${byName(h.pickedUpBy)}${h.resolutionNote ? `: ${h.resolutionNote}` : ""}`;
+    case "reopened": return `Reopened by ${byName(e.actor)}${e.note ? `: ${e.note}` : ""}`;
+    case "cancelled": return "Cancelled";
+    default: return kind(e.type).replace(/_/g, " ");
+  }
+}
+
+/** @param {any[]} events */
+function timelineItems(events) {
+  return events.map((e) =>
+    el("li", { class: `event ${kind(e.type)}`, "data-type": kind(e.type), "data-sequence": String(e.sequence || "") }, [
+      el("time", { text: e.occurredAt ? clockTime(Date.parse(e.occurredAt)) : "" }),
+      el("span", { class: "what", dir: "auto", text: describe(e) }),
+    ]),
+  );
+}
+
+/** Every event of the handoff, pages joined. @param {string} id */
+async function loadTimeline(id) {
+  const events = [];
+  let token = "";
+  for (let page = 0; page < 50; page += 1) {
+    const body = await api(
+      `/v1/handoffs/${encodeURIComponent(id)}/history` + (token ? `?page_token=${encodeURIComponent(token)}` : ""),
+    );
+    events.push(...(body.events || []));
+    token = body.nextPageToken || "";
+    if (!token) break;
+  }
+  // Live events that arrived while the history loaded stay, once each.
+  const live = (timelines.get(id) || []).filter((e) => !events.some((x) => x.sequence === e.sequence));
+  timelines.set(id, [...events, ...live].sort((a, b) => Number(a.sequence) - Number(b.sequence)));
+}
+
+/** A live event for a handoff whose timeline is shown. @param {any} event */
+function addToTimeline(event) {
+  const id = event.handoff?.id;
+  const events = id && timelines.get(id);
+  if (!events || events.some((e) => e.sequence === event.sequence)) return;
+  events.push(event);
+  if (current && current.id === id) renderContextTimeline();
+  if (detailsOpen.has(id) && mine.has(id)) upsertMine(mine.get(id));
+}
+
+function renderContextTimeline() {
+  if (!current) return;
+  $("ctx-timeline").replaceChildren(...timelineItems(timelines.get(current.id) || []));
+}
+
+/** Resolved escalations of the account most like this one, with what fixed them. @param {any[]} similar */
+function showSimilar(similar) {
+  $("ctx-similar").hidden = similar.length === 0;
+  $("ctx-similar").querySelector(".body").replaceChildren(
+    ...similar.map((/** @type {any} */ s) =>
+      el("li", { "data-id": s.id }, [
+        el("span", { class: "similar-problem", dir: "auto", text: s.problemSummary || "" }),
+        el("span", { class: "similar-fix", dir: "auto", text: `${byName(s.pickedUpBy)}: ${s.resolutionNote || ""}` }),
+      ])),
+  );
+}
+
+/** The context screen's activity, comment and transfer forms. @param {any} h */
+async function showActivity(h) {
+  $("collab-error").textContent = "";
+  /** @type {HTMLTextAreaElement} */ ($("comment-body")).value = "";
+  /** @type {HTMLInputElement} */ ($("transfer-note")).value = "";
+  timelines.set(h.id, timelines.get(h.id) || []);
+  renderContextTimeline();
+  try {
+    await loadTimeline(h.id);
+    if (current && current.id === h.id) renderContextTimeline();
+  } catch (e) {
+    if (e.status !== 401) $("collab-error").textContent = `Could not load the activity: ${humanError(e)}`;
+  }
+  try {
+    const { users = [] } = await api("/v1/users");
+    const me = session?.claims.sub;
+    const options = users
+      .filter((/** @type {any} */ u) => u.id !== me)
+      .map((/** @type {any} */ u) => el("option", { value: u.id, text: `${u.name || u.id} (${u.id})` }));
+    $("transfer-to").replaceChildren(el("option", { value: "", text: "Choose an engineer" }), ...options);
+  } catch {
+    // Transfer waits for the list; the rest of the screen works without it.
+  }
+}
+
+/** Stream events for the engineer: the open context, and transfers to or from them. @param {any} event */
+function onCollabEvent(event) {
+  const h = event.handoff;
+  addToTimeline(event);
+  const me = session?.claims.sub;
+  if (kind(event.type) === "commented" && current && current.id === h.id && event.comment?.author?.id !== me) {
+    announce(`${byName(event.comment?.author)} commented: ${short(event.comment?.body || "", 160)}`);
+  }
+  if (kind(event.type) !== "transferred") return;
+  if (h.pickedUpBy?.id === me && event.actor?.id !== me) {
+    // Handed to me: it is mine now; open it unless I am in the middle of another one.
+    announce(`${byName(event.actor)} transferred “${short(h.problemSummary || "", 80)}” to you.`);
+    if (!current) openContext(h.id);
+    else if (current.id !== h.id) toast(`${byName(event.actor)} transferred “${short(h.problemSummary || "", 60)}” to you: see In progress.`, "good");
+  } else if (current && current.id === h.id && event.previousHolder?.id === me && event.actor?.id !== me) {
+    toast(`${byName(event.actor)} transferred it to ${byName(h.pickedUpBy)}.`);
+    backToQueue();
+  }
+}
+
+$("comment-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (!current) return;
+  const input = /** @type {HTMLTextAreaElement} */ ($("comment-body"));
+  const body = input.value.trim();
+  if (!body) {
+    $("collab-error").textContent = "Write the comment first.";
+    input.focus();
+    return;
+  }
+  await postComment(current.id, body, (m) => { $("collab-error").textContent = m; }, () => { input.value = ""; });
+});
+
+/** @param {string} id @param {string} body @param {(message: string) => void} report @param {() => void} done */
+async function postComment(id, body, report, done) {
+  report("");
+  try {
+    await api(`/v1/handoffs/${encodeURIComponent(id)}/comments`, {
+      method: "POST",
+      body: { body, requestId: crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}` },
+    });
+    done();
+    announce("Comment added.");
+  } catch (error) {
+    if (error.status !== 401) report(`Could not add the comment: ${humanError(error)}`);
+  }
+}
+
+$("transfer-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (!current) return;
+  const to = /** @type {HTMLSelectElement} */ ($("transfer-to")).value;
+  if (!to) {
+    $("collab-error").textContent = "Choose who takes it over.";
+    $("transfer-to").focus();
+    return;
+  }
+  try {
+    const { handoff } = await api(`/v1/escalations/${encodeURIComponent(current.id)}/transfer`, {
+      method: "POST",
+      body: { toUserId: to, note: /** @type {HTMLInputElement} */ ($("transfer-note")).value.trim() },
+    });
+    working.delete(current.id);
+    renderWorking();
+    announce(`Transferred to ${byName(handoff.pickedUpBy)}.`);
+    backToQueue();
+  } catch (error) {
+    if (error.status !== 401) $("collab-error").textContent = `Could not transfer: ${humanError(error)}`;
+  }
+});
+
+/** @param {string} id */
+async function toggleDetails(id) {
+  if (detailsOpen.has(id)) detailsOpen.delete(id);
+  else {
+    detailsOpen.add(id);
+    if (!timelines.has(id)) timelines.set(id, []);
+    loadTimeline(id)
+      .then(() => { if (mine.has(id)) upsertMine(mine.get(id)); })
+      .catch((error) => { if (error.status !== 401) toast(`Could not load the activity: ${humanError(error)}`); });
+  }
+  if (mine.has(id)) upsertMine(mine.get(id));
+}
+
+/** The technician's activity, comment form and (once resolved) reopen form. @param {any} h @param {string} state */
+function mineDetails(h, state) {
+  // The card is drawn again on every event of its handoff: what is typed and what was
+  // said about it survive that.
+  const error = el("p", { class: "error", role: "alert", text: detailErrors.get(h.id) || "" });
+  const say = (/** @type {string} */ message) => {
+    detailErrors.set(h.id, message);
+    error.textContent = message;
+  };
+  const text = el("textarea", { rows: 2, class: "comment-body", value: drafts.get(h.id) || "" });
+  text.addEventListener("input", () => drafts.set(h.id, text.value));
+  text.setAttribute("aria-label", "Comment");
+  const send = el("button", { type: "submit", class: "needs-live", text: "Add comment" });
+  send.disabled = !live;
+  const form = el("form", { class: "comment-form", noValidate: true }, [text, send]);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = text.value.trim();
+    if (!body) {
+      say("Write the comment first.");
+      return;
+    }
+    postComment(h.id, body, say, () => {
+      text.value = "";
+      drafts.delete(h.id);
+    });
+  });
+  // Focusable: it scrolls, and keyboard users must be able to scroll it too.
+  const timeline = el("ol", { class: "timeline", tabIndex: 0, "aria-label": "Activity" }, timelineItems(timelines.get(h.id) || []));
+  const parts = [timeline, form];
+  if (state === "resolved") {
+    const reason = el("input", { class: "reopen-reason", value: reasons.get(h.id) || "" });
+    reason.addEventListener("input", () => reasons.set(h.id, reason.value));
+    reason.setAttribute("aria-label", "Why it came back");
+    reason.placeholder = "Why it came back";
+    const again = el("button", { type: "submit", class: "needs-live", text: "Reopen" });
+    again.disabled = !live;
+    const reopen = el("form", { class: "reopen-form", noValidate: true }, [reason, again]);
+    reopen.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!reason.value.trim()) {
+        say("Say why it came back: the engineer reads it first.");
+        return;
+      }
+      say("");
+      try {
+        const { handoff } = await api(`/v1/handoffs/${encodeURIComponent(h.id)}/reopen`, {
+          method: "POST",
+          body: { reason: reason.value.trim() },
+        });
+        reasons.delete(h.id);
+        upsertMine(handoff);
+        announce("Reopened: it is back in the queue.");
+      } catch (err) {
+        if (err.status !== 401) say(`Could not reopen: ${humanError(err)}`);
+      }
+    });
+    parts.push(reopen);
+  }
+  parts.push(error);
+  return el("div", { class: "activity" }, parts);
 }
 
 // ---- start ----------------------------------------------------------------------------------
 
 if (document.body.dataset.localMode === "true") $("local-form").hidden = false;
 // For debugging from the console (and the browser tests): the live stream handle.
-Object.defineProperty(window, "rf", { value: { get stream() { return stream; }, queue, mine } });
+Object.defineProperty(window, "rf", { value: { get stream() { return stream; }, queue, mine, timelines } });
 const saved = sessionStorage.getItem(TOKEN_KEY);
 if (saved) signIn(saved);

@@ -62,7 +62,7 @@ def create_grpc_server(
     reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, Any]:
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(verifier)],
+        interceptors=[ServiceInterceptor(verifier, core.user_seen)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind

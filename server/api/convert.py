@@ -25,13 +25,16 @@ from server.domain import shapes
 from server.domain.context import HandoffContext
 from server.domain.metrics import DurationStats, EscalationMetrics
 from server.domain.types import (
+    AccountUser,
     Assessment,
     AssessmentStatus,
+    Comment,
     Event,
     EventType,
     Handoff,
     Intent,
     Priority,
+    Role,
     Status,
     Step,
     UserRef,
@@ -118,6 +121,48 @@ def steps(values: tuple[Step, ...]) -> list[pb.Step]:
     return [_STEP(s) for s in values]
 
 
+ROLE: dict[Role, int] = {
+    Role.TECHNICIAN: pb.ROLE_TECHNICIAN,
+    Role.ENGINEER: pb.ROLE_ENGINEER,
+    Role.ADMIN: pb.ROLE_ADMIN,
+}
+
+
+def comment(c: Comment) -> pb.Comment:
+    return pb.Comment(
+        id=c.id,
+        handoff_id=c.handoff_id,
+        author=user_ref(c.author),
+        author_role=ROLE[c.author_role],  # type: ignore[arg-type]
+        body=c.body,
+        created_at=timestamp(c.created_at),
+    )
+
+
+def account_user(u: AccountUser) -> esc_pb.AccountUser:
+    return esc_pb.AccountUser(
+        id=u.id,
+        name=u.name,
+        role=ROLE[u.role],  # type: ignore[arg-type]
+        last_seen_at=timestamp(u.last_seen_at),
+    )
+
+
+def handoff_event(event: Event) -> pb.HandoffEvent:
+    """One logged change as sent on the streams and in GetHandoffHistory."""
+    d = event.detail
+    return pb.HandoffEvent(
+        sequence=event.sequence,
+        type=EVENT[event.type],  # type: ignore[arg-type]
+        occurred_at=timestamp(event.occurred_at),
+        handoff=handoff(event.handoff),
+        actor=user_ref(d.actor) if d else None,
+        note=d.note if d else "",
+        comment=comment(d.comment) if d and d.comment else None,
+        previous_holder=user_ref(d.previous_holder) if d else None,
+    )
+
+
 def context(c: HandoffContext) -> esc_pb.HandoffContext:
     return esc_pb.HandoffContext(
         handoff=handoff(c.handoff),
@@ -126,6 +171,7 @@ def context(c: HandoffContext) -> esc_pb.HandoffContext:
         ai_assessment=assessment(c.ai_assessment),
         start_here=c.start_here,
         notes=c.notes,
+        similar_resolved=[handoff(h) for h in c.similar_resolved],
     )
 
 
@@ -163,6 +209,13 @@ def metrics(m: EscalationMetrics) -> esc_pb.EscalationMetrics:
             )
             for p in m.by_priority
         ],
+        collaboration=esc_pb.CollaborationMetrics(
+            transfers=m.collaboration.transfers,
+            comments=m.collaboration.comments,
+            reopened=m.collaboration.reopened,
+            reopen_rate=m.collaboration.reopen_rate,
+            comments_per_escalation=m.collaboration.comments_per_escalation,
+        ),
         by_day=[
             esc_pb.DayMetrics(
                 date=d.date, created=d.created, picked_up=d.picked_up, resolved=d.resolved
@@ -176,7 +229,7 @@ def _varint_size(value: int) -> int:
     return max(1, (value.bit_length() + 6) // 7)
 
 
-def fitting(items: list[pb.Handoff], budget: int = MAX_MESSAGE_BYTES - _ENVELOPE_BYTES) -> int:
+def fitting(items: list[Any], budget: int = MAX_MESSAGE_BYTES - _ENVELOPE_BYTES) -> int:
     """How many of ``items``, from the first, fit in one repeated field within ``budget``
     bytes (at least one, so a page always moves on; one handoff at its input limits is
     far below the budget)."""
@@ -197,12 +250,7 @@ class ProtoEncoder:
     """Encodes stream messages once; the same bytes go to every subscriber."""
 
     def event(self, event: Event) -> bytes:
-        return pb.HandoffEvent(
-            sequence=event.sequence,
-            type=EVENT[event.type],  # type: ignore[arg-type]
-            occurred_at=timestamp(event.occurred_at),
-            handoff=handoff(event.handoff),
-        ).SerializeToString()
+        return handoff_event(event).SerializeToString()
 
     def control(self, type: EventType, sequence: int) -> bytes:
         """A message without handoffs (a HEARTBEAT)."""

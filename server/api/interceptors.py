@@ -10,7 +10,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -109,8 +109,14 @@ class ServiceInterceptor(AsyncServerInterceptor):
     generator hops per event per subscriber; this makes two.
     """
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        on_caller: Callable[[Caller], Awaitable[None]] | None = None,
+    ) -> None:
         self._verifier = verifier
+        # Told of every verified caller (the core records known users from it).
+        self._on_caller = on_caller
         # One lenient parser per handler's parser (handlers live as long as the server).
         self._parsers: dict[Any, Callable[[bytes], Any]] = {}
 
@@ -172,6 +178,8 @@ class ServiceInterceptor(AsyncServerInterceptor):
             raise PermissionDenied(f"{method_name} is not open to callers")
         # Awaited: a provider token may need its signing keys fetched first.
         caller = await self._verifier.verify(bearer_token(metadata.get("authorization")))
+        if self._on_caller is not None:
+            await self._on_caller(caller)
         if caller.role not in allowed:
             roles = " or ".join(sorted(r.value for r in allowed))
             raise PermissionDenied(f"{method_name.rsplit('/', 1)[-1]} requires role {roles}")

@@ -16,7 +16,9 @@ from resolutionflow.v1 import handoff_pb2_grpc as pb_grpc
 from server.api import convert
 from server.api.interceptors import current_caller
 from server.core import Core
+from server.domain import collab as collab_rules
 from server.domain import rules
+from server.domain.types import Role
 from server.errors import FieldViolation, InvalidArgument
 from server.models import handoffs
 from server.streaming.streams import StreamKind, Streams
@@ -128,6 +130,62 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
         # returned rather than re-yielded: one generator fewer for every event sent.
         return self.streams.open(StreamKind.HANDOFFS, current_caller(), _cursor(request), context)
 
+    async def AddComment(
+        self, request: pb.AddCommentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddCommentResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        body, request_id = collab_rules.validate_comment(request.body, request.request_id)
+        comment = await self.core.add_comment(current_caller(), handoff_id, body, request_id)
+        return pb.AddCommentResponse(comment=convert.comment(comment))
+
+    async def ReopenHandoff(
+        self, request: pb.ReopenHandoffRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReopenHandoffResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        reason = collab_rules.validate_reopen_reason(request.reason)
+        handoff = await self.core.reopen(current_caller(), handoff_id, reason)
+        return pb.ReopenHandoffResponse(handoff=convert.handoff(handoff))
+
+    async def GetPresence(
+        self, request: pb.GetPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPresenceResponse:
+        caller = current_caller()
+        assert self.streams.presence is not None
+        online = await self.streams.presence.online(caller.account_id)
+        shown = [] if caller.role is Role.TECHNICIAN else online
+        return pb.GetPresenceResponse(
+            engineers_online=len(online),
+            engineers=[pb.UserRef(id=u.id, name=u.name) for u in shown],
+        )
+
+    async def GetHandoffHistory(
+        self, request: pb.GetHandoffHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHandoffHistoryResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        after = _history_after(request.page_token)
+        events = await self.core.history(current_caller(), handoff_id, after, HISTORY_PAGE)
+        items = [convert.handoff_event(e) for e in events]
+        count = convert.fitting(items)
+        token = ""
+        if count < len(items) or len(events) == HISTORY_PAGE:
+            token = str(events[count - 1].sequence)
+        return pb.GetHandoffHistoryResponse(events=items[:count], next_page_token=token)
+
+
+# Events per GetHandoffHistory page at most (fewer when they pass the message bound).
+HISTORY_PAGE = 500
+
+
+def _history_after(token: str) -> int:
+    """A history page token is the sequence of the last event of the page before."""
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 20:
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token returned by GetHandoffHistory")]
+        )
+    return int(token)
+
 
 class EscalationService(esc_grpc.EscalationServiceServicer):
     def __init__(self, core: Core, streams: Streams) -> None:
@@ -137,8 +195,16 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     def StreamEscalations(
         self, request: esc_pb.StreamEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        narrowed = collab_rules.QueueFilter(
+            priorities=frozenset(
+                _enum_or_none(p, convert.PRIORITY_FROM, "priorities", rules.PRIORITY_NAMES)
+                for p in request.priorities
+                if p
+            ),
+            held_by_me=request.held_by_me,
+        )
         return self.streams.open(
-            StreamKind.ESCALATIONS, current_caller(), _cursor(request), context
+            StreamKind.ESCALATIONS, current_caller(), _cursor(request), context, narrowed
         )
 
     async def ListEscalations(
@@ -189,3 +255,17 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
         start, end = _times(request, "start_time", "end_time")
         result = await self.core.metrics(current_caller(), start, end)
         return esc_pb.GetEscalationMetricsResponse(metrics=convert.metrics(result))
+
+    async def TransferEscalation(
+        self, request: esc_pb.TransferEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.TransferEscalationResponse:
+        handoff_id = rules.validate_handoff_id(request.handoff_id)
+        to_user_id, note = collab_rules.validate_transfer(request.to_user_id, request.note)
+        handoff = await self.core.transfer(current_caller(), handoff_id, to_user_id, note)
+        return esc_pb.TransferEscalationResponse(handoff=convert.handoff(handoff))
+
+    async def ListAccountUsers(
+        self, request: esc_pb.ListAccountUsersRequest, context: grpc.aio.ServicerContext
+    ) -> esc_pb.ListAccountUsersResponse:
+        users = await self.core.list_account_users(current_caller())
+        return esc_pb.ListAccountUsersResponse(users=[convert.account_user(u) for u in users])

@@ -124,7 +124,11 @@ class EventRecord(Base):
     """The transactional outbox: one row per change, written with the change itself."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_occurred", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_occurred", "occurred_at"),
+        # GetHandoffHistory reads one handoff's events.
+        Index("ix_events_handoff", "handoff_id", "sequence"),
+    )
 
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -132,6 +136,42 @@ class EventRecord(Base):
     handoff_id: Mapped[str] = mapped_column(String(36))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What the handoff state alone does not say (EventDetail: actor, note, comment,
+    # previous holder); NULL for the kinds that need none.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class HandoffHistoryRecord(Base):
+    """Events pruned from the live log, kept per handoff for GetHandoffHistory.
+
+    The live log (``events``) keeps a retention window for resuming streams; pruning moves
+    rows here in the same transaction instead of dropping them, so a handoff's history
+    is the union of both tables and the write path pays nothing for it.
+    """
+
+    __tablename__ = "handoff_history"
+    __table_args__ = (Index("ix_handoff_history_handoff", "handoff_id", "sequence"),)
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    handoff_id: Mapped[str] = mapped_column(String(36))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AccountUserRecord(Base):
+    """Users seen per account (from their verified tokens), so people can be named and
+    chosen, e.g. as the new holder of a transfer."""
+
+    __tablename__ = "account_users"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class SlaTimerRecord(Base):
@@ -151,7 +191,25 @@ class SlaTimerRecord(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class PresenceRecord(Base):
+    """Who watches an account's queue now: one row per engineer and server process with an
+    open queue stream, refreshed by that process and gone when it stops refreshing (a
+    process that dies takes its rows with it once they expire). Not history: the event
+    log never sees it."""
+
+    __tablename__ = "presence"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The Core tables, for statements that need no ORM identity tracking (the write path).
 HANDOFFS = cast(Table, HandoffRecord.__table__)
 SLA_TIMERS = cast(Table, SlaTimerRecord.__table__)
 EVENTS = cast(Table, EventRecord.__table__)
+HISTORY = cast(Table, HandoffHistoryRecord.__table__)
+ACCOUNT_USERS = cast(Table, AccountUserRecord.__table__)
+PRESENCE = cast(Table, PresenceRecord.__table__)

@@ -16,9 +16,11 @@ class HandoffContext:
     ai_assessment: Assessment
     start_here: str
     notes: str
+    # The account's resolved escalations most like this one (what fixed it last time).
+    similar_resolved: tuple[Handoff, ...] = ()
 
 
-def build_context(handoff: Handoff) -> HandoffContext:
+def build_context(handoff: Handoff, similar: tuple[Handoff, ...] = ()) -> HandoffContext:
     return HandoffContext(
         handoff=handoff,
         problem_summary=handoff.problem_summary,
@@ -26,6 +28,7 @@ def build_context(handoff: Handoff) -> HandoffContext:
         ai_assessment=handoff.assessment,
         start_here=start_here(handoff),
         notes=handoff.notes,
+        similar_resolved=similar,
     )
 
 

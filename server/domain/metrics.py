@@ -59,6 +59,19 @@ class EscalationMetrics:
     sla_breached: int = 0
     by_priority: list[PriorityMetrics] = field(default_factory=list)
     by_day: list[DayMetrics] = field(default_factory=list)
+    # Working together, over the same cohort (events kept in the log or its archive).
+    collaboration: CollaborationMetrics = field(default_factory=lambda: CollaborationMetrics())
+
+
+@dataclass(frozen=True)
+class CollaborationMetrics:
+    transfers: int = 0
+    comments: int = 0
+    # Escalations reopened at least once, and that as a share of those resolved at least
+    # once (0 when none was resolved).
+    reopened: int = 0
+    reopen_rate: float = 0.0
+    comments_per_escalation: float = 0.0
 
 
 def metrics_window(

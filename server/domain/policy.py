@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.domain.rules import TRANSITIONS, Action, refuse_transition
-from server.domain.types import Caller, Handoff, Role, Status
+from server.domain.types import Caller, Handoff, Role, Status, UserRef
 from server.errors import PermissionDenied
 
 ANYONE = frozenset(Role)
@@ -32,6 +32,13 @@ ROLES: dict[str, frozenset[Role]] = {
     "ListHandoffs": ANYONE,
     "CancelHandoff": ANYONE,
     "WatchHandoffs": ANYONE,
+    # A technician comments on, reopens and reads the history of their own handoffs only
+    # (``scope``); who may reopen is judged in server/domain/collab.py.
+    "AddComment": ANYONE,
+    "ReopenHandoff": ANYONE,
+    "GetHandoffHistory": ANYONE,
+    # Technicians see how many engineers are online; engineers and admins also who.
+    "GetPresence": ANYONE,
     "StreamEscalations": STAFF,
     "ListEscalations": STAFF,
     "PickUpEscalation": STAFF,
@@ -39,6 +46,8 @@ ROLES: dict[str, frozenset[Role]] = {
     "ReleaseEscalation": STAFF,
     "ResolveEscalation": STAFF,
     "GetEscalationMetrics": STAFF,
+    "TransferEscalation": STAFF,
+    "ListAccountUsers": STAFF,
 }
 
 
@@ -65,6 +74,9 @@ class Change:
     action: Action
     allowed_from: frozenset[Status]
     holder_id: str | None
+    # A release names the holder it frees (the event carries it): the one the decision
+    # was made on, which the update also requires, so it is the one actually released.
+    previous_holder: UserRef | None = None
 
 
 def authorize(action: Action, caller: Caller, current: Handoff) -> Change | None:
@@ -84,7 +96,13 @@ def authorize(action: Action, caller: Caller, current: Handoff) -> Change | None
     must_hold = action is Action.RESOLVE or (
         action is Action.RELEASE and caller.role is not Role.ADMIN
     )
-    return Change(action, TRANSITIONS[action].allowed_from, caller.user_id if must_hold else None)
+    holder_id = caller.user_id if must_hold else None
+    previous = None
+    if action is Action.RELEASE and current.picked_up_by is not None:
+        # An admin releases the holder they saw, never one who took it since.
+        previous = current.picked_up_by
+        holder_id = previous.id
+    return Change(action, TRANSITIONS[action].allowed_from, holder_id, previous)
 
 
 def after_lost_race(action: Action, caller: Caller, winner: Handoff) -> Handoff:

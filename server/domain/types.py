@@ -68,6 +68,9 @@ class EventType(enum.StrEnum):
     SLA_WARNING = "SLA_WARNING"
     SLA_BREACHED = "SLA_BREACHED"
     HEARTBEAT = "HEARTBEAT"
+    TRANSFERRED = "TRANSFERRED"
+    COMMENTED = "COMMENTED"
+    REOPENED = "REOPENED"
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,36 @@ class Handoff:
 
 
 @dataclass(frozen=True)
+class Comment:
+    id: str
+    handoff_id: str
+    author: UserRef
+    author_role: Role
+    body: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    """What an event says beyond the handoff's state: who did it, the transfer note or
+    reopen reason, the comment, and who held the escalation before a transfer."""
+
+    actor: UserRef | None = None
+    note: str = ""
+    comment: Comment | None = None
+    previous_holder: UserRef | None = None
+    # An idempotency key of the change (a comment's request_id), to find a retry's first.
+    request_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _DETAIL_TO_JSON(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> EventDetail | None:
+        return typing.cast(EventDetail, _DETAIL_FROM_JSON(data)) if data else None
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of an account's event log: the handoff as it was after the change."""
 
@@ -215,6 +248,17 @@ class Event:
     type: EventType
     occurred_at: datetime
     handoff: Handoff
+    detail: EventDetail | None = None
+
+
+@dataclass(frozen=True)
+class AccountUser:
+    """A user the server has seen in an account, as their last token named them."""
+
+    id: str
+    name: str
+    role: Role
+    last_seen_at: datetime
 
 
 @dataclass(frozen=True)
@@ -228,3 +272,5 @@ class QueueSnapshot:
 # Derived from the fields once (server/domain/shapes.py): a new field needs no edit here.
 _HANDOFF_TO_JSON = shapes.json_encoder(Handoff)
 _HANDOFF_FROM_JSON = shapes.json_decoder(Handoff)
+_DETAIL_TO_JSON = shapes.json_encoder(EventDetail)
+_DETAIL_FROM_JSON = shapes.json_decoder(EventDetail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -11,8 +12,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.database import APPENDED_EVENTS, PG_NOTIFY
-from server.db.schema import EVENTS, AccountSequence, EventRecord
-from server.domain.types import Event, EventType, Handoff
+from server.db.schema import EVENTS, HISTORY, AccountSequence, EventRecord
+from server.domain.types import Event, EventDetail, EventType, Handoff
 
 NOTIFY_CHANNEL = "resolutionflow_events"
 ANNOUNCED_ACCOUNTS = "rf_announced_accounts"
@@ -58,7 +59,11 @@ async def next_sequence(session: AsyncSession, account_id: str) -> int:
 
 
 async def append(
-    session: AsyncSession, event_type: EventType, handoff: Handoff, occurred_at: datetime
+    session: AsyncSession,
+    event_type: EventType,
+    handoff: Handoff,
+    occurred_at: datetime,
+    detail: EventDetail | None = None,
 ) -> Event:
     """Write the event for a change made in this same transaction.
 
@@ -74,6 +79,7 @@ async def append(
             "handoff_id": handoff.id,
             "occurred_at": occurred_at,
             "payload": handoff.to_json(),
+            "detail": detail.to_json() if detail else None,
         },
     )
     event = Event(
@@ -82,6 +88,7 @@ async def append(
         type=event_type,
         occurred_at=occurred_at,
         handoff=handoff,
+        detail=detail,
     )
     appended: list[Event] = session.info.setdefault(APPENDED_EVENTS, [])
     appended.append(event)
@@ -152,10 +159,60 @@ async def oldest(session: AsyncSession, account_id: str) -> int | None:
     )
 
 
+_COLUMNS = ("account_id", "sequence", "type", "handoff_id", "occurred_at", "payload", "detail")
+
+
 async def prune(session: AsyncSession, before: datetime) -> int:
-    """Drop events that occurred before ``before``; returns how many."""
+    """Move events that occurred before ``before`` out of the live log into the history
+    archive (one transaction: each event is in exactly one of them); returns how many.
+
+    Streams resume only from the live log; GetHandoffHistory reads both. Replicas pruning
+    at once copy the same rows: the archive's key makes the second copy a no-op.
+    """
+    old = select(*(EVENTS.c[name] for name in _COLUMNS)).where(EVENTS.c.occurred_at < before)
+    insert_stmt = (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(HISTORY)
+    await session.execute(
+        insert_stmt.from_select(list(_COLUMNS), old).on_conflict_do_nothing(
+            index_elements=["account_id", "sequence"]
+        )
+    )
     result = await session.execute(delete(EventRecord).where(EventRecord.occurred_at < before))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _event(r: Any) -> Event:
+    return Event(
+        account_id=r.account_id,
+        sequence=r.sequence,
+        type=EventType(r.type),
+        occurred_at=r.occurred_at,
+        handoff=Handoff.from_json(r.payload),
+        detail=EventDetail.from_json(r.detail),
+    )
+
+
+async def of_handoff(
+    session: AsyncSession, account_id: str, handoff_id: str, after: int, limit: int
+) -> list[Event]:
+    """One handoff's events after sequence ``after``, oldest first: the archive's and the
+    live log's. Run in a snapshot read (``Database.read``) so a concurrent prune, which
+    moves rows from one table to the other, is seen entirely or not at all."""
+    rows: list[Any] = []
+    for table in (HISTORY, EVENTS):
+        rows.extend(
+            await session.execute(
+                select(table)
+                .where(
+                    table.c.handoff_id == handoff_id,
+                    table.c.account_id == account_id,
+                    table.c.sequence > after,
+                )
+                .order_by(table.c.sequence)
+                .limit(limit)
+            )
+        )
+    rows.sort(key=lambda r: r.sequence)
+    return [_event(r) for r in rows[:limit]]
 
 
 async def read_after(
@@ -164,13 +221,4 @@ async def read_after(
     rows = await session.execute(
         _READ_AFTER, {"account": account_id, "after": after, "limit": limit}
     )
-    return [
-        Event(
-            account_id=r.account_id,
-            sequence=r.sequence,
-            type=EventType(r.type),
-            occurred_at=r.occurred_at,
-            handoff=Handoff.from_json(r.payload),
-        )
-        for r in rows
-    ]
+    return [_event(r) for r in rows]

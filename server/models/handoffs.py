@@ -23,6 +23,7 @@ from server.domain.types import (
     Assessment,
     AssessmentStatus,
     Caller,
+    EventDetail,
     EventType,
     Handoff,
     Intent,
@@ -241,7 +242,11 @@ async def apply(
     )
     if changed.scalar_one_or_none() is None:
         return None
-    return await record_change(session, account_id, handoff_id, step.event, now)
+    detail = None
+    if action is Action.RELEASE:
+        # Who held it, for clients that follow only their own escalations.
+        detail = EventDetail(actor=actor, previous_holder=change.previous_holder)
+    return await record_change(session, account_id, handoff_id, step.event, now, detail)
 
 
 async def active(session: AsyncSession, scope: Scope) -> QueueSnapshot:

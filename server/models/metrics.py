@@ -10,12 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, literal, select
+from sqlalchemy import ColumnElement, case, distinct, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.schema import EVENTS, HISTORY
 from server.db.schema import HandoffRecord as H
-from server.domain.metrics import DayMetrics, DurationStats, EscalationMetrics, PriorityMetrics
-from server.domain.types import Intent, Priority, Status
+from server.domain.metrics import (
+    CollaborationMetrics,
+    DayMetrics,
+    DurationStats,
+    EscalationMetrics,
+    PriorityMetrics,
+)
+from server.domain.types import EventType, Intent, Priority, Status
 
 ALL = "*"
 
@@ -120,6 +127,46 @@ async def escalation_metrics(
         sla_breached=total("sla_breached"),
         by_priority=by_priority,
         by_day=by_day,
+        collaboration=await _collaboration(session, account_id, cohort, total("created")),
+    )
+
+
+_COUNTED = (EventType.TRANSFERRED, EventType.COMMENTED, EventType.REOPENED, EventType.RESOLVED)
+
+
+async def _collaboration(
+    session: AsyncSession,
+    account_id: str,
+    cohort: tuple[ColumnElement[bool], ...],
+    created: int,
+) -> CollaborationMetrics:
+    """Events per kind of the cohort's escalations, from the live log and the archive."""
+    kinds = [k.value for k in _COUNTED]
+    logged = union_all(
+        *(
+            select(t.c.handoff_id, t.c.type).where(
+                t.c.account_id == account_id, t.c.type.in_(kinds)
+            )
+            for t in (EVENTS, HISTORY)
+        )
+    ).subquery()
+    rows = await session.execute(
+        select(logged.c.type, func.count(), func.count(distinct(logged.c.handoff_id)))
+        .join(H, H.id == logged.c.handoff_id)
+        .where(*cohort)
+        .group_by(logged.c.type)
+    )
+    found = {kind: (int(n), int(handoffs)) for kind, n, handoffs in rows}
+    transfers = found.get(EventType.TRANSFERRED.value, (0, 0))[0]
+    comments = found.get(EventType.COMMENTED.value, (0, 0))[0]
+    reopened = found.get(EventType.REOPENED.value, (0, 0))[1]
+    ever_resolved = found.get(EventType.RESOLVED.value, (0, 0))[1]
+    return CollaborationMetrics(
+        transfers=transfers,
+        comments=comments,
+        reopened=reopened,
+        reopen_rate=round(reopened / ever_resolved, 4) if ever_resolved else 0.0,
+        comments_per_escalation=round(comments / created, 4) if created else 0.0,
     )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import HANDOFFS
 from server.domain import shapes
-from server.domain.types import EventType, Handoff
+from server.domain.types import EventDetail, EventType, Handoff
 from server.models import events
 
 # Table columns that no domain field maps to, and why they are only in storage.
@@ -118,7 +118,12 @@ _NUMBER = (
 
 
 async def record_change(
-    session: AsyncSession, account_id: str, handoff_id: str, event_type: EventType, now: datetime
+    session: AsyncSession,
+    account_id: str,
+    handoff_id: str,
+    event_type: EventType,
+    now: datetime,
+    detail: EventDetail | None = None,
 ) -> Handoff:
     """Number the change just made to the handoff and log the state it left behind.
 
@@ -130,5 +135,5 @@ async def record_change(
     sequence = await events.next_sequence(session, account_id)
     row = (await session.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
     handoff = to_domain(row)
-    await events.append(session, event_type, handoff, now)
+    await events.append(session, event_type, handoff, now, detail)
     return handoff

@@ -14,10 +14,20 @@ from typing import Protocol
 from server import telemetry
 from server.db.database import Database
 from server.domain import policy
-from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot
+from server.domain.collab import QueueFilter
+from server.domain.types import (
+    Caller,
+    Event,
+    EventType,
+    Handoff,
+    Intent,
+    QueueSnapshot,
+    Status,
+)
 from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
+from server.streaming.presence import Presence
 
 
 class StreamKind(enum.Enum):
@@ -56,10 +66,14 @@ def _everything(e: Event) -> bool:
     return True
 
 
-def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
+def _filter(
+    kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+) -> Callable[[Event], bool]:
     # Shared functions where streams see the same (the feed evaluates each distinct filter
-    # once per event); a technician's own filter is theirs alone.
+    # once per event); a technician's own filter is theirs alone, as is a narrowed queue.
     if kind is StreamKind.ESCALATIONS:
+        if narrowed is not None and narrowed.narrows:
+            return lambda e: _is_escalation(e) and narrowed.passes(e, caller)
         return _is_escalation
     creator = policy.scope(caller).creator_id
     if creator is not None:
@@ -67,7 +81,7 @@ def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
     return _everything
 
 
-def audience(kind: StreamKind, caller: Caller) -> str:
+def audience(kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None) -> str:
     """Who sees exactly the events this caller's stream sees, as one opaque name.
 
     Streams with equal audiences carry byte-identical events from the same position on,
@@ -79,7 +93,15 @@ def audience(kind: StreamKind, caller: Caller) -> str:
     seen = policy.scope(caller)
     if kind is StreamKind.HANDOFFS and seen.creator_id is not None:
         return f"{kind.value}/{seen.account_id}/user/{seen.creator_id}"
-    return f"{kind.value}/{seen.account_id}"
+    name = f"{kind.value}/{seen.account_id}"
+    if narrowed is not None and narrowed.narrows:
+        # A filtered queue carries other events than the account's: only callers with the
+        # same filter share it, and "held by me" is the caller's own.
+        priorities = ",".join(sorted(p.value for p in narrowed.priorities))
+        name += f"/priorities={priorities}"
+        if narrowed.held_by_me:
+            name += f"/held-by={caller.user_id}"
+    return name
 
 
 class Streams:
@@ -87,25 +109,47 @@ class Streams:
     timer per stream: a timed wait per stream costs a task and a timer handle each time it
     waits, which at thousands of idle streams is most of their memory and wake-ups."""
 
-    def __init__(self, db: Database, hub: Hub, encoder: Encoder) -> None:
+    def __init__(
+        self, db: Database, hub: Hub, encoder: Encoder, presence: Presence | None = None
+    ) -> None:
         self.db = db
         self.hub = hub
         self.encoder = encoder
+        # Counts open queue streams per engineer (who is watching the queue).
+        self.presence = presence
 
-    async def _snapshot(self, kind: StreamKind, caller: Caller) -> QueueSnapshot:
+    async def _snapshot(
+        self, kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+    ) -> QueueSnapshot:
         async with self.db.read() as s:
-            if kind is StreamKind.ESCALATIONS:
+            if kind is not StreamKind.ESCALATIONS:
+                return await handoffs.active(s, policy.scope(caller))
+            if narrowed is None or not narrowed.narrows:
                 return await handoffs.queue(s, caller.account_id)
-            return await handoffs.active(s, policy.scope(caller))
+            # Escalations held by the caller are not in the queue: read the open and
+            # picked-up ones, and keep what the filter admits.
+            snap = await handoffs.active(s, policy.scope(caller))
+        return QueueSnapshot(
+            sequence=snap.sequence,
+            handoffs=[
+                h
+                for h in snap.handoffs
+                if h.intent is Intent.ESCALATE
+                and (narrowed.held_by_me or h.status is Status.OPEN)
+                and narrowed.admits(h, caller)
+            ],
+        )
 
-    async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, list[bytes]]:
-        snap = await self._snapshot(kind, caller)
+    async def _encoded_snapshot(
+        self, kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = None
+    ) -> tuple[int, list[bytes]]:
+        snap = await self._snapshot(kind, caller, narrowed)
         return snap.sequence, self.encoder.snapshot(
             EventType.SNAPSHOT, snap.sequence, snap.handoffs
         )
 
     async def _opening_snapshot(
-        self, kind: StreamKind, caller: Caller, feed: AccountFeed
+        self, kind: StreamKind, caller: Caller, feed: AccountFeed, narrowed: QueueFilter | None
     ) -> tuple[int, list[bytes]]:
         """The SNAPSHOT a new stream starts with, and its sequence.
 
@@ -115,8 +159,8 @@ class Streams:
         newer. Any snapshot is a correct start, since the stream then reads every event
         after its sequence; sharing only saves reads.
         """
-        if kind is not StreamKind.ESCALATIONS:
-            return await self._encoded_snapshot(kind, caller)
+        if kind is not StreamKind.ESCALATIONS or (narrowed is not None and narrowed.narrows):
+            return await self._encoded_snapshot(kind, caller, narrowed)
         shared = feed.snapshot
         if shared is None or (
             shared.done()
@@ -147,34 +191,44 @@ class Streams:
         caller: Caller,
         after: int | None,
         announce: Announcer | None = None,
+        narrowed: QueueFilter | None = None,
     ) -> AsyncIterator[bytes]:
         # Subscribe first, so a stream over its limit is refused before any byte is sent.
         # The subscription starts out lagging: nothing is pushed to it until it has read
         # the log from its position, which is only settled below.
         sub, feed = self.hub.subscribe(
-            caller.account_id, caller.user_id, after or 0, _filter(kind, caller), caller.expires_at
+            caller.account_id,
+            caller.user_id,
+            after or 0,
+            _filter(kind, caller, narrowed),
+            caller.expires_at,
         )
         if announce is not None:
             # Headers go out now, before any event: the caller learns at once that the
             # stream is authorized and open, even when it has nothing to replay.
             try:
-                await announce.send_initial_metadata(((AUDIENCE_KEY, audience(kind, caller)),))
+                await announce.send_initial_metadata(
+                    ((AUDIENCE_KEY, audience(kind, caller, narrowed)),)
+                )
             except BaseException:
                 self.hub.unsubscribe(sub)
                 raise
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
+        watching = self.presence if kind is StreamKind.ESCALATIONS else None
+        if watching is not None:
+            watching.joined(caller)
         try:
             # A snapshot may come in several parts (see HandoffEvent.snapshot_continues);
             # they are sent back to back, and the position moves only after the last.
             if after is None:
-                sequence, parts = await self._opening_snapshot(kind, caller, feed)
+                sequence, parts = await self._opening_snapshot(kind, caller, feed, narrowed)
                 for data in parts:
                     delivered.inc()
                     yield data
                 sub.position = sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
-                snap = await self._snapshot(kind, caller)
+                snap = await self._snapshot(kind, caller, narrowed)
                 for data in self.encoder.snapshot(
                     EventType.RESET, snap.sequence, snap.handoffs, problem
                 ):
@@ -226,6 +280,8 @@ class Streams:
         finally:
             delivered.inc(unreported)
             self.hub.unsubscribe(sub)
+            if watching is not None:
+                watching.left(caller)
 
     async def _catch_up(self, sub: Subscription) -> AsyncIterator[bytes]:
         """Read the log from the subscriber's position up to the head, in batches."""

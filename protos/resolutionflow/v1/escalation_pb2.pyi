@@ -12,10 +12,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamEscalationsRequest(_message.Message):
-    __slots__ = ("after_sequence",)
+    __slots__ = ("after_sequence", "priorities", "held_by_me")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITIES_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_ME_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
-    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+    priorities: _containers.RepeatedScalarFieldContainer[_handoff_pb2.Priority]
+    held_by_me: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., priorities: _Optional[_Iterable[_Union[_handoff_pb2.Priority, str]]] = ..., held_by_me: _Optional[bool] = ...) -> None: ...
 
 class ListEscalationsRequest(_message.Message):
     __slots__ = ("page_token",)
@@ -34,20 +38,22 @@ class ListEscalationsResponse(_message.Message):
     def __init__(self, escalations: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ..., sequence: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class HandoffContext(_message.Message):
-    __slots__ = ("handoff", "problem_summary", "whats_been_tried", "ai_assessment", "start_here", "notes")
+    __slots__ = ("handoff", "problem_summary", "whats_been_tried", "ai_assessment", "start_here", "notes", "similar_resolved")
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     WHATS_BEEN_TRIED_FIELD_NUMBER: _ClassVar[int]
     AI_ASSESSMENT_FIELD_NUMBER: _ClassVar[int]
     START_HERE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     handoff: _handoff_pb2.Handoff
     problem_summary: str
     whats_been_tried: _containers.RepeatedCompositeFieldContainer[_handoff_pb2.Step]
     ai_assessment: _handoff_pb2.Assessment
     start_here: str
     notes: str
-    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ..., problem_summary: _Optional[str] = ..., whats_been_tried: _Optional[_Iterable[_Union[_handoff_pb2.Step, _Mapping]]] = ..., ai_assessment: _Optional[_Union[_handoff_pb2.Assessment, _Mapping]] = ..., start_here: _Optional[str] = ..., notes: _Optional[str] = ...) -> None: ...
+    similar_resolved: _containers.RepeatedCompositeFieldContainer[_handoff_pb2.Handoff]
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ..., problem_summary: _Optional[str] = ..., whats_been_tried: _Optional[_Iterable[_Union[_handoff_pb2.Step, _Mapping]]] = ..., ai_assessment: _Optional[_Union[_handoff_pb2.Assessment, _Mapping]] = ..., start_here: _Optional[str] = ..., notes: _Optional[str] = ..., similar_resolved: _Optional[_Iterable[_Union[_handoff_pb2.Handoff, _Mapping]]] = ...) -> None: ...
 
 class PickUpEscalationRequest(_message.Message):
     __slots__ = ("handoff_id",)
@@ -156,7 +162,7 @@ class DayMetrics(_message.Message):
     def __init__(self, date: _Optional[str] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ...) -> None: ...
 
 class EscalationMetrics(_message.Message):
-    __slots__ = ("start_time", "end_time", "created", "picked_up", "resolved", "cancelled", "open_now", "oldest_waiting_seconds", "time_to_pickup", "time_to_resolve", "sla_breached", "by_priority", "by_day")
+    __slots__ = ("start_time", "end_time", "created", "picked_up", "resolved", "cancelled", "open_now", "oldest_waiting_seconds", "time_to_pickup", "time_to_resolve", "sla_breached", "by_priority", "by_day", "collaboration")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +176,7 @@ class EscalationMetrics(_message.Message):
     SLA_BREACHED_FIELD_NUMBER: _ClassVar[int]
     BY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     BY_DAY_FIELD_NUMBER: _ClassVar[int]
+    COLLABORATION_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     created: int
@@ -183,4 +190,57 @@ class EscalationMetrics(_message.Message):
     sla_breached: int
     by_priority: _containers.RepeatedCompositeFieldContainer[PriorityMetrics]
     by_day: _containers.RepeatedCompositeFieldContainer[DayMetrics]
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ..., cancelled: _Optional[int] = ..., open_now: _Optional[int] = ..., oldest_waiting_seconds: _Optional[float] = ..., time_to_pickup: _Optional[_Union[DurationStats, _Mapping]] = ..., time_to_resolve: _Optional[_Union[DurationStats, _Mapping]] = ..., sla_breached: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityMetrics, _Mapping]]] = ..., by_day: _Optional[_Iterable[_Union[DayMetrics, _Mapping]]] = ...) -> None: ...
+    collaboration: CollaborationMetrics
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[int] = ..., picked_up: _Optional[int] = ..., resolved: _Optional[int] = ..., cancelled: _Optional[int] = ..., open_now: _Optional[int] = ..., oldest_waiting_seconds: _Optional[float] = ..., time_to_pickup: _Optional[_Union[DurationStats, _Mapping]] = ..., time_to_resolve: _Optional[_Union[DurationStats, _Mapping]] = ..., sla_breached: _Optional[int] = ..., by_priority: _Optional[_Iterable[_Union[PriorityMetrics, _Mapping]]] = ..., by_day: _Optional[_Iterable[_Union[DayMetrics, _Mapping]]] = ..., collaboration: _Optional[_Union[CollaborationMetrics, _Mapping]] = ...) -> None: ...
+
+class CollaborationMetrics(_message.Message):
+    __slots__ = ("transfers", "comments", "reopened", "reopen_rate", "comments_per_escalation")
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_FIELD_NUMBER: _ClassVar[int]
+    REOPENED_FIELD_NUMBER: _ClassVar[int]
+    REOPEN_RATE_FIELD_NUMBER: _ClassVar[int]
+    COMMENTS_PER_ESCALATION_FIELD_NUMBER: _ClassVar[int]
+    transfers: int
+    comments: int
+    reopened: int
+    reopen_rate: float
+    comments_per_escalation: float
+    def __init__(self, transfers: _Optional[int] = ..., comments: _Optional[int] = ..., reopened: _Optional[int] = ..., reopen_rate: _Optional[float] = ..., comments_per_escalation: _Optional[float] = ...) -> None: ...
+
+class TransferEscalationRequest(_message.Message):
+    __slots__ = ("handoff_id", "to_user_id", "note")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    to_user_id: str
+    note: str
+    def __init__(self, handoff_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class TransferEscalationResponse(_message.Message):
+    __slots__ = ("handoff",)
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    handoff: _handoff_pb2.Handoff
+    def __init__(self, handoff: _Optional[_Union[_handoff_pb2.Handoff, _Mapping]] = ...) -> None: ...
+
+class ListAccountUsersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AccountUser(_message.Message):
+    __slots__ = ("id", "name", "role", "last_seen_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    role: _handoff_pb2.Role
+    last_seen_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., role: _Optional[_Union[_handoff_pb2.Role, str]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListAccountUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[AccountUser]
+    def __init__(self, users: _Optional[_Iterable[_Union[AccountUser, _Mapping]]] = ...) -> None: ...

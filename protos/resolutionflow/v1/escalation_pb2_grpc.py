@@ -70,6 +70,16 @@ class EscalationServiceStub:
                 request_serializer=resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsRequest.SerializeToString,
                 response_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsResponse.FromString,
                 _registered_method=True)
+        self.TransferEscalation = channel.unary_unary(
+                '/resolutionflow.v1.EscalationService/TransferEscalation',
+                request_serializer=resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationResponse.FromString,
+                _registered_method=True)
+        self.ListAccountUsers = channel.unary_unary(
+                '/resolutionflow.v1.EscalationService/ListAccountUsers',
+                request_serializer=resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersResponse.FromString,
+                _registered_method=True)
 
 
 class EscalationServiceServicer:
@@ -131,6 +141,23 @@ class EscalationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransferEscalation(self, request, context):
+        """Hands a picked-up escalation to another engineer or admin of the account (a user the
+        server has seen, see ListAccountUsers). Holder or admin only (PERMISSION_DENIED
+        naming the holder); an unknown user is NOT_FOUND, a technician FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccountUsers(self, request, context):
+        """The engineers and admins of the account the server has seen (from their tokens), by
+        name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EscalationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +195,16 @@ def add_EscalationServiceServicer_to_server(servicer, server):
                     servicer.GetEscalationMetrics,
                     request_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsRequest.FromString,
                     response_serializer=resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsResponse.SerializeToString,
+            ),
+            'TransferEscalation': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferEscalation,
+                    request_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationResponse.SerializeToString,
+            ),
+            'ListAccountUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountUsers,
+                    request_deserializer=resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +396,60 @@ class EscalationService:
             '/resolutionflow.v1.EscalationService/GetEscalationMetrics',
             resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsRequest.SerializeToString,
             resolutionflow_dot_v1_dot_escalation__pb2.GetEscalationMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferEscalation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.EscalationService/TransferEscalation',
+            resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_escalation__pb2.TransferEscalationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.EscalationService/ListAccountUsers',
+            resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_escalation__pb2.ListAccountUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

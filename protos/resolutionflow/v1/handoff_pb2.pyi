@@ -54,6 +54,16 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_SLA_WARNING: _ClassVar[EventType]
     EVENT_TYPE_SLA_BREACHED: _ClassVar[EventType]
     EVENT_TYPE_HEARTBEAT: _ClassVar[EventType]
+    EVENT_TYPE_TRANSFERRED: _ClassVar[EventType]
+    EVENT_TYPE_COMMENTED: _ClassVar[EventType]
+    EVENT_TYPE_REOPENED: _ClassVar[EventType]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_TECHNICIAN: _ClassVar[Role]
+    ROLE_ENGINEER: _ClassVar[Role]
+    ROLE_ADMIN: _ClassVar[Role]
 HANDOFF_INTENT_UNSPECIFIED: HandoffIntent
 HANDOFF_INTENT_ESCALATE: HandoffIntent
 HANDOFF_INTENT_REASSIGN: HandoffIntent
@@ -83,6 +93,13 @@ EVENT_TYPE_ASSESSMENT_READY: EventType
 EVENT_TYPE_SLA_WARNING: EventType
 EVENT_TYPE_SLA_BREACHED: EventType
 EVENT_TYPE_HEARTBEAT: EventType
+EVENT_TYPE_TRANSFERRED: EventType
+EVENT_TYPE_COMMENTED: EventType
+EVENT_TYPE_REOPENED: EventType
+ROLE_UNSPECIFIED: Role
+ROLE_TECHNICIAN: Role
+ROLE_ENGINEER: Role
+ROLE_ADMIN: Role
 
 class Step(_message.Message):
     __slots__ = ("description", "outcome")
@@ -160,8 +177,24 @@ class Handoff(_message.Message):
     sequence: int
     def __init__(self, id: _Optional[str] = ..., account_id: _Optional[str] = ..., session_id: _Optional[str] = ..., intent: _Optional[_Union[HandoffIntent, str]] = ..., status: _Optional[_Union[HandoffStatus, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., problem_summary: _Optional[str] = ..., steps_tried: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., notes: _Optional[str] = ..., created_by: _Optional[_Union[UserRef, _Mapping]] = ..., picked_up_by: _Optional[_Union[UserRef, _Mapping]] = ..., resolution_note: _Optional[str] = ..., assessment: _Optional[_Union[Assessment, _Mapping]] = ..., sla_due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., picked_up_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class Comment(_message.Message):
+    __slots__ = ("id", "handoff_id", "author", "author_role", "body", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_ROLE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    handoff_id: str
+    author: UserRef
+    author_role: Role
+    body: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., handoff_id: _Optional[str] = ..., author: _Optional[_Union[UserRef, _Mapping]] = ..., author_role: _Optional[_Union[Role, str]] = ..., body: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class HandoffEvent(_message.Message):
-    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason", "snapshot_continues")
+    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason", "snapshot_continues", "actor", "note", "comment", "previous_holder")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +202,10 @@ class HandoffEvent(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     RESET_REASON_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_CONTINUES_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HOLDER_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: EventType
     occurred_at: _timestamp_pb2.Timestamp
@@ -176,7 +213,11 @@ class HandoffEvent(_message.Message):
     snapshot: _containers.RepeatedCompositeFieldContainer[Handoff]
     reset_reason: str
     snapshot_continues: bool
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ..., snapshot_continues: _Optional[bool] = ...) -> None: ...
+    actor: UserRef
+    note: str
+    comment: Comment
+    previous_holder: UserRef
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ..., snapshot_continues: _Optional[bool] = ..., actor: _Optional[_Union[UserRef, _Mapping]] = ..., note: _Optional[str] = ..., comment: _Optional[_Union[Comment, _Mapping]] = ..., previous_holder: _Optional[_Union[UserRef, _Mapping]] = ...) -> None: ...
 
 class CreateHandoffRequest(_message.Message):
     __slots__ = ("request_id", "session_id", "intent", "priority", "problem_summary", "steps_tried", "notes")
@@ -253,3 +294,61 @@ class WatchHandoffsRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class AddCommentRequest(_message.Message):
+    __slots__ = ("handoff_id", "body", "request_id")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    body: str
+    request_id: str
+    def __init__(self, handoff_id: _Optional[str] = ..., body: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AddCommentResponse(_message.Message):
+    __slots__ = ("comment",)
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    comment: Comment
+    def __init__(self, comment: _Optional[_Union[Comment, _Mapping]] = ...) -> None: ...
+
+class ReopenHandoffRequest(_message.Message):
+    __slots__ = ("handoff_id", "reason")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    reason: str
+    def __init__(self, handoff_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReopenHandoffResponse(_message.Message):
+    __slots__ = ("handoff",)
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    handoff: Handoff
+    def __init__(self, handoff: _Optional[_Union[Handoff, _Mapping]] = ...) -> None: ...
+
+class GetHandoffHistoryRequest(_message.Message):
+    __slots__ = ("handoff_id", "page_token")
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    handoff_id: str
+    page_token: str
+    def __init__(self, handoff_id: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GetHandoffHistoryResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[HandoffEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[HandoffEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetPresenceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPresenceResponse(_message.Message):
+    __slots__ = ("engineers_online", "engineers")
+    ENGINEERS_ONLINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINEERS_FIELD_NUMBER: _ClassVar[int]
+    engineers_online: int
+    engineers: _containers.RepeatedCompositeFieldContainer[UserRef]
+    def __init__(self, engineers_online: _Optional[int] = ..., engineers: _Optional[_Iterable[_Union[UserRef, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,26 @@ class HandoffServiceStub:
                 request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.WatchHandoffsRequest.SerializeToString,
                 response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.HandoffEvent.FromString,
                 _registered_method=True)
+        self.AddComment = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/AddComment',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.AddCommentRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.AddCommentResponse.FromString,
+                _registered_method=True)
+        self.ReopenHandoff = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/ReopenHandoff',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffResponse.FromString,
+                _registered_method=True)
+        self.GetHandoffHistory = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/GetHandoffHistory',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetPresence = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/GetPresence',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class HandoffServiceServicer:
@@ -101,6 +121,39 @@ class HandoffServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddComment(self, request, context):
+        """The technician who escalated and the account's engineers and admins may comment; the
+        comment is a COMMENTED event on every stream that shows the handoff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenHandoff(self, request, context):
+        """The technician who created a resolved escalation (or an admin) puts it back in the
+        queue, within the reopen window (RF_REOPEN_WINDOW_SECONDS, default 7 days), with a
+        reason. It gets a fresh SLA clock; a REOPENED event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHandoffHistory(self, request, context):
+        """Every event of one handoff, oldest first, also those past the live log's retention.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPresence(self, request, context):
+        """Who is watching the account's queue now (engineers and admins with a queue stream open
+        on any server), updated within a second or two of a connect or disconnect; a server
+        that dies drops out within RF_PRESENCE_TTL_SECONDS. Technicians get the count only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HandoffServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +181,26 @@ def add_HandoffServiceServicer_to_server(servicer, server):
                     servicer.WatchHandoffs,
                     request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.WatchHandoffsRequest.FromString,
                     response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.HandoffEvent.SerializeToString,
+            ),
+            'AddComment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddComment,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.AddCommentRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.AddCommentResponse.SerializeToString,
+            ),
+            'ReopenHandoff': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenHandoff,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffResponse.SerializeToString,
+            ),
+            'GetHandoffHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHandoffHistory,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.SerializeToString,
+            ),
+            'GetPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPresence,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +338,114 @@ class HandoffService:
             '/resolutionflow.v1.HandoffService/WatchHandoffs',
             resolutionflow_dot_v1_dot_handoff__pb2.WatchHandoffsRequest.SerializeToString,
             resolutionflow_dot_v1_dot_handoff__pb2.HandoffEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddComment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/AddComment',
+            resolutionflow_dot_v1_dot_handoff__pb2.AddCommentRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.AddCommentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenHandoff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/ReopenHandoff',
+            resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.ReopenHandoffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHandoffHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/GetHandoffHistory',
+            resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.GetHandoffHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/GetPresence',
+            resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

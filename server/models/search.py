@@ -1,0 +1,141 @@
+"""What fixed it last time: resolved escalations found by the database's own full-text
+search (SQLite FTS5, PostgreSQL tsvector with a GIN index), per account.
+
+A resolved escalation is indexed in the transaction that resolves it and dropped in the
+one that reopens it, so the search never offers an open problem as a fix. The table is
+created by the migration in each dialect's own DDL; it is not part of the ORM metadata.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.schema import HANDOFFS
+from server.domain.types import Handoff, Status
+from server.models.records import to_domain
+
+# Words carried into a query: enough to describe a problem, few enough to stay fast.
+MAX_TERMS = 24
+_WORD = re.compile(r"\w{3,}", re.UNICODE)
+# Words that say nothing about a problem; PostgreSQL's english configuration drops these
+# (and more) itself, SQLite's FTS5 does not.
+_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "that",
+        "this",
+        "from",
+        "have",
+        "has",
+        "had",
+        "was",
+        "were",
+        "are",
+        "but",
+        "not",
+        "you",
+        "your",
+        "its",
+        "again",
+        "into",
+        "onto",
+        "when",
+        "then",
+        "than",
+        "there",
+        "their",
+        "they",
+        "them",
+        "our",
+        "out",
+        "all",
+        "any",
+        "can",
+        "could",
+        "does",
+        "did",
+        "doing",
+        "done",
+        "who",
+        "what",
+        "which",
+        "while",
+        "after",
+        "before",
+        "still",
+        "just",
+        "also",
+        "very",
+    ]
+)
+
+
+def _document(h: Handoff) -> str:
+    steps = " ".join(f"{s.description} {s.outcome}" for s in h.steps_tried)
+    return f"{h.problem_summary}\n{steps}\n{h.notes}\n{h.resolution_note}"
+
+
+def _terms(query: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(query.lower()):
+        if word not in _STOP:
+            seen.setdefault(word, None)
+    return list(seen)[:MAX_TERMS]
+
+
+async def index_resolved(session: AsyncSession, h: Handoff) -> None:
+    await forget(session, h.id)
+    await session.execute(
+        text(
+            "INSERT INTO resolved_search (handoff_id, account_id, body) "
+            "VALUES (:id, :account, :body)"
+        ),
+        {"id": h.id, "account": h.account_id, "body": _document(h)},
+    )
+
+
+async def forget(session: AsyncSession, handoff_id: str) -> None:
+    await session.execute(
+        text("DELETE FROM resolved_search WHERE handoff_id = :id"), {"id": handoff_id}
+    )
+
+
+async def similar_resolved(session: AsyncSession, h: Handoff, limit: int = 3) -> list[Handoff]:
+    """The account's resolved escalations closest to ``h``'s problem, best first."""
+    terms = _terms(f"{h.problem_summary} {' '.join(s.description for s in h.steps_tried)}")
+    if not terms:
+        return []
+    params = {"account": h.account_id, "self": h.id, "limit": limit}
+    if session.get_bind().dialect.name == "sqlite":
+        # Each term quoted: FTS5 syntax in a problem description is only words.
+        params["q"] = " OR ".join(f'"{t}"' for t in terms)
+        found = text(
+            "SELECT handoff_id FROM resolved_search WHERE resolved_search MATCH :q "
+            "AND account_id = :account AND handoff_id != :self "
+            "ORDER BY bm25(resolved_search) LIMIT :limit"
+        )
+    else:
+        params["q"] = " | ".join(terms)
+        found = text(
+            "SELECT handoff_id FROM resolved_search, to_tsquery('english', :q) AS q "
+            "WHERE tsv @@ q AND account_id = :account AND handoff_id != :self "
+            "ORDER BY ts_rank(tsv, q) DESC, handoff_id LIMIT :limit"
+        )
+    ids = [row[0] for row in await session.execute(found, params)]
+    if not ids:
+        return []
+    rows = await session.execute(
+        HANDOFFS.select().where(
+            HANDOFFS.c.id.in_(ids),
+            HANDOFFS.c.account_id == h.account_id,
+            HANDOFFS.c.status == Status.RESOLVED.value,
+        )
+    )
+    by_id = {r.id: to_domain(r) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
