@@ -16,6 +16,7 @@ from sqlalchemy import text
 from server import telemetry
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
 from server.api.convert import ProtoEncoder
+from server.api.webhooks import WebhookService
 from server.assessment.providers import provider_from
 from server.assessment.worker import AssessmentWorker
 from server.auth import TokenCodec, TokenVerifier, verifier_from
@@ -28,6 +29,7 @@ from server.settings import Settings
 from server.streaming.hub import Hub
 from server.streaming.pg_listener import PgListener, asyncpg_dsn
 from server.streaming.streams import Streams
+from server.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,14 @@ class ServerRuntime:
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder)
+        self.webhooks = WebhookWorker(self.db, settings, self.core.clock)
+        self.db.on_commit(self.webhooks.committed)
         self.grpc, self._health = create_grpc_server(
-            self.core, self.streams, self.verifier, max_request_bytes=settings.max_request_bytes
+            self.core,
+            self.streams,
+            self.verifier,
+            webhooks=WebhookService(self.db, self.webhooks.policy, self.core.clock),
+            max_request_bytes=settings.max_request_bytes,
         )
         self.assessments = AssessmentWorker(
             self.db,
@@ -110,6 +118,7 @@ class ServerRuntime:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
         self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
         await self.assessments.start(self.core.assessment_owner)
+        await self.webhooks.start(self.core.assessment_owner)
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
             self._metrics_http, _ = start_http_server(int(port), host)
@@ -138,6 +147,7 @@ class ServerRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.assessments.stop()
+        await self.webhooks.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
+from resolutionflow.v1 import webhook_pb2
 
 from server.api.interceptors import REQUIRED_ROLES
 from server.domain.types import Role
@@ -166,19 +167,22 @@ async def test_staff_may_read_the_queue(client_for: Callable[..., Client], role:
 def test_required_roles_cover_exactly_every_rpc() -> None:
     methods = {
         f"/{service.full_name}/{method.name}"
-        for module in (pb, esc)
+        for module in (pb, esc, webhook_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
     assert {m.split("/")[1] for m in methods} == {
         "resolutionflow.v1.HandoffService",
         "resolutionflow.v1.EscalationService",
+        "resolutionflow.v1.WebhookService",
     }
     assert set(REQUIRED_ROLES) == methods
     for name, roles in REQUIRED_ROLES.items():
         assert roles, f"{name} is open to no role"
         if name.startswith("/resolutionflow.v1.EscalationService/"):
             assert Role.TECHNICIAN not in roles, name
+        if name.startswith("/resolutionflow.v1.WebhookService/"):
+            assert roles == {Role.ADMIN}, name
 
 
 async def test_health_needs_no_token(channel: grpc.aio.Channel) -> None:

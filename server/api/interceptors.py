@@ -56,6 +56,8 @@ ANYONE = frozenset(Role)
 STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
 _H = "/resolutionflow.v1.HandoffService/"
 _E = "/resolutionflow.v1.EscalationService/"
+_W = "/resolutionflow.v1.WebhookService/"
+ADMINS = frozenset({Role.ADMIN})
 
 # Which roles may call which RPC. Every RPC of our services must be listed (a test checks);
 # anything else that is not an open service is refused.
@@ -72,6 +74,14 @@ REQUIRED_ROLES: dict[str, frozenset[Role]] = {
     _E + "ReleaseEscalation": STAFF,
     _E + "ResolveEscalation": STAFF,
     _E + "GetEscalationMetrics": STAFF,
+    # Webhooks send the account's data to a URL of the caller's choosing: admins only.
+    _W + "CreateWebhookEndpoint": ADMINS,
+    _W + "ListWebhookEndpoints": ADMINS,
+    _W + "UpdateWebhookEndpoint": ADMINS,
+    _W + "DeleteWebhookEndpoint": ADMINS,
+    _W + "RotateWebhookSecret": ADMINS,
+    _W + "ListWebhookDeliveries": ADMINS,
+    _W + "RedeliverWebhook": ADMINS,
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 
