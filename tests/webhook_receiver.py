@@ -38,6 +38,8 @@ class Receiver:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    # The headers of every request, answered or not.
+    seen: list[dict[str, str]] = field(default_factory=list)
     hanging: int = 0
     failures: list[str] = field(default_factory=list)
     _server: asyncio.Server | None = None
@@ -77,6 +79,7 @@ class Receiver:
                         k, _, v = line.partition(":")
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.seen.append(headers)
                 if self.mode == "hang":
                     self.hanging += 1
                     self._changed.set()
