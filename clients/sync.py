@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
+from resolutionflow.v1 import webhook_pb2 as wh
 
 from clients.client import AsyncClient
 
@@ -82,6 +83,27 @@ class Client:
         self, start: datetime | None = None, end: datetime | None = None
     ) -> esc.EscalationMetrics:
         return self._run(self._client.metrics(start, end))
+
+    def create_webhook_endpoint(self, url: str, **fields: Any) -> wh.CreateWebhookEndpointResponse:
+        return self._run(self._client.create_webhook_endpoint(url, **fields))
+
+    def list_webhook_endpoints(self) -> list[wh.WebhookEndpoint]:
+        return self._run(self._client.list_webhook_endpoints())
+
+    def update_webhook_endpoint(self, endpoint_id: str, **fields: Any) -> wh.WebhookEndpoint:
+        return self._run(self._client.update_webhook_endpoint(endpoint_id, **fields))
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        self._run(self._client.delete_webhook_endpoint(endpoint_id))
+
+    def rotate_webhook_secret(self, endpoint_id: str) -> str:
+        return self._run(self._client.rotate_webhook_secret(endpoint_id))
+
+    def list_webhook_deliveries(self, endpoint_id: str, **filters: Any) -> list[wh.WebhookDelivery]:
+        return self._run(self._client.list_webhook_deliveries(endpoint_id, **filters))
+
+    def redeliver_webhook(self, endpoint_id: str, delivery_id: str) -> wh.WebhookDelivery:
+        return self._run(self._client.redeliver_webhook(endpoint_id, delivery_id))
 
     def stream_escalations(self, after: int | None = None) -> Iterator[pb.HandoffEvent]:
         return self._iterate(self._client.stream_escalations(after))

@@ -6,6 +6,7 @@ http and 127.0.0.0/8 for it); nothing here connects anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,8 @@ import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2, webhook_pb2, webhook_pb2_grpc
 
+from clients import AsyncClient, PermissionDenied
+from clients import Client as SyncClient
 from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
@@ -333,3 +336,42 @@ def test_backoff_grows_with_jitter(settings: Settings) -> None:
     delays = [worker.backoff(n) for n in range(1, 8)]
     assert 0.5 <= delays[0] <= 1 and 1 <= delays[1] <= 2 and 2 <= delays[2] <= 4
     assert all(4 <= d <= 8 for d in delays[3:])
+
+
+async def test_the_python_clients_manage_webhooks(
+    server: ServerRuntime, account: str, receiver: Receiver
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with (
+        AsyncClient(target, token=token(account, "a", Role.ADMIN)) as admin,
+        AsyncClient(target, token=token(account, "t", Role.TECHNICIAN)) as tech,
+    ):
+        made = await admin.create_webhook_endpoint(
+            receiver.url, event_types=["escalation.created"], description="ops"
+        )
+        receiver.secret = made.secret
+        endpoint = made.endpoint
+        assert [e.id for e in await admin.list_webhook_endpoints()] == [endpoint.id]
+        await tech.create_handoff("Mail is down", session_id="s")
+        await receiver.wait_for(lambda r: len(r.received) >= 1)
+
+        async def delivered() -> bool:
+            listed = await admin.list_webhook_deliveries(endpoint.id, status="succeeded")
+            return len(listed) == 1
+
+        await wait_until(delivered, what="delivery recorded")
+        (delivery,) = await admin.list_webhook_deliveries(endpoint.id)
+        assert (await admin.redeliver_webhook(endpoint.id, delivery.id)).id == delivery.id
+        updated = await admin.update_webhook_endpoint(endpoint.id, enabled=False, format="slack")
+        assert updated.format == pb.WEBHOOK_FORMAT_SLACK and not updated.enabled
+        receiver.secret = await admin.rotate_webhook_secret(endpoint.id)
+        with pytest.raises(PermissionDenied):
+            await tech.list_webhook_endpoints()
+
+    def script() -> list[str]:
+        with SyncClient(target, token=token(account, "a", Role.ADMIN)) as sync_admin:
+            ids = [e.id for e in sync_admin.list_webhook_endpoints()]
+            sync_admin.delete_webhook_endpoint(endpoint.id)
+            return ids + [e.id for e in sync_admin.list_webhook_endpoints()]
+
+    assert await asyncio.to_thread(script) == [endpoint.id]

@@ -108,7 +108,7 @@ async def test_two_replicas_deliver_each_event_once_and_in_order(
             assert r.sequences() == sorted(r.sequences())
             assert r.failures == []
         for ch in channels:
-            await ch.close()
+            await ch.close(None)
     finally:
         await asyncio.gather(*(r.stop() for r in replicas))
         for r in receivers:
