@@ -7,10 +7,14 @@ http and 127.0.0.0/8 for it); nothing here connects anywhere else.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +30,7 @@ from server.settings import Settings
 from server.webhooks.safety import Policy, Refused
 from server.webhooks.worker import WebhookWorker
 from tests.conftest import TEST_WEBHOOKS
+from tests.processes import free_port
 from tests.support import Client, token, wait_until
 from tests.webhook_receiver import Receiver
 
@@ -375,3 +380,38 @@ async def test_the_python_clients_manage_webhooks(
             return ids + [e.id for e in sync_admin.list_webhook_endpoints()]
 
     assert await asyncio.to_thread(script) == [endpoint.id]
+
+
+async def test_the_readme_receiver_verifies_and_prints_each_event(
+    server: ServerRuntime, channel: grpc.aio.Channel, account: str, repo_root: Path
+) -> None:
+    text = (repo_root / "README.md").read_text()
+    section = text[text.index("## Webhooks\n") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match
+    port = free_port()
+    async with AsyncClient(
+        f"127.0.0.1:{server.port}", token=token(account, "a", Role.ADMIN)
+    ) as admin:
+        made = await admin.create_webhook_endpoint(
+            f"http://127.0.0.1:{port}/", event_types=["escalation.created"]
+        )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        match.group(1),
+        env={**os.environ, "WEBHOOK_SECRET": made.secret, "PORT": str(port)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        tech = Client(channel, token(account, "t", Role.TECHNICIAN), account, "t")
+        handoff = await tech.create()
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        webhook_id, event_type, handoff_id = line.decode().split()
+        assert webhook_id.startswith("msg_")
+        assert (event_type, handoff_id) == ("escalation.created", handoff.id)
+    finally:
+        process.kill()
+        await process.wait()
