@@ -16,7 +16,7 @@ from sqlalchemy import text
 from server import telemetry
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
 from server.api.convert import ProtoEncoder
-from server.api.webhooks import WebhookService
+from server.api.webhooks import EscalationPolicyService, WebhookService
 from server.assessment.providers import provider_from
 from server.assessment.worker import AssessmentWorker
 from server.auth import TokenCodec, TokenVerifier, verifier_from
@@ -56,6 +56,9 @@ class ServerRuntime:
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
         self.streams = Streams(self.db, self.hub, encoder)
+        self.breach_policy = sla.BreachPolicy(
+            settings.breach_raise_priority, settings.breach_renotify_seconds
+        )
         self.webhooks = WebhookWorker(self.db, settings, self.core.clock)
         self.db.on_commit(self.webhooks.committed)
         self.grpc, self._health = create_grpc_server(
@@ -63,6 +66,7 @@ class ServerRuntime:
             self.streams,
             self.verifier,
             webhooks=WebhookService(self.db, self.webhooks.policy, self.core.clock),
+            policies=EscalationPolicyService(self.db, self.breach_policy, self.core.clock),
             max_request_bytes=settings.max_request_bytes,
         )
         self.assessments = AssessmentWorker(
@@ -194,7 +198,7 @@ class ServerRuntime:
     async def fire_due_sla_timers(self) -> None:
         while True:
             async with self.db.write() as s:
-                if not await sla.fire_next_due(s, self.core.clock()):
+                if not await sla.fire_next_due(s, self.core.clock(), self.breach_policy):
                     return
 
     async def prune_events(self) -> None:

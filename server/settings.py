@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     sla_normal_seconds: float = Field(default=3600, gt=0)
     sla_low_seconds: float = Field(default=14400, gt=0)
 
+    # The breach policy of accounts whose admins have not set their own: repeat the
+    # breach event every 15 minutes while nobody has picked the escalation up (0: never);
+    # raising the priority is opt-in (it changes what the creator chose, and the
+    # per-priority metrics with it).
+    breach_raise_priority: bool = False
+    breach_renotify_seconds: int = Field(default=900, ge=0)
+
     heartbeat_seconds: float = Field(default=15, gt=0)
     # Limits, per server process: open streams per user and per account, and creates per
     # user (a token bucket: a burst, refilled at the per-minute rate).

@@ -57,6 +57,7 @@ STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
 _H = "/resolutionflow.v1.HandoffService/"
 _E = "/resolutionflow.v1.EscalationService/"
 _W = "/resolutionflow.v1.WebhookService/"
+_P = "/resolutionflow.v1.EscalationPolicyService/"
 ADMINS = frozenset({Role.ADMIN})
 
 # Which roles may call which RPC. Every RPC of our services must be listed (a test checks);
@@ -82,6 +83,8 @@ REQUIRED_ROLES: dict[str, frozenset[Role]] = {
     _W + "RotateWebhookSecret": ADMINS,
     _W + "ListWebhookDeliveries": ADMINS,
     _W + "RedeliverWebhook": ADMINS,
+    _P + "GetEscalationPolicy": ADMINS,
+    _P + "UpdateEscalationPolicy": ADMINS,
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 

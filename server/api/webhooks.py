@@ -1,4 +1,5 @@
-"""The WebhookService servicer: admins manage their account's endpoints and deliveries."""
+"""Reaching people who are not looking: admins manage their account's webhook endpoints
+and deliveries (WebhookService) and its breach policy (EscalationPolicyService)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,21 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
+from resolutionflow.v1 import escalation_policy_pb2 as policy_pb
+from resolutionflow.v1 import escalation_policy_pb2_grpc as policy_grpc
 from resolutionflow.v1 import webhook_pb2 as pb
 from resolutionflow.v1 import webhook_pb2_grpc as pb_grpc
 
 from server.api import convert
 from server.api.interceptors import current_caller
 from server.db.database import Database
-from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
+from server.db.schema import (
+    EscalationPolicyRecord,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
+)
 from server.errors import FieldViolation, InvalidArgument
+from server.models import sla
 from server.webhooks import store
 from server.webhooks.safety import Policy, Refused
 
@@ -200,3 +208,58 @@ class WebhookService(pb_grpc.WebhookServiceServicer):
                 s, current_caller().account_id, endpoint_id, delivery_id, self.clock()
             )
         return pb.RedeliverWebhookResponse(delivery=delivery_message(record))
+
+
+MAX_RENOTIFY_SECONDS = 7 * 24 * 3600
+
+
+class EscalationPolicyService(policy_grpc.EscalationPolicyServiceServicer):
+    """Admins set what a breach of an unpicked escalation sets off in their account."""
+
+    def __init__(
+        self, db: Database, default: sla.BreachPolicy, clock: Callable[[], datetime]
+    ) -> None:
+        self.db = db
+        self.default = default
+        self.clock = clock
+
+    async def GetEscalationPolicy(
+        self, request: policy_pb.GetEscalationPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.GetEscalationPolicyResponse:
+        async with self.db.read() as s:
+            policy = await sla.policy_of(s, current_caller().account_id, self.default)
+        return policy_pb.GetEscalationPolicyResponse(policy=_policy(policy))
+
+    async def UpdateEscalationPolicy(
+        self, request: policy_pb.UpdateEscalationPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb.UpdateEscalationPolicyResponse:
+        if request.HasField("renotify_seconds") and request.renotify_seconds > MAX_RENOTIFY_SECONDS:
+            raise InvalidArgument(
+                [FieldViolation("renotify_seconds", f"0 (never) to {MAX_RENOTIFY_SECONDS}")]
+            )
+        account = current_caller().account_id
+        async with self.db.write() as s:
+            current = await sla.policy_of(s, account, self.default)
+            row = await s.get(EscalationPolicyRecord, account)
+            if row is None:
+                row = EscalationPolicyRecord(account_id=account)
+                s.add(row)
+            row.raise_priority = (
+                request.raise_priority
+                if request.HasField("raise_priority")
+                else current.raise_priority
+            )
+            row.renotify_seconds = (
+                request.renotify_seconds
+                if request.HasField("renotify_seconds")
+                else current.renotify_seconds
+            )
+            row.updated_at = self.clock()
+            policy = sla.BreachPolicy(row.raise_priority, row.renotify_seconds)
+        return policy_pb.UpdateEscalationPolicyResponse(policy=_policy(policy))
+
+
+def _policy(policy: sla.BreachPolicy) -> policy_pb.EscalationPolicy:
+    return policy_pb.EscalationPolicy(
+        raise_priority=policy.raise_priority, renotify_seconds=policy.renotify_seconds
+    )

@@ -210,6 +210,17 @@ class WebhookDeliveryRecord(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class EscalationPolicyRecord(Base):
+    """An account's breach policy; accounts without a row use the server's defaults."""
+
+    __tablename__ = "escalation_policies"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    raise_priority: Mapped[bool] = mapped_column(Boolean)
+    renotify_seconds: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The Core tables, for statements that need no ORM identity tracking (the write path).
 HANDOFFS = cast(Table, HandoffRecord.__table__)
 SLA_TIMERS = cast(Table, SlaTimerRecord.__table__)

@@ -1,4 +1,5 @@
-"""Webhook endpoints (with their cursor into the event log) and their deliveries
+"""Webhook endpoints (with their cursor into the event log), their deliveries, and the
+per-account breach policy
 
 Revision ID: 0006_webhooks
 Revises: 0005
@@ -60,8 +61,18 @@ def upgrade() -> None:
         "ix_webhook_deliveries_next", "webhook_deliveries", ["endpoint_id", "status", "sequence"]
     )
 
+    op.create_table(
+        "escalation_policies",
+        sa.Column("account_id", sa.String(128), nullable=False),
+        sa.Column("raise_priority", sa.Boolean(), nullable=False),
+        sa.Column("renotify_seconds", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_escalation_policies")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("escalation_policies")
     op.drop_index("ix_webhook_deliveries_next", "webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_index("ix_webhook_endpoints_account", "webhook_endpoints")
