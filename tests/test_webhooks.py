@@ -13,13 +13,14 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2, webhook_pb2, webhook_pb2_grpc
+from sqlalchemy import select
 
 from clients import AsyncClient, PermissionDenied
 from clients import Client as SyncClient
@@ -28,7 +29,7 @@ from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
 from server.webhooks.safety import Policy, Refused
-from server.webhooks.worker import WebhookWorker
+from server.webhooks.worker import ENDPOINTS_FAILING, Outcome, WebhookWorker
 from tests.conftest import TEST_WEBHOOKS
 from tests.processes import free_port
 from tests.support import Client, token, wait_until
@@ -415,3 +416,64 @@ async def test_the_readme_receiver_verifies_and_prints_each_event(
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_past_the_retry_window_the_endpoint_is_marked_failing_until_enabled(
+    as_role: Callable[[Role], Client], receiver: Receiver, server: ServerRuntime
+) -> None:
+    admin, tech = as_role(Role.ADMIN), as_role(Role.TECHNICIAN)
+    receiver.mode = "error"
+    endpoint = await subscribe(admin, receiver, event_types=["escalation.created"])
+    await create(tech, 1)
+
+    async def failed_once() -> bool:
+        listed = await deliveries(admin, endpoint.id)
+        return bool(listed) and listed[0].attempts >= 1
+
+    await wait_until(failed_once, what="a failed attempt")
+    # The outcome of one more failed attempt, recorded by a worker whose window is over.
+    short = WebhookWorker(
+        server.db,
+        server.settings.model_copy(update={"webhook_retry_window_seconds": 0.001}),
+        lambda: datetime.now(UTC) + timedelta(seconds=1),
+    )
+    await short._http.aclose()
+    async with server.db.read() as s:
+        record = await s.get(WebhookEndpointRecord, endpoint.id)
+        (delivery,) = (
+            await s.scalars(
+                select(WebhookDeliveryRecord).where(
+                    WebhookDeliveryRecord.endpoint_id == endpoint.id
+                )
+            )
+        ).all()
+    assert record is not None
+    before = ENDPOINTS_FAILING._value.get()
+    await short._record(record, delivery, Outcome(False, 500, 3, "HTTP 500"))
+    assert ENDPOINTS_FAILING._value.get() == before + 1
+
+    (listed,) = await deliveries(admin, endpoint.id)
+    assert listed.status == pb.WEBHOOK_DELIVERY_STATUS_FAILED
+    assert listed.last_response_code == 500
+    (state,) = (
+        await call(admin, "ListWebhookEndpoints", pb.ListWebhookEndpointsRequest())
+    ).endpoints
+    assert state.state == pb.WEBHOOK_ENDPOINT_STATE_FAILING
+
+    # Paused: nothing more is sent until an admin acts; enabling carries on from there.
+    receiver.mode = "ok"
+    await call(
+        admin,
+        "UpdateWebhookEndpoint",
+        pb.UpdateWebhookEndpointRequest(endpoint_id=endpoint.id, enabled=True),
+    )
+    after = await tech.create(problem_summary="after the pause")
+    await receiver.wait_for(
+        lambda r: any(x.verified["data"]["handoff"]["id"] == after.id for x in r.received)
+    )
+    await call(
+        admin,
+        "RedeliverWebhook",
+        pb.RedeliverWebhookRequest(endpoint_id=endpoint.id, delivery_id=delivery.id),
+    )
+    await receiver.wait_for(lambda r: any(x.id == delivery.id for x in r.received))
