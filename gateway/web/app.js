@@ -617,6 +617,8 @@ $("alerts").addEventListener("click", async () => {
   renderAlerts();
 });
 renderAlerts();
+// A browser without the Notification API gets no button that cannot work.
+$("alerts").hidden = !("Notification" in window);
 // After a reload alerts may be on with no sound yet: the first gesture on the page allows it.
 document.addEventListener(
   "pointerdown",
