@@ -11,6 +11,7 @@ and a cursor that did not move is read again.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import uuid
 from datetime import datetime
@@ -27,6 +28,8 @@ from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
 from server.domain.types import Event, EventType, Intent
 from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.models import events
+
+log = logging.getLogger(__name__)
 
 PENDING = "PENDING"
 SUCCEEDED = "SUCCEEDED"
@@ -51,6 +54,10 @@ WHATS = (
     "assessment_ready",
     "sla_warning",
     "breached",
+    # The collaboration events (transfer, comment, reopen).
+    "transferred",
+    "commented",
+    "reopened",
 )
 EVENT_TYPES = tuple(f"{k}.{w}" for k in KINDS for w in WHATS)
 
@@ -243,6 +250,16 @@ async def materialize(
     )
     if not batch:
         return 0
+    if batch[0].sequence > endpoint.cursor_sequence + 1:
+        # Pruned by retention before this endpoint got to them (it was disabled or failing
+        # for longer than the log keeps events): say so rather than skip them silently.
+        log.warning(
+            "webhook endpoint %s of account %s missed events %d..%d: pruned from the log",
+            endpoint.id,
+            endpoint.account_id,
+            endpoint.cursor_sequence + 1,
+            batch[0].sequence - 1,
+        )
     wanted = set(endpoint.event_types)
     rows = []
     for event in batch:

@@ -39,6 +39,7 @@ from standardwebhooks.webhooks import Webhook
 from server.db.database import Database
 from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
 from server.domain.types import Event
+from server.models import events
 from server.settings import Settings
 from server.webhooks import store
 from server.webhooks.safety import Policy, Refused
@@ -216,13 +217,37 @@ class WebhookWorker:
             self._account_of.pop(endpoint_id, None)
 
     async def _step(self, endpoint_id: str) -> float:
-        """One attempt if one is due; returns how long to wait before the next step."""
+        """One attempt if one is due; returns how long to wait before the next step.
+
+        An idle endpoint costs a read per poll, not a write: the lease is renewed (and
+        the log read) only when the log moved, a delivery is due, or half the lease is
+        gone. Writes are what SQLite serializes and what PostgreSQL must log.
+        """
+        poll = self.settings.webhook_poll_seconds
+        async with self.db.read() as s:
+            current = await s.get(WebhookEndpointRecord, endpoint_id)
+            head = await events.head(s, current.account_id) if current is not None else 0
+            delivery = await store.next_pending(s, endpoint_id)
+        now = self.clock()
+        half = timedelta(seconds=self.settings.webhook_lease_seconds / 2)
+        if (
+            current is not None
+            and current.lease_owner == self.owner
+            and current.enabled
+            and not current.failing
+            and current.lease_until is not None
+            and current.lease_until - now > half
+            and head <= current.cursor_sequence
+            and (delivery is None or (delivery.next_attempt_at or now) > now)
+        ):
+            if delivery is None or delivery.next_attempt_at is None:
+                return poll
+            return min(poll, (delivery.next_attempt_at - now).total_seconds())
         endpoint = await self._renew(endpoint_id)
         if endpoint is None:
             raise _Lost
         async with self.db.read() as s:
             delivery = await store.next_pending(s, endpoint_id)
-        poll = self.settings.webhook_poll_seconds
         if delivery is None:
             return poll
         now = self.clock()
