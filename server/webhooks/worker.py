@@ -268,9 +268,14 @@ class WebhookWorker:
             return Outcome(ok, code, int((time.perf_counter() - started) * 1000), error)
 
         try:
-            scheme, host, address, port = await self.policy.resolve(endpoint.url)
+            # Resolving is part of the attempt's time bound: a name server that never
+            # answers holds this endpoint no longer than a receiver that never answers.
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                scheme, host, address, port = await self.policy.resolve(endpoint.url)
         except Refused as e:
             return ended(False, None, f"refused: {e}")
+        except TimeoutError:
+            return ended(False, None, "the name did not resolve in time")
         body = (
             delivery.payload
             if endpoint.format != store.SLACK
