@@ -19,7 +19,13 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from resolutionflow.v1 import escalation_pb2 as esc
-from resolutionflow.v1 import escalation_pb2_grpc, handoff_pb2_grpc, webhook_pb2_grpc
+from resolutionflow.v1 import (
+    escalation_pb2_grpc,
+    escalation_policy_pb2_grpc,
+    handoff_pb2_grpc,
+    webhook_pb2_grpc,
+)
+from resolutionflow.v1 import escalation_policy_pb2 as ep
 from resolutionflow.v1 import handoff_pb2 as pb
 from resolutionflow.v1 import webhook_pb2 as wh
 
@@ -28,6 +34,21 @@ from clients.streams import resuming_stream
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 R = TypeVar("R", bound=Message)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(name: str) -> Callable[[F], F]:
+    """Marks the client method of the RPC ``name``.
+
+    A test holds the clients to the API: every RPC has a method marked with its name
+    (the blocking ``Client`` derives its methods from these).
+    """
+
+    def mark(method: F) -> F:
+        method.__rpc__ = name  # type: ignore[attr-defined]
+        return method
+
+    return mark
 
 
 class AsyncClient:
@@ -56,6 +77,7 @@ class AsyncClient:
         self._handoffs = handoff_pb2_grpc.HandoffServiceStub(self._channel)
         self._escalations = escalation_pb2_grpc.EscalationServiceStub(self._channel)
         self._webhooks = webhook_pb2_grpc.WebhookServiceStub(self._channel)
+        self._policies = escalation_policy_pb2_grpc.EscalationPolicyServiceStub(self._channel)
         self._token = token
         self._provider = token_provider
         self.timeout = timeout
@@ -90,6 +112,7 @@ class AsyncClient:
 
     # ---- handoffs -----------------------------------------------------------------------
 
+    @rpc("CreateHandoff")
     async def create_handoff(
         self,
         problem_summary: str,
@@ -121,10 +144,12 @@ class AsyncClient:
                 await asyncio.sleep(0.2 * 2**attempt)  # same request_id: no duplicate
         raise AssertionError("unreachable")
 
+    @rpc("GetHandoff")
     async def get_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.GetHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.GetHandoff, request)).handoff
 
+    @rpc("ListHandoffs")
     async def list_handoffs(
         self,
         *,
@@ -148,12 +173,14 @@ class AsyncClient:
                 return
             request.page_token = page.next_page_token
 
+    @rpc("CancelHandoff")
     async def cancel_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.CancelHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.CancelHandoff, request)).handoff
 
     # ---- escalations --------------------------------------------------------------------
 
+    @rpc("ListEscalations")
     async def list_escalations(self) -> esc.ListEscalationsResponse:
         """The open queue (``.escalations``) and the cursor it was read at (``.sequence``).
 
@@ -173,20 +200,24 @@ class AsyncClient:
             whole.next_page_token = page.next_page_token
         return whole
 
+    @rpc("PickUpEscalation")
     async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
         """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster; an
         escalation the caller already holds answers with its context again."""
         request = esc.PickUpEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.PickUpEscalation, request)).context
 
+    @rpc("GetHandoffContext")
     async def get_context(self, handoff_id: str) -> esc.HandoffContext:
         request = esc.GetHandoffContextRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.GetHandoffContext, request)).context
 
+    @rpc("ReleaseEscalation")
     async def release(self, handoff_id: str) -> pb.Handoff:
         request = esc.ReleaseEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.ReleaseEscalation, request)).handoff
 
+    @rpc("ResolveEscalation")
     async def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
         """The note is required: what fixed it, for the next technician."""
         request = esc.ResolveEscalationRequest(
@@ -194,6 +225,7 @@ class AsyncClient:
         )
         return (await self._call(self._escalations.ResolveEscalation, request)).handoff
 
+    @rpc("GetEscalationMetrics")
     async def metrics(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> esc.EscalationMetrics:
@@ -204,6 +236,7 @@ class AsyncClient:
 
     # ---- webhooks (admins) ---------------------------------------------------------------
 
+    @rpc("CreateWebhookEndpoint")
     async def create_webhook_endpoint(
         self,
         url: str,
@@ -223,10 +256,12 @@ class AsyncClient:
         )
         return await self._call(self._webhooks.CreateWebhookEndpoint, request)
 
+    @rpc("ListWebhookEndpoints")
     async def list_webhook_endpoints(self) -> list[wh.WebhookEndpoint]:
         request = wh.ListWebhookEndpointsRequest()
         return list((await self._call(self._webhooks.ListWebhookEndpoints, request)).endpoints)
 
+    @rpc("UpdateWebhookEndpoint")
     async def update_webhook_endpoint(
         self,
         endpoint_id: str,
@@ -250,15 +285,18 @@ class AsyncClient:
             request.update_event_types = True
         return (await self._call(self._webhooks.UpdateWebhookEndpoint, request)).endpoint
 
+    @rpc("DeleteWebhookEndpoint")
     async def delete_webhook_endpoint(self, endpoint_id: str) -> None:
         request = wh.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id)
         await self._call(self._webhooks.DeleteWebhookEndpoint, request)
 
+    @rpc("RotateWebhookSecret")
     async def rotate_webhook_secret(self, endpoint_id: str) -> str:
         """The new secret (shown only here); the old one stops signing at once."""
         request = wh.RotateWebhookSecretRequest(endpoint_id=endpoint_id)
         return (await self._call(self._webhooks.RotateWebhookSecret, request)).secret
 
+    @rpc("ListWebhookDeliveries")
     async def list_webhook_deliveries(
         self, endpoint_id: str, *, status: str | None = None, page_size: int = 100
     ) -> list[wh.WebhookDelivery]:
@@ -270,12 +308,30 @@ class AsyncClient:
         )
         return list((await self._call(self._webhooks.ListWebhookDeliveries, request)).deliveries)
 
+    @rpc("RedeliverWebhook")
     async def redeliver_webhook(self, endpoint_id: str, delivery_id: str) -> wh.WebhookDelivery:
         request = wh.RedeliverWebhookRequest(endpoint_id=endpoint_id, delivery_id=delivery_id)
         return (await self._call(self._webhooks.RedeliverWebhook, request)).delivery
 
+    @rpc("GetEscalationPolicy")
+    async def get_escalation_policy(self) -> ep.EscalationPolicy:
+        """What a breach of an unpicked escalation sets off in the account (admins)."""
+        request = ep.GetEscalationPolicyRequest()
+        return (await self._call(self._policies.GetEscalationPolicy, request)).policy
+
+    @rpc("UpdateEscalationPolicy")
+    async def update_escalation_policy(
+        self, *, raise_priority: bool | None = None, renotify_seconds: int | None = None
+    ) -> ep.EscalationPolicy:
+        """Changes what is given; ``renotify_seconds=0`` stops re-notifications."""
+        request = ep.UpdateEscalationPolicyRequest(
+            raise_priority=raise_priority, renotify_seconds=renotify_seconds
+        )
+        return (await self._call(self._policies.UpdateEscalationPolicy, request)).policy
+
     # ---- streams ------------------------------------------------------------------------
 
+    @rpc("StreamEscalations")
     def stream_escalations(
         self, after: int | None = None, *, max_backoff: float = 10.0
     ) -> AsyncIterator[pb.HandoffEvent]:
@@ -289,6 +345,7 @@ class AsyncClient:
             self._escalations.StreamEscalations, esc.StreamEscalationsRequest, after, max_backoff
         )
 
+    @rpc("WatchHandoffs")
     def watch_handoffs(
         self, after: int | None = None, *, max_backoff: float = 10.0
     ) -> AsyncIterator[pb.HandoffEvent]:
@@ -334,4 +391,4 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-__all__: Sequence[str] = ["AsyncClient", "TokenProvider"]
+__all__: Sequence[str] = ["AsyncClient", "TokenProvider", "rpc"]

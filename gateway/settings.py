@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -54,15 +54,6 @@ class GatewaySettings(BaseSettings):
 
     # How long uvicorn waits for open requests on shutdown before cancelling them.
     shutdown_grace_seconds: float = Field(default=5, ge=0)
-
-    # Local mode only (``resolutionflow serve`` sets it to the server's JWT secret): the
-    # web page's sign-in form may ask ``POST /local/token`` for a token. Unset (the
-    # ``gateway`` command, production), that route does not exist.
-    local_token_secret: SecretStr | None = Field(default=None, exclude=True)
-    local_token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
-    # Whether local sign-in may hand out admin tokens (``serve --local-admin``): off, so a
-    # page on this machine cannot make itself an admin of every account.
-    local_admin: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod

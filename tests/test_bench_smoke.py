@@ -14,6 +14,7 @@ from resolutionflow.v1 import handoff_pb2
 from bench import wire
 from bench.loadgen import percentiles
 from bench.rawclient import SSEConnection
+from tests.pg import fresh_database
 
 
 def test_bench_smoke_grpc(tmp_path):
@@ -108,3 +109,46 @@ def test_raw_sse_reader_dechunks_and_splits_events():
         event.replace(b"id: 1", b"id: 2")[:-2],
     ]
     assert ends == ["stream ended by the server"]
+
+
+def bench_json(tmp_path, *args: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", "server.cli", "bench", *args, "--json-only"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def test_bench_idle_cost_mode_reports_cores_and_database_transactions(tmp_path):
+    with fresh_database() as url:
+        result = bench_json(
+            tmp_path,
+            *("--mode", "idle", "--accounts", "4", "--cost-seconds", "1"),
+            *("--wakeup", "postgres,none", "--rate", "4", "--database-url", url),
+        )
+    assert result["ok"] is True, result
+    for wakeup in ("postgres", "none"):
+        figures = result["idle_cost"]["by_wakeup"][wakeup]
+        assert figures["streams"] == 4
+        for window in ("idle", "busy"):
+            assert figures[window]["server_cores"] >= 0
+            assert figures[window]["db_transactions_per_s"] >= 0
+        assert figures["busy"]["creates"] > 0
+        assert figures["busy"]["create_errors"] == 0
+
+
+def test_bench_writers_mode_reports_creates_and_p99(tmp_path):
+    result = bench_json(
+        tmp_path,
+        *("--mode", "writers", "--writers", "1,3", "--cost-seconds", "1", "--wakeup", "none"),
+    )
+    assert result["ok"] is True, result
+    rows = result["writers"]["by_wakeup"]["none"]
+    assert [r["writers"] for r in rows] == [1, 3]
+    for row in rows:
+        assert row["creates_per_s"] > 0
+        assert row["create_ms"]["p99"] >= row["create_ms"]["p50"] > 0

@@ -18,6 +18,8 @@ from resolutionflow.v1 import (
 )
 from sqlalchemy import select
 
+from clients import AsyncClient
+from clients import Client as SyncClient
 from server.db.schema import SlaTimerRecord
 from server.domain.types import Role
 from server.models.sla import RENOTIFY
@@ -125,3 +127,19 @@ async def test_breach_raises_priority_and_renotifies_once_per_step_until_picked_
         assert reader.sequences == list(range(1, len(reader.sequences) + 1))
     finally:
         await asyncio.gather(*(r.stop() for r in replicas))
+
+
+async def test_the_python_clients_read_and_change_the_policy(
+    server: ServerRuntime, account: str
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with AsyncClient(target, token=token(account, "a", Role.ADMIN)) as admin:
+        assert (await admin.get_escalation_policy()).renotify_seconds == 900
+        changed = await admin.update_escalation_policy(renotify_seconds=120)
+        assert (changed.raise_priority, changed.renotify_seconds) == (False, 120)
+
+    def script() -> bool:
+        with SyncClient(target, token=token(account, "a", Role.ADMIN)) as blocking:
+            return bool(blocking.update_escalation_policy(raise_priority=True).raise_priority)
+
+    assert await asyncio.to_thread(script)
