@@ -477,3 +477,27 @@ async def test_past_the_retry_window_the_endpoint_is_marked_failing_until_enable
         pb.RedeliverWebhookRequest(endpoint_id=endpoint.id, delivery_id=delivery.id),
     )
     await receiver.wait_for(lambda r: any(x.id == delivery.id for x in r.received))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"url": "https://example.com/\x00hook"},
+        {"url": "https://exa\nmple.com/"},
+        {"url": "https://example.com/", "description": "bell\x07"},
+        {"url": "https://example.com/", "description": "x" * 501},
+        {"url": "https://" + "a" * 2048 + ".com/"},
+        {"url": "https://[::1"},
+        {"url": ""},
+    ],
+)
+async def test_bad_endpoint_fields_are_invalid_argument(
+    as_role: Callable[[Role], Client], fields: dict[str, str]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call(
+            as_role(Role.ADMIN),
+            "CreateWebhookEndpoint",
+            pb.CreateWebhookEndpointRequest(**fields),
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -87,6 +87,8 @@ class WebhookService(pb_grpc.WebhookServiceServicer):
     def _url(self, url: str) -> str:
         """Checked when saved (scheme, IP literals) and again on every attempt (the
         addresses the name resolves to then)."""
+        if store.has_control(url):
+            raise InvalidArgument([FieldViolation("url", "must not contain control characters")])
         try:
             self.policy.check_url(url)
         except Refused as e:

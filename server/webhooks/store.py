@@ -86,12 +86,25 @@ def validate_event_types(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
+def _control(c: str, allowed: str = "") -> bool:
+    return (ord(c) < 32 and c not in allowed) or 0x7F <= ord(c) <= 0x9F
+
+
 def validate_description(value: str) -> str:
     if len(value) > MAX_DESCRIPTION:
         raise InvalidArgument(
             [FieldViolation("description", f"at most {MAX_DESCRIPTION} characters")]
         )
+    if any(_control(c, "\n\r\t") for c in value):
+        raise InvalidArgument(
+            [FieldViolation("description", "must not contain control characters")]
+        )
     return value
+
+
+def has_control(value: str) -> bool:
+    """Control characters anywhere (tabs and line breaks too): never in a URL we store."""
+    return any(_control(c) for c in value)
 
 
 def link(public_url: str, handoff_id: str) -> str:
