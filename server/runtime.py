@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -136,7 +137,9 @@ class ServerRuntime:
             self._tasks.append(asyncio.create_task(self.nats.run(), name="nats-wakeup"))
         self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
         await self.assessments.start(self.core.assessment_owner)
-        await self.webhooks.start(self.core.assessment_owner)
+        # Per process, not per address: workers sharing a port must not take each
+        # other's endpoints for their own (a killed server's are free after the lease).
+        await self.webhooks.start(f"{self.core.assessment_owner}:{os.getpid()}")
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
             self._metrics_http, _ = start_http_server(int(port), host)

@@ -9,8 +9,9 @@ endpoint's deliveries go out in sequence order, one at a time, and exactly one r
 makes a given attempt (the lease outlasts an attempt's bound and is renewed before each).
 
 An attempt is recorded after it ends. A replica killed mid-attempt leaves the delivery
-pending: whoever holds the endpoint next (after the lease ran out, or at once if the same
-server restarts) sends it again, with the same ``webhook-id``: at-least-once, and
+pending: whoever holds the endpoint next (once the lease ran out; the holder is named per
+process, so workers sharing a port never mistake each other's claims for their own)
+sends it again, with the same ``webhook-id``: at-least-once, and
 receivers drop duplicates by that id.
 
 A slow or dead receiver holds only its own endpoint's task: attempts are bounded in time
@@ -134,7 +135,7 @@ class WebhookWorker:
                 await asyncio.wait_for(self._stop.wait(), self.settings.webhook_poll_seconds)
 
     async def claim(self) -> None:
-        """Take endpoints nobody holds (or this server held before a restart)."""
+        """Take endpoints nobody holds: never claimed, given back, or a lease run out."""
         now = self.clock()
         until = now + timedelta(seconds=self.settings.webhook_lease_seconds)
         free = or_(
