@@ -229,11 +229,16 @@ async def redeliver(
 ) -> WebhookDeliveryRecord:
     """Queue the delivery again (same id); an endpoint marked failing is given a new try."""
     endpoint = await get_endpoint(s, account_id, endpoint_id)
+    # Locked: an attempt of this delivery may be recording its outcome right now; both
+    # sides lock the row, so one sees the other's change instead of half-overwriting it.
     record = await s.scalar(
-        select(WebhookDeliveryRecord).where(
+        select(WebhookDeliveryRecord)
+        .where(
             WebhookDeliveryRecord.id == delivery_id,
             WebhookDeliveryRecord.endpoint_id == endpoint_id,
         )
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     if record is None:
         raise NotFound(f"webhook delivery {delivery_id} not found")

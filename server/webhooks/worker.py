@@ -327,13 +327,20 @@ class WebhookWorker:
         now = self.clock()
         s_ = self.settings
         async with self.db.write() as s:
-            record = await s.get(WebhookDeliveryRecord, delivery.id, populate_existing=True)
+            record = await s.get(
+                WebhookDeliveryRecord, delivery.id, populate_existing=True, with_for_update=True
+            )
             if record is None or record.status != store.PENDING:
                 return  # deleted or changed meanwhile
             record.attempts += 1
             record.last_response_code = outcome.code
             record.last_latency_ms = outcome.latency_ms
             record.last_error = outcome.error
+            # Redelivered while this attempt ran (RedeliverWebhook moved its next attempt):
+            # what the admin asked for still stands, so it stays pending.
+            requeued = record.next_attempt_at != delivery.next_attempt_at
+            if outcome.ok and requeued:
+                return
             if outcome.ok:
                 record.status = store.SUCCEEDED
                 record.delivered_at = now
