@@ -166,7 +166,7 @@ class Bench:
         proc = self.spawn(
             "server",
             [
-                *(PY, "-m", "server.cli", "server", "--grpc-addr", f"127.0.0.1:{port}"),
+                *(PY, "-m", "resolutionflow_cli", "server", "--grpc-addr", f"127.0.0.1:{port}"),
                 *("--database-url", self.database_url),
             ],
             env={**self.env, **(extra_env or {})},
@@ -189,7 +189,7 @@ class Bench:
         proc = self.spawn(
             "gateway",
             [
-                *(PY, "-m", "server.cli", "gateway", "--http-addr", f"127.0.0.1:{port}"),
+                *(PY, "-m", "resolutionflow_cli", "gateway", "--http-addr", f"127.0.0.1:{port}"),
                 *("--upstream", f"127.0.0.1:{upstream_port}"),
             ],
         )

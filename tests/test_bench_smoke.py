@@ -21,7 +21,7 @@ def test_bench_smoke_grpc(tmp_path):
     started = time.monotonic()
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+            *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "grpc"),
             *("--subscribers", "20", "--accounts", "2", "--events", "120"),
             *("--idle-streams", "40", "--json-only"),
         ],
@@ -113,7 +113,7 @@ def test_raw_sse_reader_dechunks_and_splits_events():
 
 def bench_json(tmp_path, *args: str) -> dict:
     run = subprocess.run(
-        [sys.executable, "-m", "server.cli", "bench", *args, "--json-only"],
+        [sys.executable, "-m", "resolutionflow_cli", "bench", *args, "--json-only"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

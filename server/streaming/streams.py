@@ -13,7 +13,8 @@ from typing import Protocol
 
 from server import telemetry
 from server.db.database import Database
-from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
+from server.domain import policy
+from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot
 from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
@@ -49,8 +50,9 @@ def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
     # once per event); a technician's own filter is theirs alone.
     if kind is StreamKind.ESCALATIONS:
         return _is_escalation
-    if caller.role is Role.TECHNICIAN:
-        return lambda e: e.handoff.created_by.id == caller.user_id
+    creator = policy.scope(caller).creator_id
+    if creator is not None:
+        return lambda e: e.handoff.created_by.id == creator
     return _everything
 
 
@@ -68,7 +70,7 @@ class Streams:
         async with self.db.read() as s:
             if kind is StreamKind.ESCALATIONS:
                 return await handoffs.queue(s, caller.account_id)
-            return await handoffs.active(s, caller)
+            return await handoffs.active(s, policy.scope(caller))
 
     async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, list[bytes]]:
         snap = await self._snapshot(kind, caller)

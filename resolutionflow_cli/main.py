@@ -1,4 +1,4 @@
-"""The ``resolutionflow`` command line."""
+"""The ``resolutionflow`` command line: every command, and the wiring of ``serve``."""
 
 from __future__ import annotations
 
