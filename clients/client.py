@@ -19,8 +19,15 @@ import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from resolutionflow.v1 import escalation_pb2 as esc
-from resolutionflow.v1 import escalation_pb2_grpc, handoff_pb2_grpc
+from resolutionflow.v1 import (
+    escalation_pb2_grpc,
+    escalation_policy_pb2_grpc,
+    handoff_pb2_grpc,
+    webhook_pb2_grpc,
+)
+from resolutionflow.v1 import escalation_policy_pb2 as ep
 from resolutionflow.v1 import handoff_pb2 as pb
+from resolutionflow.v1 import webhook_pb2 as wh
 
 from clients.errors import Unavailable, from_rpc_error
 from clients.streams import resuming_stream
@@ -69,6 +76,8 @@ class AsyncClient:
         )
         self._handoffs = handoff_pb2_grpc.HandoffServiceStub(self._channel)
         self._escalations = escalation_pb2_grpc.EscalationServiceStub(self._channel)
+        self._webhooks = webhook_pb2_grpc.WebhookServiceStub(self._channel)
+        self._policies = escalation_policy_pb2_grpc.EscalationPolicyServiceStub(self._channel)
         self._token = token
         self._provider = token_provider
         self.timeout = timeout
@@ -271,6 +280,101 @@ class AsyncClient:
     async def presence(self) -> pb.GetPresenceResponse:
         """How many engineers watch the queue now (and, for engineers and admins, who)."""
         return await self._call(self._handoffs.GetPresence, pb.GetPresenceRequest())
+
+    # ---- webhooks (admins) ---------------------------------------------------------------
+
+    @rpc("CreateWebhookEndpoint")
+    async def create_webhook_endpoint(
+        self,
+        url: str,
+        *,
+        event_types: Iterable[str] = (),
+        description: str = "",
+        format: str = "STANDARD",
+    ) -> wh.CreateWebhookEndpointResponse:
+        """``.endpoint`` and ``.secret`` (``whsec_...``, shown only here: store it).
+        ``event_types`` such as ``escalation.created`` (none: every type); ``format``:
+        STANDARD or SLACK."""
+        request = wh.CreateWebhookEndpointRequest(
+            url=url,
+            event_types=list(event_types),
+            description=description,
+            format=f"WEBHOOK_FORMAT_{format.upper()}",
+        )
+        return await self._call(self._webhooks.CreateWebhookEndpoint, request)
+
+    @rpc("ListWebhookEndpoints")
+    async def list_webhook_endpoints(self) -> list[wh.WebhookEndpoint]:
+        request = wh.ListWebhookEndpointsRequest()
+        return list((await self._call(self._webhooks.ListWebhookEndpoints, request)).endpoints)
+
+    @rpc("UpdateWebhookEndpoint")
+    async def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        event_types: Iterable[str] | None = None,
+        description: str | None = None,
+        format: str | None = None,
+        enabled: bool | None = None,
+    ) -> wh.WebhookEndpoint:
+        """Changes what is given; ``enabled=True`` also clears a failing state."""
+        request = wh.UpdateWebhookEndpointRequest(
+            endpoint_id=endpoint_id,
+            url=url,
+            description=description,
+            enabled=enabled,
+            format=f"WEBHOOK_FORMAT_{format.upper()}" if format else None,
+        )
+        if event_types is not None:
+            request.event_types.extend(event_types)
+            request.update_event_types = True
+        return (await self._call(self._webhooks.UpdateWebhookEndpoint, request)).endpoint
+
+    @rpc("DeleteWebhookEndpoint")
+    async def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        request = wh.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id)
+        await self._call(self._webhooks.DeleteWebhookEndpoint, request)
+
+    @rpc("RotateWebhookSecret")
+    async def rotate_webhook_secret(self, endpoint_id: str) -> str:
+        """The new secret (shown only here); the old one stops signing at once."""
+        request = wh.RotateWebhookSecretRequest(endpoint_id=endpoint_id)
+        return (await self._call(self._webhooks.RotateWebhookSecret, request)).secret
+
+    @rpc("ListWebhookDeliveries")
+    async def list_webhook_deliveries(
+        self, endpoint_id: str, *, status: str | None = None, page_size: int = 100
+    ) -> list[wh.WebhookDelivery]:
+        """Newest first; ``status``: PENDING, SUCCEEDED or FAILED."""
+        request = wh.ListWebhookDeliveriesRequest(
+            endpoint_id=endpoint_id,
+            status=f"WEBHOOK_DELIVERY_STATUS_{status.upper()}" if status else None,
+            page_size=page_size,
+        )
+        return list((await self._call(self._webhooks.ListWebhookDeliveries, request)).deliveries)
+
+    @rpc("RedeliverWebhook")
+    async def redeliver_webhook(self, endpoint_id: str, delivery_id: str) -> wh.WebhookDelivery:
+        request = wh.RedeliverWebhookRequest(endpoint_id=endpoint_id, delivery_id=delivery_id)
+        return (await self._call(self._webhooks.RedeliverWebhook, request)).delivery
+
+    @rpc("GetEscalationPolicy")
+    async def get_escalation_policy(self) -> ep.EscalationPolicy:
+        """What a breach of an unpicked escalation sets off in the account (admins)."""
+        request = ep.GetEscalationPolicyRequest()
+        return (await self._call(self._policies.GetEscalationPolicy, request)).policy
+
+    @rpc("UpdateEscalationPolicy")
+    async def update_escalation_policy(
+        self, *, raise_priority: bool | None = None, renotify_seconds: int | None = None
+    ) -> ep.EscalationPolicy:
+        """Changes what is given; ``renotify_seconds=0`` stops re-notifications."""
+        request = ep.UpdateEscalationPolicyRequest(
+            raise_priority=raise_priority, renotify_seconds=renotify_seconds
+        )
+        return (await self._call(self._policies.UpdateEscalationPolicy, request)).policy
 
     # ---- streams ------------------------------------------------------------------------
 

@@ -124,6 +124,32 @@ OPERATIONS: dict[str, Operation] = {
         empty_body=True,
     ),
     "GetHandoffContext": Operation(summary="The handoff-context screen (GetHandoffContext)"),
+    "CreateWebhookEndpoint": Operation(
+        summary="Register a webhook endpoint; its secret is in this answer only (admins)",
+        description="The URL must be https on a public address (unless the server allows "
+        "otherwise); deliveries are signed per Standard Webhooks.",
+        status=201,
+    ),
+    "ListWebhookEndpoints": Operation(summary="The account's webhook endpoints (admins)"),
+    "UpdateWebhookEndpoint": Operation(
+        summary="Change a webhook endpoint; enabling clears its failing state (admins)"
+    ),
+    "DeleteWebhookEndpoint": Operation(summary="Delete a webhook endpoint (admins)"),
+    "RotateWebhookSecret": Operation(
+        summary="A new signing secret, shown this once; the old one stops at once (admins)",
+        empty_body=True,
+    ),
+    "ListWebhookDeliveries": Operation(
+        summary="An endpoint's deliveries, newest first (admins)",
+        parameters={"page_size": "1-500, default 100"},
+    ),
+    "RedeliverWebhook": Operation(
+        summary="Send a delivery again, with the same webhook-id (admins)", empty_body=True
+    ),
+    "GetEscalationPolicy": Operation(summary="The account's breach policy (admins)"),
+    "UpdateEscalationPolicy": Operation(
+        summary="Change the account's breach policy; fields not given keep their value (admins)"
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from server import telemetry
 from server.api.app import NOT_SERVING, SERVICE_NAMES, SERVING, create_grpc_server
 from server.api.convert import ProtoEncoder
+from server.api.webhooks import EscalationPolicyService, WebhookService
 from server.assessment.providers import provider_from
 from server.assessment.worker import AssessmentWorker
 from server.auth import TokenCodec, TokenVerifier, verifier_from
@@ -31,6 +33,7 @@ from server.streaming.pg_listener import PgListener, asyncpg_dsn
 from server.streaming.pg_listener import parse as parse_notification
 from server.streaming.presence import Presence
 from server.streaming.streams import Streams
+from server.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,18 @@ class ServerRuntime:
         self.db.on_commit(telemetry.events_committed)
         self.presence = Presence(self.db, settings.presence_ttl_seconds)
         self.streams = Streams(self.db, self.hub, encoder, self.presence)
+        self.breach_policy = sla.BreachPolicy(
+            settings.breach_raise_priority, settings.breach_renotify_seconds
+        )
+        self.webhooks = WebhookWorker(self.db, settings, self.core.clock)
+        self.db.on_commit(self.webhooks.committed)
         self.grpc, self._health = create_grpc_server(
-            self.core, self.streams, self.verifier, max_request_bytes=settings.max_request_bytes
+            self.core,
+            self.streams,
+            self.verifier,
+            webhooks=WebhookService(self.db, self.webhooks.policy, self.core.clock),
+            policies=EscalationPolicyService(self.db, self.breach_policy, self.core.clock),
+            max_request_bytes=settings.max_request_bytes,
         )
         self.assessments = AssessmentWorker(
             self.db,
@@ -128,6 +141,9 @@ class ServerRuntime:
             self._tasks.append(asyncio.create_task(self.nats.run(), name="nats-wakeup"))
         self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
         await self.assessments.start(self.core.assessment_owner)
+        # Per process, not per address: workers sharing a port must not take each
+        # other's endpoints for their own (a killed server's are free after the lease).
+        await self.webhooks.start(f"{self.core.assessment_owner}:{os.getpid()}")
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
             self._metrics_http, _ = start_http_server(int(port), host)
@@ -160,6 +176,7 @@ class ServerRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
         await self.assessments.stop()
+        await self.webhooks.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -227,7 +244,7 @@ class ServerRuntime:
     async def fire_due_sla_timers(self) -> None:
         while True:
             async with self.db.write() as s:
-                if not await sla.fire_next_due(s, self.core.clock()):
+                if not await sla.fire_next_due(s, self.core.clock(), self.breach_policy):
                     return
 
     async def prune_events(self) -> None:

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # Presence (engineers watching the queue): a server's rows live this long unless it
     # refreshes them (a third of it); a server that dies drops out within it.
     presence_ttl_seconds: float = Field(default=10, gt=0)
+    # The breach policy of accounts whose admins have not set their own: repeat the
+    # breach event every 15 minutes while nobody has picked the escalation up (0: never);
+    # raising the priority is opt-in (it changes what the creator chose, and the
+    # per-priority metrics with it).
+    breach_raise_priority: bool = False
+    breach_renotify_seconds: int = Field(default=900, ge=0)
 
     heartbeat_seconds: float = Field(default=15, gt=0)
     # Limits, per server process: open streams per user and per account, and creates per
@@ -121,6 +127,26 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_seconds: float = Field(default=30, ge=0)
     # A request larger than this is refused by the transport before it reaches a handler.
     max_request_bytes: int = Field(default=1024 * 1024, gt=1024)
+    # Webhooks (docs in README, "Webhooks"). Receivers must be https on a public address
+    # unless these allow otherwise: plain http, and networks (comma-separated CIDRs, e.g.
+    # "127.0.0.0/8") that would be refused as loopback, private or link-local.
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: str = ""
+    # How long one delivery is retried (exponential backoff with jitter, from the first
+    # retry's delay up to the longest) before the endpoint is marked failing.
+    webhook_retry_window_seconds: float = Field(default=24 * 3600, gt=0)
+    webhook_first_retry_seconds: float = Field(default=5, gt=0)
+    webhook_max_retry_seconds: float = Field(default=3600, gt=0)
+    # One attempt's bound (connect, send, answer), and how much of the answer is read.
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    # Attempts in flight per server (per endpoint it is always one).
+    webhook_concurrency: int = Field(default=16, ge=1)
+    # How often each replica looks for endpoints with work, and how long it holds one.
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_lease_seconds: float = Field(default=60, gt=0)
+    # The page's address, for the links in webhook bodies.
+    public_url: str = "http://127.0.0.1:8080"
     # Seconds a server waits for in-flight calls on shutdown.
     shutdown_grace_seconds: float = Field(default=5, ge=0)
 

@@ -27,6 +27,18 @@ TEST_LIMITS: dict[str, Any] = {
     "max_streams_per_user": 10_000,
 }
 
+# Every server of a test database shares one webhook policy (any of them may claim an
+# endpoint): the tests' receivers are plain http on loopback, and retries come fast.
+TEST_WEBHOOKS: dict[str, Any] = {
+    "webhook_allow_http": True,
+    "webhook_allowed_networks": "127.0.0.0/8",
+    "webhook_first_retry_seconds": 0.2,
+    "webhook_max_retry_seconds": 0.5,
+    "webhook_poll_seconds": 0.25,
+    "webhook_lease_seconds": 5,
+    "webhook_timeout_seconds": 5,
+}
+
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(
@@ -49,6 +61,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         shutdown_grace_seconds=0,
         # Tests drive load through few users; the limits have tests of their own.
         **TEST_LIMITS,
+        **TEST_WEBHOOKS,
     )
 
 

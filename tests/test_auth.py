@@ -14,6 +14,7 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from resolutionflow.v1 import escalation_pb2 as esc
+from resolutionflow.v1 import escalation_policy_pb2, webhook_pb2
 from resolutionflow.v1 import handoff_pb2 as pb
 
 from server.api.interceptors import REQUIRED_ROLES
@@ -170,19 +171,25 @@ async def test_staff_may_read_the_queue(client_for: Callable[..., Client], role:
 def test_required_roles_cover_exactly_every_rpc() -> None:
     methods = {
         f"/{service.full_name}/{method.name}"
-        for module in (pb, esc)
+        for module in (pb, esc, webhook_pb2, escalation_policy_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
     assert {m.split("/")[1] for m in methods} == {
         "resolutionflow.v1.HandoffService",
         "resolutionflow.v1.EscalationService",
+        "resolutionflow.v1.WebhookService",
+        "resolutionflow.v1.EscalationPolicyService",
     }
     assert set(REQUIRED_ROLES) == methods
     for name, roles in REQUIRED_ROLES.items():
         assert roles, f"{name} is open to no role"
         if name.startswith("/resolutionflow.v1.EscalationService/"):
             assert Role.TECHNICIAN not in roles, name
+        if name.startswith(
+            ("/resolutionflow.v1.WebhookService/", "/resolutionflow.v1.EscalationPolicyService/")
+        ):
+            assert roles == {Role.ADMIN}, name
 
 
 async def test_health_needs_no_token(channel: grpc.aio.Channel) -> None:

@@ -383,6 +383,9 @@ function onQueueEvent(event) {
       $("queue").prepend(card(h, true));
       announce(`New ${priorityLabel(h.priority)} escalation from ${byName(h.createdBy)}: ${short(h.problemSummary || "", 160)}`);
       if (event.type === "created") noticeWhileHidden();
+      if (event.type === "created" && h.priority === "PRIORITY_URGENT") {
+        alertWhileHidden(`URGENT escalation from ${byName(h.createdBy)}`, h);
+      }
       break;
     case "picked_up":
     case "resolved":
@@ -394,6 +397,9 @@ function onQueueEvent(event) {
     case "sla_breached":
       slaSeen.set(h.id, event.type === "sla_breached" ? "breached" : "warning");
       if (queue.has(h.id)) update(h);
+      if (event.type === "sla_breached" && queue.has(h.id)) {
+        alertWhileHidden(`SLA breached: ${priorityLabel(h.priority)} escalation waiting`, h);
+      }
       break;
     default:
       if (queue.has(h.id)) update(h);
@@ -581,6 +587,78 @@ function noticeWhileHidden() {
     let on = true;
     flashTimer = window.setInterval(() => renderTitle((on = !on)), 1000);
   }
+}
+
+// ---- opt-in desktop alerts: URGENT arrivals and SLA breaches while the tab is hidden -------
+
+const ALERTS_KEY = "rf.alerts";
+/** @type {AudioContext | null} */
+let audio = null;
+
+function alertsOn() {
+  return localStorage.getItem(ALERTS_KEY) === "on" && "Notification" in window && Notification.permission === "granted";
+}
+
+function renderAlerts() {
+  const on = alertsOn();
+  $("alerts").textContent = on ? "Alerts on" : "Alerts off";
+  $("alerts").setAttribute("aria-pressed", String(on));
+}
+
+$("alerts").addEventListener("click", async () => {
+  if (alertsOn()) {
+    localStorage.setItem(ALERTS_KEY, "off");
+  } else if (!("Notification" in window)) {
+    announce("This browser cannot show desktop notifications.");
+  } else {
+    // Asked only on this click: browsers refuse (and users resent) prompts nobody asked for.
+    const permission = await Notification.requestPermission();
+    if (permission === "granted") localStorage.setItem(ALERTS_KEY, "on");
+    else announce("Desktop notifications are blocked for this page in the browser's settings.");
+    // Created on the click: browsers let audio start only after a gesture on the page.
+    audio = audio || (window.AudioContext ? new AudioContext() : null);
+  }
+  renderAlerts();
+});
+renderAlerts();
+// A browser without the Notification API gets no button that cannot work.
+$("alerts").hidden = !("Notification" in window);
+// After a reload alerts may be on with no sound yet: the first gesture on the page allows it.
+document.addEventListener(
+  "pointerdown",
+  () => {
+    if (alertsOn() && !audio && window.AudioContext) audio = new AudioContext();
+  },
+  { once: true },
+);
+
+/** A notification and a short two-tone sound, only while the tab is hidden and alerts are on.
+ * @param {string} title @param {any} h */
+function alertWhileHidden(title, h) {
+  if (document.visibilityState !== "hidden" || !alertsOn()) return;
+  const shown = new Notification(title, { body: short(h.problemSummary || "", 160), tag: `rf-${h.id}` });
+  shown.addEventListener("click", () => {
+    window.focus();
+    shown.close();
+  });
+  beep();
+}
+
+function beep() {
+  const ctx = audio;
+  if (!ctx) return;
+  const now = ctx.currentTime;
+  const gain = ctx.createGain();
+  gain.gain.setValueAtTime(0.15, now);
+  gain.gain.exponentialRampToValueAtTime(0.001, now + 0.4);
+  gain.connect(ctx.destination);
+  [880, 660].forEach((frequency, i) => {
+    const tone = ctx.createOscillator();
+    tone.frequency.value = frequency;
+    tone.connect(gain);
+    tone.start(now + i * 0.18);
+    tone.stop(now + i * 0.18 + 0.16);
+  });
 }
 
 /** @param {boolean} withCount */

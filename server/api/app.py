@@ -9,10 +9,11 @@ from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from resolutionflow.v1 import escalation_pb2, handoff_pb2
+from resolutionflow.v1 import escalation_pb2, escalation_policy_pb2, handoff_pb2, webhook_pb2
 
 from server.api.interceptors import ServiceInterceptor
 from server.api.servicers import EscalationService, HandoffService
+from server.api.webhooks import EscalationPolicyService, WebhookService
 from server.auth import TokenVerifier
 from server.core import Core
 from server.streaming.streams import Streams
@@ -20,6 +21,8 @@ from server.streaming.streams import Streams
 SERVICE_NAMES = (
     handoff_pb2.DESCRIPTOR.services_by_name["HandoffService"].full_name,
     escalation_pb2.DESCRIPTOR.services_by_name["EscalationService"].full_name,
+    webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    escalation_policy_pb2.DESCRIPTOR.services_by_name["EscalationPolicyService"].full_name,
 )
 
 
@@ -58,6 +61,8 @@ def create_grpc_server(
     streams: Streams,
     verifier: TokenVerifier,
     *,
+    webhooks: WebhookService | None = None,
+    policies: EscalationPolicyService | None = None,
     max_request_bytes: int,
     reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, Any]:
@@ -79,6 +84,10 @@ def create_grpc_server(
     _register(
         server, EscalationService(core, streams), escalation_pb2.DESCRIPTOR, "EscalationService"
     )
+    if webhooks is not None:
+        _register(server, webhooks, webhook_pb2.DESCRIPTOR, "WebhookService")
+    if policies is not None:
+        _register(server, policies, escalation_policy_pb2.DESCRIPTOR, "EscalationPolicyService")
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
-from resolutionflow.v1 import escalation_pb2, handoff_pb2
+from resolutionflow.v1 import escalation_pb2, escalation_policy_pb2, handoff_pb2, webhook_pb2
 
 from server import logs, telemetry
 from server.auth import TokenVerifier, bearer_token
@@ -60,7 +60,7 @@ ERROR_DOMAIN = "resolutionflow.v1"
 # at import; anything else that is not an open service is refused.
 REQUIRED_ROLES: dict[str, frozenset[Role]] = {
     f"/{service.full_name}/{method.name}": policy.ROLES[method.name]
-    for module in (handoff_pb2, escalation_pb2)
+    for module in (handoff_pb2, escalation_pb2, webhook_pb2, escalation_policy_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 }

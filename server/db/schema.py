@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Index,
@@ -204,6 +205,75 @@ class PresenceRecord(Base):
     replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEndpointRecord(Base):
+    """An account's webhook receiver, and its place in the account's event log.
+
+    ``cursor_sequence`` is the last event turned into deliveries: the delivery worker
+    reads the log after it, so the write path never knows about webhooks. The lease makes
+    one replica at a time the endpoint's sender (deliveries go out one by one, in order).
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_account", "account_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text, default="")
+    format: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    cursor_sequence: Mapped[int] = mapped_column(BigInteger)
+    lease_owner: Mapped[str | None] = mapped_column(String(256))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDeliveryRecord(Base):
+    """One event for one endpoint: its body, frozen when made, and its attempts so far.
+
+    The body is kept here (not re-read from the log) so retention pruning never takes a
+    pending delivery's content away; the id is the ``webhook-id`` of every attempt.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "sequence", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_next", "endpoint_id", "status", "sequence"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    account_id: Mapped[str] = mapped_column(String(128))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_response_code: Mapped[int | None] = mapped_column(Integer)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the current run of retries began: past it plus the retry window, give up.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EscalationPolicyRecord(Base):
+    """An account's breach policy; accounts without a row use the server's defaults."""
+
+    __tablename__ = "escalation_policies"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    raise_priority: Mapped[bool] = mapped_column(Boolean)
+    renotify_seconds: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # The Core tables, for statements that need no ORM identity tracking (the write path).

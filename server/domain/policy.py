@@ -23,6 +23,7 @@ from server.errors import PermissionDenied
 
 ANYONE = frozenset(Role)
 STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
+ADMINS = frozenset({Role.ADMIN})
 
 # Which roles may call which use case, by the name of its RPC. Every RPC of the services
 # must be listed: the server does not start otherwise (tests/test_auth.py checks it too).
@@ -48,6 +49,17 @@ ROLES: dict[str, frozenset[Role]] = {
     "GetEscalationMetrics": STAFF,
     "TransferEscalation": STAFF,
     "ListAccountUsers": STAFF,
+    # Webhooks send the account's data to a URL of the caller's choosing, and the breach
+    # policy changes what happens to everyone's escalations: admins only.
+    "CreateWebhookEndpoint": ADMINS,
+    "ListWebhookEndpoints": ADMINS,
+    "UpdateWebhookEndpoint": ADMINS,
+    "DeleteWebhookEndpoint": ADMINS,
+    "RotateWebhookSecret": ADMINS,
+    "ListWebhookDeliveries": ADMINS,
+    "RedeliverWebhook": ADMINS,
+    "GetEscalationPolicy": ADMINS,
+    "UpdateEscalationPolicy": ADMINS,
 }
 
 

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.schema import HandoffRecord, SlaTimerRecord
-from server.domain.types import EventType, Status
+from server.db.schema import EscalationPolicyRecord, HandoffRecord, SlaTimerRecord
+from server.domain.types import EventType, Priority, Status
 from server.models.records import record_change
 
 WARNING_AT = 0.8
+# The timer that repeats the breach event while nobody picks the escalation up. One row
+# per handoff, moved forward each time it fires (in the transaction that fires it).
+RENOTIFY = "SLA_RENOTIFY"
+_RAISED = {
+    Priority.LOW: Priority.NORMAL,
+    Priority.NORMAL: Priority.HIGH,
+    Priority.HIGH: Priority.URGENT,
+    Priority.URGENT: Priority.URGENT,
+}
+
+
+@dataclass(frozen=True)
+class BreachPolicy:
+    """What a breach of an unpicked escalation sets off (docs: README, "Breach policy")."""
+
+    raise_priority: bool = False
+    renotify_seconds: int = 900
+
+
+async def policy_of(session: AsyncSession, account_id: str, default: BreachPolicy) -> BreachPolicy:
+    row = await session.get(EscalationPolicyRecord, account_id)
+    if row is None:
+        return default
+    return BreachPolicy(row.raise_priority, row.renotify_seconds)
 
 
 def timers_for(
@@ -30,7 +55,9 @@ def timers_for(
     ]
 
 
-async def fire_next_due(session: AsyncSession, now: datetime) -> bool:
+async def fire_next_due(
+    session: AsyncSession, now: datetime, default: BreachPolicy | None = None
+) -> bool:
     """Claim one due timer and, if its escalation is still open, append its event.
 
     One timer per transaction: the handoff row is locked before the account's sequence
@@ -56,9 +83,33 @@ async def fire_next_due(session: AsyncSession, now: datetime) -> bool:
         (lock.with_for_update() if postgres else lock).execution_options(populate_existing=True)
     )
     if record is None or record.status != Status.OPEN.value:
-        return True
-    if timer.kind == EventType.SLA_BREACHED.value:
-        record.sla_breached_at = now
+        return True  # picked up (or closed): a re-notification stops here
+    kind = timer.kind
+    if kind in (EventType.SLA_BREACHED.value, RENOTIFY):
+        policy = await policy_of(session, record.account_id, default or BreachPolicy())
+        if kind == EventType.SLA_BREACHED.value:
+            record.sla_breached_at = now
+            if policy.raise_priority:
+                raised = _RAISED[Priority(record.priority)]
+                record.priority, record.priority_rank = raised.value, raised.rank
+        if policy.renotify_seconds > 0:
+            await _renotify_at(session, timer, now + timedelta(seconds=policy.renotify_seconds))
+        kind = EventType.SLA_BREACHED.value
     await session.flush()
-    await record_change(session, record.account_id, record.id, EventType(timer.kind), now)
+    await record_change(session, record.account_id, record.id, EventType(kind), now)
     return True
+
+
+async def _renotify_at(session: AsyncSession, timer: SlaTimerRecord, due: datetime) -> None:
+    if timer.kind == RENOTIFY:
+        timer.due_at, timer.fired_at = due, None
+        return
+    session.add(
+        SlaTimerRecord(
+            handoff_id=timer.handoff_id,
+            account_id=timer.account_id,
+            kind=RENOTIFY,
+            due_at=due,
+            fired_at=None,
+        )
+    )

@@ -1,0 +1,1 @@
+"""Signed webhooks from the event log: storage, delivery worker and address checks."""
