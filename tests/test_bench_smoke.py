@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from resolutionflow.v1 import handoff_pb2
@@ -15,20 +14,25 @@ from bench import wire
 from bench.loadgen import percentiles
 from bench.rawclient import SSEConnection
 
+# A small run takes seconds; past this, it hangs (and pytest-timeout would say less).
+BENCH_DEADLINE = 55
+
 
 def test_bench_smoke_grpc(tmp_path):
-    started = time.monotonic()
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
-            *("--subscribers", "20", "--accounts", "2", "--events", "120"),
-            *("--idle-streams", "40", "--json-only"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=55,
-    )
+    try:
+        run = subprocess.run(
+            [
+                *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+                *("--subscribers", "20", "--accounts", "2", "--events", "120"),
+                *("--idle-streams", "40", "--json-only"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=BENCH_DEADLINE,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the benchmark did not finish within {BENCH_DEADLINE} s: {e.stderr!r:.3000}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(run.stdout)
     assert result["ok"] is True, result
@@ -44,7 +48,6 @@ def test_bench_smoke_grpc(tmp_path):
     assert result["ours"]["peak_rss_kib"]["server"] > 0
     assert result["ratio_to_ceiling"] > 0
     assert result["memory"]["ours"]["streams"] == 40
-    assert time.monotonic() - started < 55
 
 
 @pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])
@@ -108,3 +111,26 @@ def test_raw_sse_reader_dechunks_and_splits_events():
         event.replace(b"id: 1", b"id: 2")[:-2],
     ]
     assert ends == ["stream ended by the server"]
+
+
+@pytest.mark.parametrize("module", ["hpack", "sse_starlette"])
+def test_bench_without_its_extra_says_how_to_install_it(tmp_path, module):
+    """The benchmark's packages are an extra: without them, one line saying how to get them."""
+    block = f"import sys; sys.modules[{module!r}] = None"  # as if not installed
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{block}; from server.cli import main; sys.exit(main(['bench', '--json-only']))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert module in lines[0]
+    assert "pip install -e '.[bench]'" in lines[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -89,9 +88,12 @@ async def test_sigterm_with_open_streams_resume_on_another_replica(
             readers = [stream_escalations(eng_a, after=0) for _ in range(streams)]
             for r in readers:
                 await r.wait_for(lambda r: any(e.handoff.id == first.id for e in r.events), 30)
-            started = time.monotonic()
-            assert await a.signal_and_wait(signal.SIGTERM, timeout=20) == 0
-            assert time.monotonic() - started < 3 + 5  # the grace period, plus start-up slack
+            # Within its 3 s grace period (plus slack for a busy machine), and cleanly.
+            try:
+                exit_code = await a.signal_and_wait(signal.SIGTERM, timeout=3 + 5)
+            except TimeoutError:
+                pytest.fail("SIGTERM: the server did not exit within its 3 s grace period")
+            assert exit_code == 0
             for r in readers:
                 await r.wait_done(20)
                 assert r.error is not None and r.error.code() == grpc.StatusCode.UNAVAILABLE

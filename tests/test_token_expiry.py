@@ -23,13 +23,9 @@ from resolutionflow.v1 import handoff_pb2 as pb
 from clients import AsyncClient
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import SSEReader, event_json, subscribers
 from tests.processes import REPO
 from tests.support import JWT_SECRET, Client, token, wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 TTL = 2  # seconds; the token's exp is whole seconds, so it lasts between 1 and 2 s
 
