@@ -14,6 +14,10 @@ from bench import wire
 from bench.loadgen import percentiles
 from bench.rawclient import SSEConnection
 
+# Timing bounds and machine load: never beside another module of the serial group under
+# pytest-xdist (`make test` runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("serial")
+
 # A small run takes seconds; past this, it hangs (and pytest-timeout would say less).
 BENCH_DEADLINE = 55
 

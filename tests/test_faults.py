@@ -18,6 +18,10 @@ from tests.support import Client, create_request, of_type, stream_escalations, t
 
 pb = handoff_pb2
 
+# Timing bounds and machine load: never beside another module of the serial group under
+# pytest-xdist (`make test` runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 async def test_sigkill_during_a_burst_of_creates(
     database_url: str, tmp_path: Path, account: str
