@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -19,6 +19,8 @@ from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc, handoff_pb2, 
 
 from server.auth import TokenCodec
 from server.domain.types import Role
+
+T = TypeVar("T")
 
 JWT_SECRET = "test-only-secret-" + "0123456789abcdef" * 3
 codec = TokenCodec(JWT_SECRET)
@@ -37,6 +39,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def within(seconds: float, awaitable: Awaitable[T], what: str) -> T:
+    """Await with a deadline that is part of the behaviour under test (not a hang guard):
+    past it, the test fails saying what was late, rather than timing the call afterwards."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {seconds:g} s") from None
 
 
 async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
