@@ -14,12 +14,40 @@ every delivery. Then runs the ceiling (a bare grpc.aio server, or a bare FastAPI
 sse-starlette app, fanning pre-made bytes of the same events to the same subscribers) and,
 with --idle-streams, the memory run. Prints one JSON object on stdout; exits 1 if any
 event was lost, duplicated or out of order.
+
+--mode idle: what idle costs. One server, --idle-streams idle engineer streams (default
+one per account of --accounts); server CPU (cores) and database transactions/s with no
+events, then with --rate events/s (default 20) over the accounts.
+--mode writers: --writers concurrent creators (default 8,32,128) over --accounts, per
+wake-up transport (--wakeup, default postgres,nats,none): creates/s and p99.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--mode",
+        choices=("stream", "idle", "writers"),
+        default="stream",
+        help="stream (deliveries, the default), idle (idle cost), writers (write path)",
+    )
+    parser.add_argument(
+        "--wakeup",
+        metavar="LIST",
+        help="--mode idle/writers: RF_WAKEUP transports to measure, comma-separated "
+        "(postgres, nats, none; NATS at RF_NATS_URL)",
+    )
+    parser.add_argument(
+        "--writers", default="8,32,128", metavar="LIST", help="--mode writers: W values"
+    )
+    parser.add_argument(
+        "--cost-seconds",
+        type=float,
+        default=20,
+        metavar="SECONDS",
+        help="--mode idle/writers: length of each measured window (default 20)",
+    )
     parser.add_argument("--transport", choices=("grpc", "sse"), default="grpc")
     parser.add_argument("--subscribers", "-n", type=int, default=100, metavar="N")
     parser.add_argument("--accounts", "-a", type=int, default=1, metavar="A")

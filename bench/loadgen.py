@@ -14,6 +14,10 @@ Modes:
   check every delivery: sequence exactly the next one, commit→receive latency from
   ``occurred_at``. Ends when every subscriber has reached its account's head.
 - ``idle``: open warm-up streams, then M more, and hold them (the memory run).
+- ``cost``: open N streams (possibly none) and hold them; on ``go`` create escalations
+  at the configured rate (or with W in flight) for the configured duration, report
+  ``created`` with the create latencies, and hold the streams until ``exit``. The
+  orchestrator measures the server's CPU and the database's transactions around it.
 """
 
 from __future__ import annotations
@@ -737,6 +741,44 @@ class LoadGen:
         await self.close(reporter)
         emit("result", ok=True)
 
+    async def run_cost(self) -> None:
+        cfg = self.cfg
+        reporter = asyncio.create_task(self.progress())
+        started = time.monotonic()
+        count = int(cfg.get("subscribers", 0))
+        if count:
+            await self.open_streams(count)
+        failures = [s.error for s in self.subs if s.error]
+        emit(
+            "ready",
+            streams=self.ready,
+            open_errors=len(failures),
+            first_error=failures[0] if failures else "",
+            seconds=round(time.monotonic() - started, 2),
+        )
+        while await command() == "go":
+            self.phase = "creating"
+            self.t_go = time.time()
+            before, self.create_latencies = self.deliveries, []
+            creates_before = sum(self.creates.values())
+            errors_before = len(self.create_errors)
+            go = time.monotonic()
+            await self.create_escalations()
+            emit(
+                "created",
+                seconds=round(time.monotonic() - go, 3),
+                creates=sum(self.creates.values()) - creates_before,
+                create_errors=len(self.create_errors) - errors_before,
+                first_create_error=self.create_errors[errors_before]
+                if len(self.create_errors) > errors_before
+                else "",
+                create_ms=percentiles(self.create_latencies),
+                deliveries=self.deliveries - before,
+            )
+            self.phase = "holding"
+        await self.close(reporter)
+        emit("result", ok=True)
+
     async def close(self, reporter: asyncio.Task[None]) -> None:
         self.closing = True
         reporter.cancel()
@@ -761,6 +803,8 @@ async def amain(cfg: dict[str, Any]) -> None:
     gen = LoadGen(cfg)
     if cfg.get("mode") == "idle":
         await gen.run_idle()
+    elif cfg.get("mode") == "cost":
+        await gen.run_cost()
     else:
         await gen.run_stream()
 

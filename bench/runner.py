@@ -99,7 +99,7 @@ class Bench:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         if args.subscribers < 1 or args.accounts < 1:
             raise SystemExit("bench: --subscribers and --accounts must be at least 1")
-        if args.accounts > args.subscribers:
+        if args.mode == "stream" and args.accounts > args.subscribers:
             raise SystemExit(
                 "bench: every account needs a subscriber (--accounts <= --subscribers)"
             )
@@ -166,7 +166,7 @@ class Bench:
         proc = self.spawn(
             "server",
             [
-                *(PY, "-m", "server.cli", "server", "--grpc-addr", f"127.0.0.1:{port}"),
+                *(PY, "-m", "resolutionflow_cli", "server", "--grpc-addr", f"127.0.0.1:{port}"),
                 *("--database-url", self.database_url),
             ],
             env={**self.env, **(extra_env or {})},
@@ -189,7 +189,7 @@ class Bench:
         proc = self.spawn(
             "gateway",
             [
-                *(PY, "-m", "server.cli", "gateway", "--http-addr", f"127.0.0.1:{port}"),
+                *(PY, "-m", "resolutionflow_cli", "gateway", "--http-addr", f"127.0.0.1:{port}"),
                 *("--upstream", f"127.0.0.1:{upstream_port}"),
             ],
         )
@@ -338,6 +338,9 @@ class Bench:
         ready = loadgen.expect("ready", timeout=300)
         if ready.get("open_errors"):
             raise BenchError(f"{ready['open_errors']} subscribers could not open")
+        # gRPC streams the server holds for every subscriber open: one per subscriber
+        # for gRPC; through the gateway, one per account (its shared upstream streams).
+        held = self.scrape_metrics().get("open_streams")
         recorders = []
         if self.args.profile:
             from bench.profile import Recorder
@@ -387,6 +390,8 @@ class Bench:
         )
         if scraped:
             result["server_metrics"] = scraped
+        if held is not None:
+            result["server_streams_held"] = held
         if curve is not None:
             result["curve"] = curve
         return result
@@ -437,6 +442,8 @@ class Bench:
             name, _, value = line.partition(" ")
             if name in wanted:
                 found[name.removeprefix("resolutionflow_")] = float(value)
+            elif name.startswith("resolutionflow_open_streams{"):
+                found["open_streams"] = found.get("open_streams", 0.0) + float(value)
         return found
 
     def phase_timeout(self) -> float:
@@ -587,41 +594,22 @@ class Bench:
         try:
             self.prepare_database()
             out["config"]["database"] = self.database_url.split(":", 1)[0]
-            ours = None
-            if not a.no_ours:
-                ours = self.run_ours()
-                ok = ok and bool(ours["ok"])
-            ceiling = None
-            if not a.no_ceiling:
-                ceiling = self.run_ceiling(ours)
-                ok = ok and bool(ceiling["ok"])
-            if ours is not None:
-                ours.pop("samples", None)
-                out["ours"] = ours
-            if ceiling is not None:
-                ceiling.pop("samples", None)
-                out["ceiling"] = ceiling
-            if ours and ceiling and ceiling["deliveries_per_s"]:
-                out["ratio_to_ceiling"] = round(
-                    ours["deliveries_per_s"] / ceiling["deliveries_per_s"], 3
-                )
-                # Less sensitive to other jobs on the machine than deliveries/s: how much
-                # server CPU a delivery costs the ceiling, relative to ours (1 = as cheap).
-                if ours["cpu_s_per_1000_deliveries"]:
-                    out["cpu_efficiency_vs_ceiling"] = round(
-                        ceiling["cpu_s_per_1000_deliveries"] / ours["cpu_s_per_1000_deliveries"], 3
+            if a.mode != "stream":
+                from bench import cost
+
+                out["config"].update(mode=a.mode, cost_seconds=a.cost_seconds)
+                if a.mode == "idle":
+                    out["idle_cost"] = cost.run_idle_cost(self)
+                else:
+                    out["writers"] = cost.run_writers(self)
+                    errors = sum(
+                        r["create_errors"]
+                        for rows in out["writers"]["by_wakeup"].values()
+                        for r in rows
                     )
-            if a.idle_streams > 0:
-                bare = self.run_idle("bare")
-                mine = self.run_idle("ours")
-                out["memory"] = {
-                    "idle_streams": a.idle_streams,
-                    "ours": mine,
-                    "ceiling": bare,
-                    "ratio_to_ceiling": round(mine["kib_per_stream"] / bare["kib_per_stream"], 3)
-                    if bare["kib_per_stream"] > 0
-                    else None,
-                }
+                    ok = errors == 0
+            else:
+                ok = self.run_streams(out)
         except Exception as e:  # a part that failed to start or died: still one JSON object
             ok = False
             out["error"] = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
@@ -639,6 +627,47 @@ class Bench:
         if not a.json_only:
             print(summary(out), file=sys.stderr, flush=True)
         return 0 if ok else 1
+
+    def run_streams(self, out: dict[str, Any]) -> bool:
+        """The stream phases (ours, ceiling) and the memory run; whether all went well."""
+        a = self.args
+        ok = True
+        ours = None
+        if not a.no_ours:
+            ours = self.run_ours()
+            ok = ok and bool(ours["ok"])
+        ceiling = None
+        if not a.no_ceiling:
+            ceiling = self.run_ceiling(ours)
+            ok = ok and bool(ceiling["ok"])
+        if ours is not None:
+            ours.pop("samples", None)
+            out["ours"] = ours
+        if ceiling is not None:
+            ceiling.pop("samples", None)
+            out["ceiling"] = ceiling
+        if ours and ceiling and ceiling["deliveries_per_s"]:
+            out["ratio_to_ceiling"] = round(
+                ours["deliveries_per_s"] / ceiling["deliveries_per_s"], 3
+            )
+            # Less sensitive to other jobs on the machine than deliveries/s: how much
+            # server CPU a delivery costs the ceiling, relative to ours (1 = as cheap).
+            if ours["cpu_s_per_1000_deliveries"]:
+                out["cpu_efficiency_vs_ceiling"] = round(
+                    ceiling["cpu_s_per_1000_deliveries"] / ours["cpu_s_per_1000_deliveries"], 3
+                )
+        if a.idle_streams > 0:
+            bare = self.run_idle("bare")
+            mine = self.run_idle("ours")
+            out["memory"] = {
+                "idle_streams": a.idle_streams,
+                "ours": mine,
+                "ceiling": bare,
+                "ratio_to_ceiling": round(mine["kib_per_stream"] / bare["kib_per_stream"], 3)
+                if bare["kib_per_stream"] > 0
+                else None,
+            }
+        return ok
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -671,6 +700,9 @@ def summary(out: dict[str, Any]) -> str:
             f"  idle streams {m['idle_streams']}: ours {m['ours']['kib_per_stream']} KiB/stream, "
             f"bare {m['ceiling']['kib_per_stream']} KiB/stream, ratio {m['ratio_to_ceiling']}"
         )
+    from bench import cost
+
+    lines.extend(cost.summary(out))
     if "error" in out:
         lines.append(f"  ERROR: {out['error']}")
     lines.append("  ok" if out["ok"] else "  FAILED")

@@ -27,6 +27,21 @@ from clients.streams import resuming_stream
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 R = TypeVar("R", bound=Message)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(name: str) -> Callable[[F], F]:
+    """Marks the client method of the RPC ``name``.
+
+    A test holds the clients to the API: every RPC has a method marked with its name
+    (the blocking ``Client`` derives its methods from these).
+    """
+
+    def mark(method: F) -> F:
+        method.__rpc__ = name  # type: ignore[attr-defined]
+        return method
+
+    return mark
 
 
 class AsyncClient:
@@ -88,6 +103,7 @@ class AsyncClient:
 
     # ---- handoffs -----------------------------------------------------------------------
 
+    @rpc("CreateHandoff")
     async def create_handoff(
         self,
         problem_summary: str,
@@ -119,10 +135,12 @@ class AsyncClient:
                 await asyncio.sleep(0.2 * 2**attempt)  # same request_id: no duplicate
         raise AssertionError("unreachable")
 
+    @rpc("GetHandoff")
     async def get_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.GetHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.GetHandoff, request)).handoff
 
+    @rpc("ListHandoffs")
     async def list_handoffs(
         self,
         *,
@@ -146,12 +164,14 @@ class AsyncClient:
                 return
             request.page_token = page.next_page_token
 
+    @rpc("CancelHandoff")
     async def cancel_handoff(self, handoff_id: str) -> pb.Handoff:
         request = pb.CancelHandoffRequest(handoff_id=handoff_id)
         return (await self._call(self._handoffs.CancelHandoff, request)).handoff
 
     # ---- escalations --------------------------------------------------------------------
 
+    @rpc("ListEscalations")
     async def list_escalations(self) -> esc.ListEscalationsResponse:
         """The open queue (``.escalations``) and the cursor it was read at (``.sequence``).
 
@@ -171,20 +191,24 @@ class AsyncClient:
             whole.next_page_token = page.next_page_token
         return whole
 
+    @rpc("PickUpEscalation")
     async def pick_up(self, handoff_id: str) -> esc.HandoffContext:
         """Raises ``AlreadyPickedUp`` (with the holder) when someone else was faster; an
         escalation the caller already holds answers with its context again."""
         request = esc.PickUpEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.PickUpEscalation, request)).context
 
+    @rpc("GetHandoffContext")
     async def get_context(self, handoff_id: str) -> esc.HandoffContext:
         request = esc.GetHandoffContextRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.GetHandoffContext, request)).context
 
+    @rpc("ReleaseEscalation")
     async def release(self, handoff_id: str) -> pb.Handoff:
         request = esc.ReleaseEscalationRequest(handoff_id=handoff_id)
         return (await self._call(self._escalations.ReleaseEscalation, request)).handoff
 
+    @rpc("ResolveEscalation")
     async def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
         """The note is required: what fixed it, for the next technician."""
         request = esc.ResolveEscalationRequest(
@@ -192,6 +216,7 @@ class AsyncClient:
         )
         return (await self._call(self._escalations.ResolveEscalation, request)).handoff
 
+    @rpc("GetEscalationMetrics")
     async def metrics(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> esc.EscalationMetrics:
@@ -202,6 +227,7 @@ class AsyncClient:
 
     # ---- streams ------------------------------------------------------------------------
 
+    @rpc("StreamEscalations")
     def stream_escalations(
         self, after: int | None = None, *, max_backoff: float = 10.0
     ) -> AsyncIterator[pb.HandoffEvent]:
@@ -215,6 +241,7 @@ class AsyncClient:
             self._escalations.StreamEscalations, esc.StreamEscalationsRequest, after, max_backoff
         )
 
+    @rpc("WatchHandoffs")
     def watch_handoffs(
         self, after: int | None = None, *, max_backoff: float = 10.0
     ) -> AsyncIterator[pb.HandoffEvent]:
@@ -260,4 +287,4 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-__all__: Sequence[str] = ["AsyncClient", "TokenProvider"]
+__all__: Sequence[str] = ["AsyncClient", "TokenProvider", "rpc"]

@@ -1,15 +1,18 @@
 """A blocking client for scripts and synchronous services: the async client on its own
-event loop, method for method."""
+event loop, method for method.
+
+The methods are derived from ``AsyncClient``'s RPC methods (those marked with
+``clients.client.rpc``), so a new RPC is one method, written once, in the async client:
+a coroutine's result is returned, an async iterator becomes a plain iterator.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from datetime import datetime
-from typing import Any, TypeVar
-
-from resolutionflow.v1 import escalation_pb2 as esc
-from resolutionflow.v1 import handoff_pb2 as pb
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clients.client import AsyncClient
 
@@ -51,40 +54,26 @@ class Client:
         finally:
             self._run(events.aclose())  # type: ignore[attr-defined]
 
-    def create_handoff(self, problem_summary: str, **fields: Any) -> pb.Handoff:
-        return self._run(self._client.create_handoff(problem_summary, **fields))
+    if TYPE_CHECKING:
+        # The RPC methods are added below, from AsyncClient's.
+        def __getattr__(self, name: str) -> Any: ...
 
-    def get_handoff(self, handoff_id: str) -> pb.Handoff:
-        return self._run(self._client.get_handoff(handoff_id))
 
-    def list_handoffs(self, **filters: Any) -> Iterator[pb.Handoff]:
-        return self._iterate(self._client.list_handoffs(**filters))
+def _blocking(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Client, *args: Any, **kwargs: Any) -> Any:
+        result = method(self._client, *args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._run(result)
+        return self._iterate(result)
 
-    def cancel_handoff(self, handoff_id: str) -> pb.Handoff:
-        return self._run(self._client.cancel_handoff(handoff_id))
+    return call
 
-    def list_escalations(self) -> esc.ListEscalationsResponse:
-        return self._run(self._client.list_escalations())
 
-    def pick_up(self, handoff_id: str) -> esc.HandoffContext:
-        return self._run(self._client.pick_up(handoff_id))
-
-    def get_context(self, handoff_id: str) -> esc.HandoffContext:
-        return self._run(self._client.get_context(handoff_id))
-
-    def release(self, handoff_id: str) -> pb.Handoff:
-        return self._run(self._client.release(handoff_id))
-
-    def resolve(self, handoff_id: str, resolution_note: str) -> pb.Handoff:
-        return self._run(self._client.resolve(handoff_id, resolution_note))
-
-    def metrics(
-        self, start: datetime | None = None, end: datetime | None = None
-    ) -> esc.EscalationMetrics:
-        return self._run(self._client.metrics(start, end))
-
-    def stream_escalations(self, after: int | None = None) -> Iterator[pb.HandoffEvent]:
-        return self._iterate(self._client.stream_escalations(after))
-
-    def watch_handoffs(self, after: int | None = None) -> Iterator[pb.HandoffEvent]:
-        return self._iterate(self._client.watch_handoffs(after))
+RPC_METHODS = {
+    name: method
+    for name, method in inspect.getmembers(AsyncClient, inspect.isfunction)
+    if getattr(method, "__rpc__", None)
+}
+for _name, _method in RPC_METHODS.items():
+    setattr(Client, _name, _blocking(_method))

@@ -1,4 +1,8 @@
-"""Checks of a decoded JSON request body against the protobuf message it becomes.
+"""JSON request bodies: read (bounded), checked and turned into the protobuf message.
+
+Every route with a body goes through ``parse_body``: 415 unless sent as JSON, 413 over the
+size limit, 408 when it trickles, 400 naming the field for anything ``json_format`` would
+take wrongly or fail on.
 
 ``json_format.ParseDict`` is lenient where an HTTP API should not be, and fails where it
 should answer 400: it turns ``1.5`` into enum value 1, ``true`` into 1, and raises a bare
@@ -10,10 +14,24 @@ already do, so that a client need not know buf's prefixing convention.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import math
-from typing import Any
+import re
+from typing import Any, TypeVar
 
+from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from gateway.errors import bad_request
+from gateway.request_ids import request_id
+
+M = TypeVar("M", bound=Message)
+log = logging.getLogger(__name__)
 
 _INTEGER_TYPES = {
     FieldDescriptor.TYPE_INT32,
@@ -125,3 +143,144 @@ def _check_finite(value: Any, where: str, violations: dict[str, str]) -> None:
             todo.extend((f"{at}.{k}", v) for k, v in item.items())
         elif isinstance(item, list):
             todo.extend((f"{at}[{i}]", v) for i, v in enumerate(item))
+
+
+def require_json(request: Request) -> None:
+    """A body is JSON only when it says so: ``text/plain`` or XML is refused with 415.
+
+    Browsers send ``text/plain`` cross-origin without a CORS preflight; accepting it as JSON
+    would let any web page post to the API with the user's ambient credentials.
+    """
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    charset = ""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        raise StarletteHTTPException(
+            415, "the request body must be JSON, sent as Content-Type: application/json"
+        )
+
+
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes.
+
+    A body that has not arrived whole within ``seconds`` is answered 408 and the
+    connection closed: a client trickling a body must not hold a request open for ever.
+    """
+    too_large = StarletteHTTPException(413, f"the request body is over {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        log.info(
+            "request body not received within %ss; answered 408",
+            seconds,
+            extra={"request_id": request_id(request), "path": request.url.path},
+        )
+        raise StarletteHTTPException(
+            408,
+            f"the request body did not arrive within {seconds:g} seconds",
+            headers={"Connection": "close"},
+        ) from None
+    return b"".join(chunks)
+
+
+async def parse_body(
+    request: Request,
+    message: M,
+    limit: int,
+    *,
+    seconds: float,
+    allow_empty: bool = False,
+    path_fields: set[str] | None = None,
+) -> M:
+    raw = await read_body(request, limit, seconds)
+    if not raw.strip():
+        if allow_empty:
+            return message
+        raise bad_request({"body": "a JSON object is required"})
+    require_json(request)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise bad_request({"body": f"not valid JSON: {e}"}) from None
+    if not isinstance(data, dict):
+        raise bad_request({"body": "must be a JSON object"})
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise bad_request({where: "must be Unicode text (a lone surrogate such as \\ud800 is not)"})
+    problems = check_body(data, message.DESCRIPTOR)
+    if problems:
+        raise bad_request(problems)
+    for name in path_fields or ():
+        descriptor = message.DESCRIPTOR.fields_by_name[name]
+        for key in (name, descriptor.json_name):
+            if key in data:
+                raise bad_request({key: "is taken from the URL path, not the body"})
+    try:
+        json_format.ParseDict(data, message)
+    except json_format.ParseError as e:
+        field, description = _violation(str(e))
+        raise bad_request({field: description}, f"invalid request body: {description}") from None
+    except (ValueError, TypeError, RecursionError) as e:
+        raise bad_request({"body": str(e)}) from None
+    return message
+
+
+def _lone_surrogate(data: dict[str, Any]) -> str | None:
+    """Where a decoded body holds a lone surrogate (JSON allows the escape "\\ud800"), or None.
+
+    Protobuf strings cannot hold one. Caught here, before ``json_format``: its C
+    implementation fails on one in a key or an enum name with a SystemError (a 500), and
+    an error message echoing one could not be encoded. A bad key is reported at its parent.
+    """
+    todo: list[tuple[str, Any]] = [("body", data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_unicode(key):
+                    return path
+                todo.append((key if path == "body" else f"{path}.{key}", item))
+        elif isinstance(value, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _violation(text: str) -> tuple[str, str]:
+    """The field a json_format.ParseError is about, and a one-line description."""
+    first = text.strip().splitlines()[0] if text.strip() else "invalid"
+    unknown = re.search(r'has no field named "([^"]+)" at "([^"]+)"', text)
+    if unknown:
+        path = unknown.group(2).partition(".")[2]
+        field = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return field, f"unknown field {unknown.group(1)!r}"
+    located = re.search(r" at ([A-Za-z_][\w]*)\.([\w.\[\]]+?)\.?$", first)
+    if located:
+        return located.group(2), first
+    named = re.match(r"Failed to parse (\w+) field", first)
+    if named:
+        return named.group(1), first
+    return "body", first

@@ -240,3 +240,67 @@ HEALTH_SCHEMA: Schema = {
     },
     "required": ["status"],
 }
+
+
+# ---- operations: responses and bodies ---------------------------------------------------
+
+ERROR_DESCRIPTIONS = {
+    400: "INVALID_ARGUMENT: bad input; details hold a google.rpc.BadRequest",
+    401: "UNAUTHENTICATED: missing, invalid or expired token",
+    403: "PERMISSION_DENIED: the token's role may not do this, or the escalation is held "
+    "by someone else (names who)",
+    404: "NOT_FOUND: no such handoff in the caller's account",
+    409: "FAILED_PRECONDITION / ABORTED / ALREADY_EXISTS: e.g. already picked up (names "
+    "who), or a requestId reused with a different body",
+    408: "DEADLINE_EXCEEDED: the body did not arrive within RF_HTTP_BODY_TIMEOUT_SECONDS",
+    413: "RESOURCE_EXHAUSTED: the body is over the gateway's RF_MAX_BODY_BYTES",
+    415: "INVALID_ARGUMENT: the body is not sent as Content-Type: application/json",
+    429: "RESOURCE_EXHAUSTED: a rate or stream limit, or a message over the server's limit",
+    501: "UNIMPLEMENTED: the server does not offer this call yet",
+    503: "UNAVAILABLE: the gRPC server is down or restarting; retry",
+    504: "DEADLINE_EXCEEDED: the gRPC server did not answer in time",
+}
+
+
+def content(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": ref(schema)}},
+    }
+
+
+def responses(ok: int, schema: str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {ok: content(schema, "success")}
+    for status in (*errors, 503, 504):
+        responses[status] = content("Error", ERROR_DESCRIPTIONS[status])
+    responses[500] = content("Error", "INTERNAL or an unexpected upstream status")
+    return responses
+
+
+def stream_responses() -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "An SSE stream. Each event: `id: <sequence>`, `event: <type>`, "
+            "`data: <HandoffEvent JSON>` (schema HandoffEvent); `: ping` comments; "
+            "`event: error` with an Error body before the stream ends on an upstream "
+            "failure (also when the server is down at the start).",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "itemSchema": ref("HandoffEvent"),
+                }
+            },
+        }
+    }
+    for status in (400, 401, 403):
+        responses[status] = content("Error", ERROR_DESCRIPTIONS[status])
+    return responses
+
+
+def body(schema: str, required: bool = True) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": ref(schema)}},
+        }
+    }

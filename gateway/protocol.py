@@ -12,7 +12,12 @@ subclass of its h11 protocol keeps two timers on each connection:
   reader answers 408 at the same bound; this timer is the backstop for routes that do
   not read their body, and it closes the connection a moment later.
 
-Either way the connection is closed and one INFO line logged. The h11 protocol is used
+Either way the connection is closed and one INFO line logged.
+
+Each request's ASGI scope also carries ``extensions["gateway.abort"]``: a way for the SSE
+fan-out (gateway.fanout) to drop the connection of a browser that stopped reading. ASGI
+itself can only end a response politely, which waits for the unread bytes to drain, that
+is forever for a reader that is stuck. The h11 protocol is used
 always (not uvicorn's "auto" choice of httptools when installed), so the bounds hold
 whatever extras are installed.
 """
@@ -31,6 +36,8 @@ log = logging.getLogger("gateway.protocol")
 # The body timer closes the connection this long after the bound, so that the gateway's
 # own 408 (sent at the bound by the body reader) goes out first when a route reads.
 BODY_BACKSTOP_GRACE_SECONDS = 1.0
+# The scope extension that drops the connection at once (unsent bytes are discarded).
+ABORT = "gateway.abort"
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -53,7 +60,15 @@ class BoundedH11Protocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
+        cycle = self.cycle
+        if cycle is not None and "extensions" not in cycle.scope:
+            # The request's task has not started yet: the app sees this entry.
+            cycle.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
         self._update_timers()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.app import create_app
+from gateway.app import LocalSignIn, create_app
 from gateway.protocol import bounded_protocol
 from gateway.settings import GatewaySettings, split_addr
 
@@ -51,7 +51,7 @@ class RunningGateway:
 
     async def stop(self) -> None:
         """End open streams (with ``event: error``), stop accepting, wait for uvicorn."""
-        self.app.state.streams.closing.set()
+        self.app.state.streams.shut_down()
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -79,8 +79,9 @@ async def start_gateway(
     access_log: bool = False,
     log_level: str = "info",
     startup_timeout: float = 30,
+    local_sign_in: LocalSignIn | None = None,
 ) -> RunningGateway:
-    app = create_app(settings)
+    app = create_app(settings, local_sign_in=local_sign_in)
     host, port = split_addr(settings.http_addr)
     sock = _bind(host, port)
     port = int(sock.getsockname()[1])

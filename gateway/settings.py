@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -30,6 +30,18 @@ class GatewaySettings(BaseSettings):
     # the headers go out. Errors the server answers at once (bad token, wrong role) are
     # caught in this window and become ordinary HTTP errors.
     sse_first_event_wait_seconds: float = Field(default=1.0, ge=0)
+    # Edge fan-out (gateway.fanout): browsers of one audience share one upstream stream.
+    sse_fanout: bool = True
+    # A browser whose socket takes longer than this to accept a write, or that has more
+    # than sse_queue_frames frames waiting, is disconnected (it resumes by Last-Event-ID).
+    sse_send_timeout_seconds: float = Field(default=10, gt=0)
+    sse_queue_frames: int = Field(default=1000, ge=1)
+    # Recent frames each shared feed keeps, so that joining browsers need no replay.
+    sse_ring_frames: int = Field(default=1024, ge=1)
+    # How long a feed's upstream stream outlives its last browser (a page reload rejoins).
+    sse_feed_linger_seconds: float = Field(default=1.0, ge=0)
+    # How long a broken shared upstream stream is retried before its browsers are told.
+    sse_upstream_resume_seconds: float = Field(default=30, gt=0)
 
     # Request bodies larger than this are refused (413) before they are read into memory.
     # JSON takes more room than the protobuf it becomes, so it is above the server's 1 MiB.
@@ -54,15 +66,6 @@ class GatewaySettings(BaseSettings):
 
     # How long uvicorn waits for open requests on shutdown before cancelling them.
     shutdown_grace_seconds: float = Field(default=5, ge=0)
-
-    # Local mode only (``resolutionflow serve`` sets it to the server's JWT secret): the
-    # web page's sign-in form may ask ``POST /local/token`` for a token. Unset (the
-    # ``gateway`` command, production), that route does not exist.
-    local_token_secret: SecretStr | None = Field(default=None, exclude=True)
-    local_token_ttl_seconds: int = Field(default=8 * 3600, gt=0)
-    # Whether local sign-in may hand out admin tokens (``serve --local-admin``): off, so a
-    # page on this machine cannot make itself an admin of every account.
-    local_admin: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod

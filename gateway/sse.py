@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -63,8 +65,25 @@ from resolutionflow.v1 import handoff_pb2
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError, error_json, error_response, from_rpc_error
+from gateway.errors import GatewayError, error_response, from_rpc_error
+from gateway.fanout import (
+    AUDIENCE_KEY,
+    FRAMES_SENT,
+    SLOW_DISCONNECTS,
+    TOKEN_EXPIRED,
+    UPSTREAM_STREAMS,
+    WHOLE,
+    Browser,
+    Fanout,
+    OpenCall,
+    error_frame,
+    join_snapshot,
+    token_expiry,
+)
+from gateway.protocol import ABORT
 from gateway.upstream import Upstream
+
+log = logging.getLogger(__name__)
 
 PING = b": ping\n\n"
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -87,21 +106,6 @@ def event_name(event_type: int) -> str:
 def render(event: handoff_pb2.HandoffEvent) -> bytes:
     data = json.dumps(json_format.MessageToDict(event), separators=(",", ":"), ensure_ascii=False)
     return f"id: {event.sequence}\nevent: {event_name(event.type)}\ndata: {data}\n\n".encode()
-
-
-def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffEvent:
-    """One SNAPSHOT (or RESET) from the parts the server sent it in."""
-    whole = handoff_pb2.HandoffEvent()
-    whole.CopyFrom(parts[-1])
-    del whole.snapshot[:]
-    for part in parts:
-        whole.snapshot.extend(part.snapshot)
-    whole.snapshot_continues = False
-    return whole
-
-
-def error_frame(error: GatewayError) -> bytes:
-    return b"event: error\ndata: " + error_json(error) + b"\n\n"
 
 
 class Framer:
@@ -135,7 +139,7 @@ class Framer:
 
 
 class SSEStreams:
-    """What every stream of one gateway shares: settings, framer, shutdown signal."""
+    """What every stream of one gateway shares: settings, framer, feeds, shutdown signal."""
 
     def __init__(
         self,
@@ -144,18 +148,63 @@ class SSEStreams:
         heartbeat_seconds: float,
         retry_ms: int,
         first_event_wait_seconds: float,
+        fanout: bool = True,
+        send_timeout_seconds: float = 10.0,
+        queue_frames: int = 1000,
+        ring_frames: int = 1024,
+        ring_bytes: int = 8 * 1024 * 1024,
+        linger_seconds: float = 1.0,
+        resume_seconds: float = 30.0,
     ) -> None:
         self.upstream = upstream
         self.heartbeat_seconds = heartbeat_seconds
         self.retry_frame = f"retry: {retry_ms}\n\n".encode()
         self.first_event_wait_seconds = first_event_wait_seconds
         self.framer = Framer()
+        self.sharing = fanout
+        self.send_timeout_seconds = send_timeout_seconds
+        self.queue_frames = queue_frames
+        settings = upstream.settings
+        self.fanout = Fanout(
+            self.framer,
+            upstream.target,
+            ring_frames=ring_frames,
+            ring_bytes=ring_bytes,
+            linger_seconds=linger_seconds,
+            resume_seconds=resume_seconds,
+            initial_backoff=settings.upstream_initial_backoff_seconds,
+            max_backoff=settings.upstream_max_backoff_seconds,
+        )
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
+        self.browsers: set[Browser] = set()
 
-    async def respond(self, call: Any) -> Response:
-        """The HTTP response for a just-started upstream server-streaming ``call``."""
+    def shut_down(self) -> None:
+        """Every open stream ends with a resumable error; no feed outlives the gateway."""
+        self.closing.set()
+        frame = _shutting_down()
+        for browser in list(self.browsers):
+            browser.finish(frame)
+        self.fanout.close()
+
+    async def respond(
+        self,
+        call: Any,
+        *,
+        rpc: Callable[..., Any] | None = None,
+        request: Any = None,
+        cursor: int | None = None,
+        authorization: str | None = None,
+    ) -> Response:
+        """The HTTP response for a just-started upstream server-streaming ``call``.
+
+        ``rpc`` and ``request`` (its message, ``after_sequence`` aside) let the browser
+        move over to the shared feed of its audience (gateway.fanout); without them the
+        browser is served from its own call for the whole stream.
+        """
         self.upstream.track(call)
+        UPSTREAM_STREAMS.labels("own").inc()
+        call.add_done_callback(lambda _: UPSTREAM_STREAMS.labels("own").dec())
         first = asyncio.ensure_future(call.read())
         try:
             await asyncio.wait({first}, timeout=self.first_event_wait_seconds)
@@ -168,23 +217,51 @@ class SSEStreams:
             if isinstance(error, grpc.aio.AioRpcError):
                 failure = from_rpc_error(error, self.upstream.target)
                 if error.code() is grpc.StatusCode.UNAVAILABLE:
-                    return SSEResponse(self, call, first, failure)
+                    return SSEResponse(self, call, first, cursor, None, failure)
                 return error_response(failure)
             if error is not None:
                 call.cancel()
                 raise error
-        return SSEResponse(self, call, first)
+        browser = Browser(authorization or "", token_expiry(authorization), self.queue_frames)
+        browser.position = cursor
+        open_call: OpenCall | None = None
+        if self.sharing and rpc is not None and request is not None and authorization:
+            open_call = _opener(self, rpc, request)
+        return SSEResponse(self, call, first, cursor, browser, open_call=open_call)
+
+
+def _opener(streams: SSEStreams, rpc: Callable[..., Any], request: Any) -> OpenCall:
+    """How a feed (re)opens its shared call: the same RPC, from a sequence, as a caller."""
+    kind = type(request)
+
+    def open_call(after: int, authorization: str) -> Any:
+        message = kind()
+        message.CopyFrom(request)
+        message.after_sequence = after
+        call = rpc(message, metadata=(("authorization", authorization),))
+        streams.upstream.track(call)
+        return call
+
+    return open_call
 
 
 class SSEResponse(Response):
-    """Streams one upstream call as SSE until either side goes away."""
+    """Streams one browser's frames until either side goes away.
+
+    The frames come first from the browser's own upstream call, then (once it has joined
+    its audience's feed) from the shared one; the writer below only ever drains the
+    browser's queue, so a slow socket here never holds up anyone else.
+    """
 
     def __init__(
         self,
         streams: SSEStreams,
         call: Any,
         first: asyncio.Future[Any],
+        cursor: int | None,
+        browser: Browser | None,
         failure: GatewayError | None = None,
+        open_call: OpenCall | None = None,
     ) -> None:
         # Like StreamingResponse: no body, so no content-length; the stream is chunked.
         self.status_code = 200
@@ -194,74 +271,123 @@ class SSEResponse(Response):
         self.streams = streams
         self.call = call
         self.first = first
+        self.cursor = cursor
+        self.browser = browser
         self.failure = failure
-        self.sent = False
+        self.open_call = open_call
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = self.streams
-        # The pump and the pings/shutdown below both write; a lock keeps frames whole.
-        sending = asyncio.Lock()
-
-        async def body(chunk: bytes) -> None:
-            async with sending:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         try:
-            await body(streams.retry_frame)
-            if self.failure is not None:
-                await body(error_frame(self.failure))
+            await _body(send, streams.retry_frame)
+            if self.failure is not None or self.browser is None:
+                assert self.failure is not None
+                await _body(send, error_frame(self.failure))
                 await _end(send)
                 return
         except OSError:
             return
-        pump = asyncio.ensure_future(self._pump(body, send))
-        disconnect = asyncio.ensure_future(_disconnected(receive))
-        closing = asyncio.ensure_future(streams.closing.wait())
+        finally:
+            if self.failure is not None:
+                self.call.cancel()
+        browser = self.browser
+        streams.browsers.add(browser)
+        if streams.closing.is_set():
+            browser.finish(_shutting_down())
+        loop = asyncio.get_running_loop()
+        expiry = None
+        if browser.expires_at is not None:
+            expiry = loop.call_at(
+                loop.time() + browser.expires_at - time.time(), browser.finish, TOKEN_EXPIRED
+            )
+        pump = asyncio.ensure_future(self._own(browser))
+        disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
+        send_timeout = streams.send_timeout_seconds
         try:
             while True:
-                self.sent = False
-                done, _ = await asyncio.wait(
-                    {pump, disconnect, closing},
-                    timeout=streams.heartbeat_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if disconnect in done:
+                if browser.gone:
                     return
-                if pump in done:
-                    pump.result()  # it ended the response itself (EOF or an upstream error)
+                if browser.overflowed:
+                    await self._drop(scope, "its queue passed the bound")
                     return
-                if closing in done:
-                    await body(
-                        error_frame(
-                            GatewayError(
-                                grpc.StatusCode.UNAVAILABLE,
-                                "the gateway is shutting down; reconnect to resume",
-                            )
-                        )
-                    )
+                if browser.queue:
+                    frames, browser.queue = browser.queue, []
+                    browser.drained.set()
+                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    try:
+                        async with asyncio.timeout(send_timeout):
+                            await _body(send, chunk)
+                    except TimeoutError:
+                        await self._drop(scope, f"it read nothing for {send_timeout}s")
+                        return
+                    FRAMES_SENT.inc(len(frames))
+                    continue
+                if browser.end is not None:
+                    if browser.end:
+                        async with asyncio.timeout(send_timeout):
+                            await _body(send, browser.end)
                     await _end(send)
                     return
-                if not self.sent:
-                    await body(PING)
-        except OSError:
-            return  # the client went away while we were writing
+                browser.wake.clear()
+                try:
+                    async with asyncio.timeout(streams.heartbeat_seconds):
+                        await browser.wake.wait()
+                except TimeoutError:
+                    try:
+                        async with asyncio.timeout(send_timeout):
+                            await _body(send, PING)
+                    except TimeoutError:
+                        await self._drop(scope, f"it read nothing for {send_timeout}s")
+                        return
+        except (OSError, TimeoutError):
+            return  # the client went away (or stopped reading) while we were writing
         finally:
+            if expiry is not None:
+                expiry.cancel()
+            streams.browsers.discard(browser)
+            if browser.feed is not None:
+                browser.feed.detach(browser)
             # Cancel the upstream call at once: the server frees its subscriber.
             self.call.cancel()
-            for task in (pump, disconnect, closing):
+            for task in (pump, disconnect):
                 _discard(task)
 
-    async def _pump(self, body: Callable[[bytes], Awaitable[None]], send: Send) -> None:
-        """Upstream messages to frames, in one task for the life of the stream.
+    async def _drop(self, scope: Scope, why: str) -> None:
+        """Disconnect a browser that does not keep up; it resumes from what it read."""
+        SLOW_DISCONNECTS.inc()
+        log.info("disconnected a slow SSE client: %s", why)
+        abort = scope.get("extensions", {}).get(ABORT)
+        if abort is not None:
+            abort()
+            # One turn of the loop: the server learns of the closed connection before
+            # this response returns unfinished (else it logs that as an app error).
+            await asyncio.sleep(0)
+
+    async def _own(self, browser: Browser) -> None:
+        """The browser's own upstream call, until it joins the shared feed.
 
         One task reading in a loop rather than a read future raced against the other
         signals per message: that per-message ``asyncio.wait`` was the gateway's largest
         cost after the gRPC read itself.
         """
-        framer = self.streams.framer
+        streams = self.streams
+        framer = streams.framer
+        fanout = streams.fanout
+        call = self.call
+        open_call = self.open_call
         parts: list[handoff_pb2.HandoffEvent] = []
         try:
+            audience = ""
+            if open_call is not None:
+                metadata = await call.initial_metadata()
+                audience = _audience(metadata)
+                if (
+                    audience
+                    and self.cursor is not None
+                    and fanout.join(browser, audience, open_call, verified=False)
+                ):
+                    return
             message = await self.first
             while message is not EOF:
                 if message.snapshot_continues:
@@ -269,12 +395,50 @@ class SSEResponse(Response):
                 else:
                     if parts:
                         message, parts = join_snapshot([*parts, message]), []
-                    await body(framer.frame(message))
-                    self.sent = True
-                message = await self.call.read()
+                    browser.push(message.sequence, framer.frame(message), message.type in WHOLE)
+                    if (
+                        audience
+                        and open_call is not None
+                        and fanout.join(browser, audience, open_call, verified=True)
+                    ):
+                        return
+                    await browser.room()
+                message = await call.read()
+            browser.finish()
         except grpc.aio.AioRpcError as e:
-            await body(error_frame(from_rpc_error(e, self.streams.upstream.target)))
-        await _end(send)
+            browser.finish(error_frame(from_rpc_error(e, streams.upstream.target)))
+        except Exception:
+            log.exception("reading an upstream stream failed")
+            browser.finish(error_frame(GatewayError(grpc.StatusCode.INTERNAL, "stream failed")))
+        finally:
+            if browser.feed is not None:
+                call.cancel()  # joined: the shared call carries on from here
+
+
+def _audience(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == AUDIENCE_KEY and isinstance(value, str):
+            return value
+    return ""
+
+
+def _shutting_down() -> bytes:
+    return error_frame(
+        GatewayError(
+            grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down; reconnect to resume"
+        )
+    )
+
+
+async def _body(send: Send, chunk: bytes) -> None:
+    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _watch_disconnect(receive: Receive, browser: Browser) -> None:
+    await _disconnected(receive)
+    browser.gone = True
+    browser.wake.set()
+    browser.drained.set()
 
 
 async def _end(send: Send) -> None:

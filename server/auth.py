@@ -50,6 +50,14 @@ class TokenCodec:
     def issue(
         self, *, account: str, user: str, role: Role, name: str = "", ttl_seconds: int = 3600
     ) -> str:
+        return self.mint(account=account, user=user, role=role, name=name, ttl_seconds=ttl_seconds)[
+            0
+        ]
+
+    def mint(
+        self, *, account: str, user: str, role: Role, name: str = "", ttl_seconds: int = 3600
+    ) -> tuple[str, int]:
+        """A signed token and its expiry (seconds since the epoch)."""
         now = int(time.time())
         claims = {
             "sub": user,
@@ -59,7 +67,7 @@ class TokenCodec:
             "iat": now,
             "exp": now + ttl_seconds,
         }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), now + ttl_seconds
 
     def verify(self, token: str) -> Caller:
         try:
@@ -76,6 +84,40 @@ class TokenCodec:
             # Deliberately vague: which check failed would only help someone forging tokens.
             raise Unauthenticated("invalid token") from None
         return caller_from(claims, ClaimNames())
+
+
+# How long a token of the page's local sign-in lasts: a working day.
+LOCAL_TOKEN_TTL_SECONDS = 8 * 3600
+
+
+class LocalSignIn:
+    """The page's local sign-in (``resolutionflow serve``): tokens of the server's own codec.
+
+    The gateway offers ``POST /local/token`` only when given one of these, and holds no
+    key and no role list itself: the role is checked here. Admin tokens only with
+    ``allow_admin`` (``serve --local-admin``), so a page on this machine cannot make itself
+    an admin of every account. Raises ``ValueError`` for an unknown role (a 400 naming
+    it) and ``PermissionError`` for a role not handed out here (a 403).
+    """
+
+    def __init__(
+        self, codec: TokenCodec, *, allow_admin: bool, ttl_seconds: int = LOCAL_TOKEN_TTL_SECONDS
+    ) -> None:
+        self._codec = codec
+        self._roles = tuple(r for r in Role if allow_admin or r is not Role.ADMIN)
+        self._ttl = ttl_seconds
+
+    def __call__(self, *, account: str, user: str, role: str, name: str) -> tuple[str, int]:
+        if role not in {r.value for r in Role}:
+            raise ValueError(f"one of {', '.join(r.value for r in self._roles)}")
+        if Role(role) not in self._roles:
+            raise PermissionError(
+                "local sign-in does not hand out admin tokens; start `resolutionflow serve "
+                "--local-admin` to allow it, or use `resolutionflow token --role admin`"
+            )
+        return self._codec.mint(
+            account=account, user=user, role=Role(role), name=name, ttl_seconds=self._ttl
+        )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Generates the Python code of the API beside its ``.proto`` files.
 
 The generated modules are committed so that users of the package need no protoc; a test
-regenerates into a temporary directory and compares, so stale code fails CI.
+regenerates into a temporary directory and compares, so stale code fails CI. Only the
+API package is generated: ``google/api/*.proto`` (vendored beside it for the
+``google.api.http`` option) are imports for protoc, and their Python modules come from
+the ``googleapis-common-protos`` package.
 """
 
 from __future__ import annotations

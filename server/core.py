@@ -1,7 +1,11 @@
 """The application core: each use case in one transaction, independent of any transport.
 
-Servicers call these methods with an authenticated ``Caller``; role checks happen once,
-in the transport's auth layer, and account scoping happens in every query here.
+Servicers call these methods with an authenticated ``Caller``. Who may do what is
+decided in server/domain/policy.py, applied in two places: the role a use case needs is
+checked by the transport before the request is read (its table derives from
+``policy.ROLES``), and everything that depends on the handoff (its account, its creator,
+its holder) is checked here, through ``policy.scope`` on every read and
+``policy.authorize`` on every transition. Storage applies the decisions and makes none.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from server.db.database import Database
+from server.domain import policy, rules
 from server.domain.context import HandoffContext, build_context
 from server.domain.limits import RateLimiter
 from server.domain.metrics import EscalationMetrics, metrics_window
@@ -65,7 +70,7 @@ class Core:
 
     async def get_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
         async with self.db.read() as s:
-            return await handoffs.get(s, caller, handoff_id)
+            return await handoffs.get(s, policy.scope(caller), handoff_id)
 
     async def list_handoffs(
         self,
@@ -80,7 +85,7 @@ class Core:
         async with self.db.read() as s:
             return await handoffs.list_page(
                 s,
-                caller,
+                policy.scope(caller),
                 status=status,
                 intent=intent,
                 priority=priority,
@@ -100,7 +105,8 @@ class Core:
 
     async def get_context(self, caller: Caller, handoff_id: str) -> HandoffContext:
         async with self.db.read() as s:
-            return build_context(await handoffs.get_escalation(s, caller, handoff_id))
+            handoff = await handoffs.get(s, policy.scope(caller), handoff_id)
+            return build_context(rules.require_escalation(handoff))
 
     async def release(self, caller: Caller, handoff_id: str) -> Handoff:
         return await self._transition(caller, handoff_id, Action.RELEASE)
@@ -119,5 +125,22 @@ class Core:
     async def _transition(
         self, caller: Caller, handoff_id: str, action: Action, note: str = ""
     ) -> Handoff:
+        """One state-machine step: read, let the policy decide, apply it conditionally.
+
+        The update only matches the state the decision was made on; if another writer
+        changed it first, the policy decides again on the state that won."""
+        scope = policy.scope(caller)
         async with self.db.write() as s:
-            return await handoffs.transition(s, caller, handoff_id, action, self.clock(), note)
+            current = await handoffs.get(s, scope, handoff_id)
+            if action is not Action.CANCEL:
+                rules.require_escalation(current)
+            change = policy.authorize(action, caller, current)
+            if change is None:
+                return current
+            now = self.clock()
+            done = await handoffs.apply(
+                s, scope.account_id, handoff_id, change, caller.ref, now, note
+            )
+            if done is not None:
+                return done
+            return policy.after_lost_race(action, caller, await handoffs.get(s, scope, handoff_id))

@@ -26,7 +26,9 @@ from server.errors import StartupError, Unavailable
 from server.models import events, sla
 from server.settings import Settings
 from server.streaming.hub import Hub
+from server.streaming.nats_wakeup import NatsWakeup
 from server.streaming.pg_listener import PgListener, asyncpg_dsn
+from server.streaming.pg_listener import parse as parse_notification
 from server.streaming.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -67,15 +69,25 @@ class ServerRuntime:
             retry_every=settings.assessment_retry_seconds,
         )
         self.core.created_listeners.append(self.assessments.submit)
+        # How other replicas' commits reach this one (the log check heals whatever a
+        # wake-up misses, whichever this is). SQLite is one process: in-process only.
+        self.wakeup = "local" if self.db.is_sqlite else settings.wakeup
+        self.db.pg_notify = self.wakeup == "postgres"
         self.listener: PgListener | None = None
-        if not self.db.is_sqlite:
+        self.nats: NatsWakeup | None = None
+        if self.wakeup == "postgres":
             self.listener = PgListener(
                 asyncpg_dsn(self.db.url),
-                on_notify=lambda account: self.hub.notify((account,)),
+                on_notify=self._notified,
+                own_pids=self.db.backend_pids,
                 on_connect=self._listening,
             )
+        elif self.wakeup == "nats":
+            self.nats = NatsWakeup(settings.nats_url, self.hub.moved, self._listening)
+            self.db.on_commit(self.nats.committed)
         self._tasks: list[asyncio.Task[None]] = []
         self._periodic: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Future[None]] = set()
         self._metrics_http: WSGIServer | None = None
         self.port = 0
         self.metrics_port = 0
@@ -108,6 +120,8 @@ class ServerRuntime:
         self._tasks = list(self._periodic)
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
+        if self.nats is not None:
+            self._tasks.append(asyncio.create_task(self.nats.run(), name="nats-wakeup"))
         self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
         await self.assessments.start(self.core.assessment_owner)
         if s.metrics_addr:
@@ -134,9 +148,9 @@ class ServerRuntime:
         self._jobs_stop.set()
         if self._periodic:
             await asyncio.wait(self._periodic, timeout=10)
-        for task in self._tasks:
+        for task in (*self._tasks, *self._jobs):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._jobs, return_exceptions=True)
         await self.assessments.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
@@ -171,12 +185,33 @@ class ServerRuntime:
             for name in ("", *SERVICE_NAMES):
                 await self._health.set(name, status)
 
+    def _notified(self, payload: str) -> None:
+        account, head = parse_notification(payload)
+        if head is None:
+            self.hub.notify((account,))
+        else:
+            self.hub.moved(account, head)
+
     def _listening(self) -> None:
+        # Anything committed while we were not listening is found by one heal, now rather
+        # than at the next tick.
         telemetry.LISTEN_RECONNECTS.inc()
-        self.hub.notify_all()
+        self._background(self._wake_feeds, "log check after reconnecting")
+
+    def _background(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        async def run() -> None:
+            try:
+                await job()
+            except Exception:
+                log.exception("%s failed; the periodic one retries", what)
+
+        task = asyncio.ensure_future(run())
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     async def _wake_feeds(self) -> None:
-        self.hub.notify_all()
+        """The log check: one query however many accounts are online (``Hub.heal``)."""
+        await self.hub.heal()
 
     async def _heartbeats(self) -> None:
         self.hub.sweep_idle()

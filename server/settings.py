@@ -86,7 +86,13 @@ class Settings(BaseSettings):
     create_burst: int = Field(default=200, ge=1)
     # Events a stream may hold in memory; a slower reader catches up from the log instead.
     stream_buffer: int = Field(default=256, ge=1)
-    # How often each replica re-checks the log head, healing a missed wake-up.
+    # How each PostgreSQL replica hears that another one committed: NOTIFY inside the write
+    # transaction, core NATS after commit, or nothing (the log check alone). SQLite runs in
+    # one process and wakes its streams in-process whatever this says.
+    wakeup: Literal["postgres", "nats", "none"] = "postgres"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # How often each replica re-checks the log heads, healing a missed wake-up (with
+    # wakeup=none, the only way other replicas' commits are seen).
     log_poll_seconds: float = Field(default=1.0, gt=0)
     sla_check_seconds: float = Field(default=1.0, gt=0)
     # How often the database is pinged; gRPC health is NOT_SERVING while it fails.

@@ -37,7 +37,8 @@ DELIVERY_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 LISTEN_RECONNECTS = Counter(
-    PREFIX + "listen_reconnects_total", "PostgreSQL LISTEN connections (re)established"
+    PREFIX + "listen_reconnects_total",
+    "Wake-up connections (PostgreSQL LISTEN or NATS) (re)established",
 )
 ASSESSMENTS = Counter(PREFIX + "assessments_total", "Assessments finished, by outcome", ["outcome"])
 ASSESSMENT_SECONDS = Histogram(

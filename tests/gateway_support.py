@@ -12,6 +12,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from gateway.app import LocalSignIn
 from gateway.serve import RunningGateway, start_gateway
 from gateway.settings import GatewaySettings
 from server.domain.types import Role
@@ -20,11 +21,14 @@ from tests.support import token
 
 
 @asynccontextmanager
-async def running_gateway(upstream: str, **settings: Any) -> AsyncIterator[RunningGateway]:
+async def running_gateway(
+    upstream: str, *, local_sign_in: LocalSignIn | None = None, **settings: Any
+) -> AsyncIterator[RunningGateway]:
     """A real gateway under uvicorn on a free port, in this event loop."""
     gateway = await start_gateway(
         GatewaySettings(http_addr="127.0.0.1:0", upstream=upstream, **settings),
         log_level="warning",
+        local_sign_in=local_sign_in,
     )
     try:
         yield gateway

@@ -45,7 +45,7 @@ class ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.cli",
+            "resolutionflow_cli",
             "server",
             "--grpc-addr",
             self.address,
@@ -100,7 +100,7 @@ class ServerProcess:
 async def start_cli(
     tmp_path: Path, *args: str, local: bool = False, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
-    """``python -m server.cli ARGS``, logging to ``tmp_path/cli.log``.
+    """``python -m resolutionflow_cli ARGS``, logging to ``tmp_path/cli.log``.
 
     ``local``: no RF_JWT_SECRET, as on a newcomer's machine (the secret is then created
     under RF_VAR_DIR); otherwise the tests' secret. ``env``: more variables.
@@ -114,7 +114,7 @@ async def start_cli(
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.cli",
+            "resolutionflow_cli",
             *args,
             cwd=REPO,
             env={**full, "RF_VAR_DIR": str(tmp_path)},

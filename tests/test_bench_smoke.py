@@ -13,6 +13,7 @@ from resolutionflow.v1 import handoff_pb2
 from bench import wire
 from bench.loadgen import percentiles
 from bench.rawclient import SSEConnection
+from tests.pg import fresh_database
 
 # Timing bounds and machine load: never beside another module of the serial group under
 # pytest-xdist (`make test` runs with --dist loadgroup).
@@ -26,7 +27,7 @@ def test_bench_smoke_grpc(tmp_path):
     try:
         run = subprocess.run(
             [
-                *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+                *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "grpc"),
                 *("--subscribers", "20", "--accounts", "2", "--events", "120"),
                 *("--idle-streams", "40", "--json-only"),
             ],
@@ -52,6 +53,27 @@ def test_bench_smoke_grpc(tmp_path):
     assert result["ours"]["peak_rss_kib"]["server"] > 0
     assert result["ratio_to_ceiling"] > 0
     assert result["memory"]["ours"]["streams"] == 40
+
+
+def test_bench_smoke_sse_through_one_shared_stream_per_account(tmp_path):
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "sse"),
+            *("--subscribers", "20", "--accounts", "2", "--events", "120"),
+            *("--idle-streams", "0", "--no-ceiling", "--json-only"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    ours = result["ours"]
+    assert ours["lost"] == ours["duplicated"] == ours["out_of_order"] == 0, ours
+    assert ours["deliveries"] == 20 * 120 // 2, ours
+    # The gateway's edge fan-out: 20 browsers over 2 accounts, 2 server streams.
+    assert ours["server_streams_held"] == 2, ours
 
 
 @pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])
@@ -125,7 +147,8 @@ def test_bench_without_its_extra_says_how_to_install_it(tmp_path, module):
         [
             sys.executable,
             "-c",
-            f"{block}; from server.cli import main; sys.exit(main(['bench', '--json-only']))",
+            f"{block}; from resolutionflow_cli.main import main; "
+            "sys.exit(main(['bench', '--json-only']))",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -138,3 +161,46 @@ def test_bench_without_its_extra_says_how_to_install_it(tmp_path, module):
     assert len(lines) == 1, run.stderr
     assert module in lines[0]
     assert "pip install -e '.[bench]'" in lines[0]
+
+
+def bench_json(tmp_path, *args: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", "resolutionflow_cli", "bench", *args, "--json-only"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def test_bench_idle_cost_mode_reports_cores_and_database_transactions(tmp_path):
+    with fresh_database() as url:
+        result = bench_json(
+            tmp_path,
+            *("--mode", "idle", "--accounts", "4", "--cost-seconds", "1"),
+            *("--wakeup", "postgres,none", "--rate", "4", "--database-url", url),
+        )
+    assert result["ok"] is True, result
+    for wakeup in ("postgres", "none"):
+        figures = result["idle_cost"]["by_wakeup"][wakeup]
+        assert figures["streams"] == 4
+        for window in ("idle", "busy"):
+            assert figures[window]["server_cores"] >= 0
+            assert figures[window]["db_transactions_per_s"] >= 0
+        assert figures["busy"]["creates"] > 0
+        assert figures["busy"]["create_errors"] == 0
+
+
+def test_bench_writers_mode_reports_creates_and_p99(tmp_path):
+    result = bench_json(
+        tmp_path,
+        *("--mode", "writers", "--writers", "1,3", "--cost-seconds", "1", "--wakeup", "none"),
+    )
+    assert result["ok"] is True, result
+    rows = result["writers"]["by_wakeup"]["none"]
+    assert [r["writers"] for r in rows] == [1, 3]
+    for row in rows:
+        assert row["creates_per_s"] > 0
+        assert row["create_ms"]["p99"] >= row["create_ms"]["p50"] > 0

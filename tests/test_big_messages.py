@@ -360,7 +360,7 @@ async def test_watch_cli_prints_the_whole_queue(big: BigQueue, server: ServerRun
     watch = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "resolutionflow_cli",
         "watch",
         "--account",
         big.account,

@@ -440,3 +440,27 @@ async def test_gateway_settings_from_the_environment(monkeypatch: pytest.MonkeyP
     assert GatewaySettings().cors_origins == ["https://c.test"]
     monkeypatch.delenv("RF_CORS_ORIGINS")
     assert GatewaySettings().cors_origins == []
+
+
+async def test_query_parameters_bind_by_proto_or_json_name_and_short_enum(
+    http: httpx.AsyncClient, account: str
+) -> None:
+    """The routes come from the google.api.http options: the request's other fields are
+    query parameters, by their proto name or their JSON name, enums by full or short name."""
+    tech = bearer(account, Role.TECHNICIAN, "tina", "Tina Tech")
+    first = await create(http, account, priority="PRIORITY_LOW")
+    second = await create(http, account)
+    by_json_name = await http.get("/v1/handoffs", params={"pageSize": 1}, headers=tech)
+    assert [h["id"] for h in by_json_name.json()["handoffs"]] == [second["id"]]
+    rest = await http.get(
+        "/v1/handoffs",
+        params={"pageSize": 1, "pageToken": by_json_name.json()["nextPageToken"]},
+        headers=tech,
+    )
+    assert [h["id"] for h in rest.json()["handoffs"]] == [first["id"]]
+    short = await http.get(
+        "/v1/handoffs", params={"status": "open", "priority": "low"}, headers=tech
+    )
+    assert [h["id"] for h in short.json()["handoffs"]] == [first["id"]]
+    bad = await http.get("/v1/handoffs", params={"pageSize": "x"}, headers=tech)
+    assert "page_size" in violations(assert_error(bad, 400, "INVALID_ARGUMENT"))

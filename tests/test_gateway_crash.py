@@ -71,7 +71,7 @@ async def start_gateway(port: int, upstream: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "resolutionflow_cli",
         "gateway",
         "--http-addr",
         f"127.0.0.1:{port}",

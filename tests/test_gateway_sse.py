@@ -265,7 +265,8 @@ async def test_closing_the_connection_frees_the_server_subscriber(
     for path in ("/v1/escalations/stream", "/v1/handoffs/stream"):
         reader = SSEReader(http, path, bearer(account, Role.ENGINEER))
         await reader.wait_for(lambda r: bool(r.of("snapshot")))
-        assert subscribers(server, account) == 1
+        # The browser's own call hands over to the shared one: one server stream after.
+        await wait_until(lambda: subscribers(server, account) == 1, timeout=2)
         await reader.close()  # the stream is idle: only the disconnect can tell
         await wait_until(lambda: subscribers(server, account) == 0, timeout=2)
         await wait_until(lambda: gateway.app.state.upstream.open_streams == 0, timeout=2)
@@ -282,6 +283,8 @@ async def test_200_open_close_cycles_leak_nothing(
             async for line in response.aiter_lines():
                 if line == "event: snapshot":
                     break
+    # The last browser gone, each shared feed lingers RF_SSE_FEED_LINGER_SECONDS (1 s).
+    await wait_until(lambda: not gateway.app.state.streams.fanout.feeds, timeout=3)
     await wait_until(lambda: subscribers(server, account) == 0, timeout=2)
     await wait_until(lambda: gateway.app.state.upstream.open_streams == 0, timeout=2)
     assert account not in server.hub.feeds
@@ -320,7 +323,15 @@ async def test_each_event_is_framed_once_for_all_subscribers(
 # ---- the upstream goes away and comes back ----------------------------------------------
 
 
+def assert_in_order(reader: SSEReader) -> list[int]:
+    """The reader's event ids: strictly increasing (no gap is checked by the caller)."""
+    ids = [int(e.id) for e in reader.events if e.id and e.data]
+    assert ids == sorted(set(ids)), ids
+    return ids
+
+
 async def test_upstream_down_then_back(database_url: str, tmp_path: Path, account: str) -> None:
+    """The server dies and comes back: a browser's stream stays open and misses nothing."""
     upstream = ServerProcess(database_url, tmp_path)
     await upstream.start()
     try:
@@ -332,14 +343,10 @@ async def test_upstream_down_then_back(database_url: str, tmp_path: Path, accoun
             assert (await client.get("/v1/escalations", headers=eng)).status_code == 200
             live = SSEReader(client, "/v1/escalations/stream", eng)
             await live.wait_for(lambda r: bool(r.of("snapshot")))
+            before = [await create(client, account, problemSummary=f"before {n}") for n in range(3)]
+            await live.wait_for(lambda r: len(r.of("created")) == 3)
 
             await upstream.kill()
-            await live.wait_done()
-            assert live.response is not None and live.response.status_code == 200
-            error = event_json(live.of("error")[0])
-            assert error["code"] == "UNAVAILABLE"
-            assert "unavailable" in error["message"]
-
             down = await client.get("/v1/escalations", headers=eng)
             assert down.status_code == 503
             assert down.json()["code"] == "UNAVAILABLE"
@@ -361,15 +368,52 @@ async def test_upstream_down_then_back(database_url: str, tmp_path: Path, accoun
                 return reply.status_code == 200
 
             await wait_until(rest_back, timeout=20, what="REST recovers")
-            handoff = await create(client, account)
+            after = [await create(client, account, problemSummary=f"after {n}") for n in range(3)]
+            # The open stream was resumed by the gateway from its last sequence: the new
+            # events arrive on the same connection, none lost, none twice.
+            await live.wait_for(lambda r: len(r.of("created")) == 6, timeout=20)
+            assert not live.ended and not live.of("error")
+            assert [event_json(e)["handoff"]["id"] for e in live.of("created")] == [
+                h["id"] for h in before + after
+            ]
+            assert_in_order(live)
             again = SSEReader(client, "/v1/escalations/stream", eng)
             try:
                 await again.wait_for(lambda r: bool(r.of("snapshot")))
                 snapshot = event_json(again.of("snapshot")[0])
-                assert [h["id"] for h in snapshot["snapshot"]] == [handoff["id"]]
+                assert {h["id"] for h in snapshot["snapshot"]} == {h["id"] for h in before + after}
             finally:
                 await again.close()
+                await live.close()
             assert (await client.get("/healthz")).json() == {"status": "SERVING"}
+    finally:
+        await upstream.stop()
+
+
+async def test_upstream_down_for_too_long_ends_streams(
+    database_url: str, tmp_path: Path, account: str
+) -> None:
+    """Past sse_upstream_resume_seconds the gateway stops retrying and tells the browser."""
+    upstream = ServerProcess(database_url, tmp_path)
+    await upstream.start()
+    try:
+        async with (
+            running_gateway(
+                upstream.address,
+                upstream_max_backoff_seconds=0.2,
+                sse_upstream_resume_seconds=1,
+            ) as gw,
+            httpx.AsyncClient(base_url=gw.url, timeout=30) as client,
+        ):
+            live = SSEReader(client, "/v1/escalations/stream", bearer(account, Role.ENGINEER))
+            await live.wait_for(lambda r: bool(r.of("snapshot")))
+            await wait_until(lambda: len(gw.app.state.streams.fanout.feeds) == 1, timeout=5)
+            await upstream.kill()
+            await live.wait_done()
+            error = event_json(live.of("error")[0])
+            assert error["code"] == "UNAVAILABLE"
+            assert "unavailable" in error["message"]
+            await wait_until(lambda: not gw.app.state.streams.fanout.feeds, timeout=5)
     finally:
         await upstream.stop()
 

@@ -204,7 +204,7 @@ async def test_sync_client(server: ServerRuntime, account: str) -> None:
             context = eng.pick_up(h.id)
             stream = eng.stream_escalations(after=0)
             first = next(stream)
-            stream.close()  # type: ignore[attr-defined]
+            stream.close()
             return context.handoff.id, first.sequence
 
     handoff_id, first_sequence = await asyncio.to_thread(script)

@@ -77,7 +77,7 @@ async def run_cli(cwd: Path, repo_root: Path, *args: str) -> tuple[int, str, str
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "resolutionflow_cli",
         *args,
         cwd=cwd,
         env=env,

@@ -41,7 +41,7 @@ def test_2000_streams_for_five_minutes_hold_memory_and_descriptors_and_lose_noth
     with fresh_database() as database_url:
         run = subprocess.run(
             [
-                *(sys.executable, "-m", "server.cli", "bench", "--transport", "grpc"),
+                *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "grpc"),
                 *("--subscribers", str(STREAMS), "--accounts", str(ACCOUNTS)),
                 *("--rate", str(RATE), "--duration", str(SECONDS)),
                 *("--sample-every", str(SAMPLE_EVERY), "--database-url", database_url),

@@ -142,7 +142,7 @@ async def _watch(server: ServerRuntime, account: str, *args: str) -> asyncio.sub
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "resolutionflow_cli",
         "watch",
         "--account",
         account,

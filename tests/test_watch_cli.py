@@ -23,7 +23,7 @@ async def test_watch_prints_every_event_once_across_a_restart(
     watch = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "resolutionflow_cli",
         "watch",
         "--account",
         account,
@@ -108,7 +108,7 @@ async def test_watch_says_which_token_it_uses(
             watch = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "server.cli",
+                "resolutionflow_cli",
                 "watch",
                 "--account",
                 account,

@@ -14,15 +14,21 @@ from typing import Any
 
 import httpx
 import jwt
-from pydantic import SecretStr
 
 from gateway.serve import start_gateway
 from gateway.settings import GatewaySettings
+from server.auth import LocalSignIn, TokenCodec
 from server.runtime import ServerRuntime
 from tests import gateway_support
 from tests.gateway_support import assert_error
 from tests.processes import free_port, gateway_args, http_serving, serve_args, start_cli, stop_cli
 from tests.support import JWT_SECRET, wait_until
+
+
+def local_sign_in(allow_admin: bool = False) -> LocalSignIn:
+    """What ``resolutionflow serve`` hands its gateway: the server's own token codec."""
+    return LocalSignIn(TokenCodec(JWT_SECRET), allow_admin=allow_admin)
+
 
 ENGINEER = {"account": "acct-local", "user": "erin", "role": "engineer", "name": "Erin"}
 
@@ -122,7 +128,7 @@ async def test_local_sign_in_answers_only_its_own_page_on_a_loopback_name(
     server: ServerRuntime,
 ) -> None:
     async with gateway_support.running_gateway(
-        f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET
+        f"127.0.0.1:{server.port}", local_sign_in=local_sign_in()
     ) as gw:
         port = gw.port
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
@@ -178,7 +184,7 @@ async def test_local_sign_in_answers_only_its_own_page_on_a_loopback_name(
 
     async with (
         gateway_support.running_gateway(
-            f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET, local_admin=True
+            f"127.0.0.1:{server.port}", local_sign_in=local_sign_in(allow_admin=True)
         ) as gw,
         httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
     ):
@@ -188,12 +194,9 @@ async def test_local_sign_in_answers_only_its_own_page_on_a_loopback_name(
 
 async def test_local_sign_in_is_off_on_a_non_loopback_bind(server: ServerRuntime) -> None:
     gw = await start_gateway(
-        GatewaySettings(
-            http_addr="0.0.0.0:0",
-            upstream=f"127.0.0.1:{server.port}",
-            local_token_secret=SecretStr(JWT_SECRET),
-        ),
+        GatewaySettings(http_addr="0.0.0.0:0", upstream=f"127.0.0.1:{server.port}"),
         log_level="warning",
+        local_sign_in=local_sign_in(),
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=10) as http:
@@ -204,3 +207,22 @@ async def test_local_sign_in_is_off_on_a_non_loopback_bind(server: ServerRuntime
             assert "token" not in reply.text
     finally:
         await gw.stop()
+
+
+def test_the_gateway_holds_no_token_code_and_never_imports_the_server() -> None:
+    """One JWT module: the local sign-in mints with ``server.auth``, handed in by ``serve``."""
+    import ast
+
+    gateway_dir = Path(__file__).resolve().parent.parent / "gateway"
+    found = []
+    for source in sorted(gateway_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{source.name}: {n}" for n in names if n.split(".")[0] in ("jwt", "server")]
+    assert not found, found

@@ -14,7 +14,7 @@ from resolutionflow.v1 import handoff_pb2 as pb
 
 from gateway.serve import RunningGateway, start_gateway
 from gateway.settings import GatewaySettings
-from server.auth import TokenCodec
+from server.auth import LocalSignIn, TokenCodec
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
@@ -476,7 +476,8 @@ async def test_local_sign_in_form_only_in_local_mode(
 
     # `serve` hands the gateway the server's secret: the form signs in for real.
     async with gateway_support.running_gateway(
-        f"127.0.0.1:{server.port}", local_token_secret=JWT_SECRET
+        f"127.0.0.1:{server.port}",
+        local_sign_in=LocalSignIn(TokenCodec(JWT_SECRET), allow_admin=False),
     ) as local:
         async with httpx.AsyncClient(base_url=local.url) as http:
             bad = await http.post("/local/token", json={"account": account, "role": "boss"})

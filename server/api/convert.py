@@ -1,5 +1,8 @@
 """Domain values ⇄ protobuf messages. The only place that knows both.
 
+The Handoff and its parts map by field name (``_to_message``, ARCHITECTURE.md): a new
+field is the dataclass field plus the proto field of the same name, nothing here.
+
 It also keeps every response message within ``MAX_MESSAGE_BYTES``: gRPC clients refuse
 messages over their receive limit (4 MiB by default), and a queue of escalations at their
 input limits passes that after about 58. Lists are cut into pages and snapshots into
@@ -9,6 +12,8 @@ parts here, where the encoded sizes are known.
 from __future__ import annotations
 
 import enum
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from resolutionflow.v1 import escalation_pb2 as esc_pb
 from resolutionflow.v1 import handoff_pb2 as pb
 
+from server.domain import shapes
 from server.domain.context import HandoffContext
 from server.domain.metrics import DurationStats, EscalationMetrics
 from server.domain.types import (
@@ -62,48 +68,54 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+# The message of each domain dataclass, and the number of each enum value: the explicit
+# part of the mapping. Everything else is derived by field name (``_to_message``).
+MESSAGES: dict[type, Any] = {
+    UserRef: pb.UserRef,
+    Step: pb.Step,
+    Assessment: pb.Assessment,
+    Handoff: pb.Handoff,
+}
+ENUMS: dict[type, dict[Any, int]] = {
+    Intent: INTENT,
+    Status: STATUS,
+    Priority: PRIORITY,
+    AssessmentStatus: ASSESSMENT,
+    EventType: EVENT,
+}
+
+
+@functools.cache
+def _to_message(cls: type) -> Callable[[Any], Any]:
+    """``value -> message`` for dataclass ``cls``, compiled once from its fields by name: a
+    field of the same name in the message gets the value; enums become their numbers,
+    datetimes Timestamps, nested dataclasses their messages (None leaves a field unset)."""
+    src = shapes.Source()
+    args = []
+    for field in shapes.shape(cls):
+        leaf: shapes.Leaf = None
+        if field.nested:
+            leaf = src.call(_to_message(field.type))
+        elif field.type in ENUMS:
+            leaf = (src.ref(ENUMS[field.type]) + "[{}]").format
+        elif field.type is datetime:
+            leaf = src.call(timestamp)
+        args.append(f"{field.name}={shapes.apply(field, 'v.' + field.name, leaf)}")
+    return src.compile(f"{cls.__name__}_to_proto", f"{src.ref(MESSAGES[cls])}({', '.join(args)})")
+
+
+_USER_REF = _to_message(UserRef)
+_STEP = _to_message(Step)
+assessment: Callable[[Assessment], pb.Assessment] = _to_message(Assessment)
+handoff: Callable[[Handoff], pb.Handoff] = _to_message(Handoff)
+
+
 def user_ref(value: UserRef | None) -> pb.UserRef | None:
-    return pb.UserRef(id=value.id, name=value.name) if value else None
+    return _USER_REF(value) if value else None
 
 
 def steps(values: tuple[Step, ...]) -> list[pb.Step]:
-    return [pb.Step(description=s.description, outcome=s.outcome) for s in values]
-
-
-def assessment(a: Assessment) -> pb.Assessment:
-    return pb.Assessment(
-        status=ASSESSMENT[a.status],  # type: ignore[arg-type]
-        summary=a.summary,
-        suggested_first_step=a.suggested_first_step,
-        provider=a.provider,
-        failure_reason=a.failure_reason,
-        completed_at=timestamp(a.completed_at),
-    )
-
-
-def handoff(h: Handoff) -> pb.Handoff:
-    return pb.Handoff(
-        id=h.id,
-        account_id=h.account_id,
-        session_id=h.session_id,
-        intent=INTENT[h.intent],  # type: ignore[arg-type]
-        status=STATUS[h.status],  # type: ignore[arg-type]
-        priority=PRIORITY[h.priority],  # type: ignore[arg-type]
-        problem_summary=h.problem_summary,
-        steps_tried=steps(h.steps_tried),
-        notes=h.notes,
-        created_by=user_ref(h.created_by),
-        picked_up_by=user_ref(h.picked_up_by),
-        resolution_note=h.resolution_note,
-        assessment=assessment(h.assessment),
-        sla_due_at=timestamp(h.sla_due_at),
-        created_at=timestamp(h.created_at),
-        picked_up_at=timestamp(h.picked_up_at),
-        resolved_at=timestamp(h.resolved_at),
-        cancelled_at=timestamp(h.cancelled_at),
-        updated_at=timestamp(h.updated_at),
-        sequence=h.sequence,
-    )
+    return [_STEP(s) for s in values]
 
 
 def context(c: HandoffContext) -> esc_pb.HandoffContext:

@@ -20,9 +20,11 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_interceptor.server import AsyncServerInterceptor
 from grpc_status import rpc_status
+from resolutionflow.v1 import escalation_pb2, handoff_pb2
 
 from server import logs, telemetry
 from server.auth import TokenVerifier, bearer_token
+from server.domain import policy
 from server.domain.types import Caller, Role
 from server.errors import (
     AlreadyExists,
@@ -52,26 +54,15 @@ STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 ERROR_DOMAIN = "resolutionflow.v1"
-ANYONE = frozenset(Role)
-STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
-_H = "/resolutionflow.v1.HandoffService/"
-_E = "/resolutionflow.v1.EscalationService/"
 
-# Which roles may call which RPC. Every RPC of our services must be listed (a test checks);
-# anything else that is not an open service is refused.
+# Which roles may call which RPC: the policy's table (server/domain/policy.py) under the
+# full method names of our services. An RPC the policy does not list stops the server
+# at import; anything else that is not an open service is refused.
 REQUIRED_ROLES: dict[str, frozenset[Role]] = {
-    _H + "CreateHandoff": ANYONE,
-    _H + "GetHandoff": ANYONE,
-    _H + "ListHandoffs": ANYONE,
-    _H + "CancelHandoff": ANYONE,
-    _H + "WatchHandoffs": ANYONE,
-    _E + "StreamEscalations": STAFF,
-    _E + "ListEscalations": STAFF,
-    _E + "PickUpEscalation": STAFF,
-    _E + "GetHandoffContext": STAFF,
-    _E + "ReleaseEscalation": STAFF,
-    _E + "ResolveEscalation": STAFF,
-    _E + "GetEscalationMetrics": STAFF,
+    f"/{service.full_name}/{method.name}": policy.ROLES[method.name]
+    for module in (handoff_pb2, escalation_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
 }
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1")
 

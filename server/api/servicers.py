@@ -126,7 +126,7 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
     ) -> AsyncIterator[bytes]:
         # Encoded HandoffEvent bytes (registered without a serializer: sent as they are),
         # returned rather than re-yielded: one generator fewer for every event sent.
-        return self.streams.open(StreamKind.HANDOFFS, current_caller(), _cursor(request))
+        return self.streams.open(StreamKind.HANDOFFS, current_caller(), _cursor(request), context)
 
 
 class EscalationService(esc_grpc.EscalationServiceServicer):
@@ -137,7 +137,9 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
     def StreamEscalations(
         self, request: esc_pb.StreamEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        return self.streams.open(StreamKind.ESCALATIONS, current_caller(), _cursor(request))
+        return self.streams.open(
+            StreamKind.ESCALATIONS, current_caller(), _cursor(request), context
+        )
 
     async def ListEscalations(
         self, request: esc_pb.ListEscalationsRequest, context: grpc.aio.ServicerContext

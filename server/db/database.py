@@ -47,6 +47,8 @@ from server.errors import Unavailable
 READ_ONLY = "rf_read_only"
 # Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
+# Read by the event log: whether a write transaction issues PostgreSQL NOTIFY itself.
+PG_NOTIFY = "rf_pg_notify"
 
 
 class Database:
@@ -62,6 +64,9 @@ class Database:
         self.pg_bounds = pg_bounds or PgBounds()
         # Set when a write failed for lack of space; cleared when check_storage passes.
         self.storage_full = False
+        # PostgreSQL: the server processes behind this pool's connections. A NOTIFY sent
+        # by one of them is a commit of ours, which the commit listeners hand over.
+        self.backend_pids: set[int] = set()
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
@@ -80,8 +85,13 @@ class Database:
                 connect_args={"server_settings": self.pg_bounds.server_settings()},
             )
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
+            _track_backend_pids(self.engine, self.backend_pids)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
+        # Wake other replicas with NOTIFY inside each write transaction (the ``postgres``
+        # wake-up). Off when another transport announces commits, or none does: NOTIFY
+        # takes an instance-wide lock at commit that every notifying writer queues on.
+        self.pg_notify = not self.is_sqlite
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call ``listener(events)`` with the events a transaction appended, after commit."""
@@ -94,7 +104,9 @@ class Database:
             with self._failures_explained():
                 async with (
                     self._write_lock or nullcontext(),
-                    AsyncSession(self.engine, expire_on_commit=False) as session,
+                    AsyncSession(
+                        self.engine, expire_on_commit=False, info={PG_NOTIFY: self.pg_notify}
+                    ) as session,
                     session.begin(),
                 ):
                     yield session
@@ -274,6 +286,25 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
 )
+
+
+def _track_backend_pids(engine: AsyncEngine, pids: set[int]) -> None:
+    def pid_of(dbapi_connection: Any) -> int | None:
+        try:
+            return int(dbapi_connection.driver_connection.get_server_pid())
+        except Exception:
+            return None
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        pid = pid_of(dbapi_connection)
+        if pid is not None:
+            pids.add(pid)
+
+    @event.listens_for(engine.sync_engine, "close")
+    @event.listens_for(engine.sync_engine, "close_detached")
+    def _close(dbapi_connection: Any, *_: Any) -> None:
+        pids.discard(pid_of(dbapi_connection) or -1)
 
 
 def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> None:

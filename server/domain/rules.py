@@ -1,4 +1,5 @@
-"""Business rules: the handoff state machine, input limits and who may do what.
+"""Business rules: the handoff state machine and input limits (who may do what is in
+server/domain/policy.py).
 
 Transitions are applied in the database as conditional updates
 (``UPDATE ... WHERE status IN allowed_from``), so the state machine here is also what
@@ -12,17 +13,15 @@ import uuid
 from dataclasses import dataclass
 
 from server.domain.types import (
-    Caller,
     EventType,
     Handoff,
     Intent,
     NewHandoff,
     Priority,
-    Role,
     Status,
     Step,
 )
-from server.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
+from server.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 MAX_ID = 128
 MAX_SUMMARY = 2_000
@@ -72,33 +71,11 @@ def refuse_transition(action: Action, current: Handoff) -> FailedPrecondition:
     )
 
 
-def check_holder(action: Action, caller: Caller, current: Handoff) -> None:
-    """Release and resolve belong to whoever holds the escalation (admins may release).
-
-    Anyone else is refused with PERMISSION_DENIED, not FAILED_PRECONDITION: waiting or
-    retrying cannot make it work, and the message says who may do it instead.
-    """
-    holder = current.picked_up_by
-    if action not in (Action.RELEASE, Action.RESOLVE):
-        return
-    if current.status is not Status.PICKED_UP or holder is None:
-        return
-    if holder.id == caller.user_id or (action is Action.RELEASE and caller.role is Role.ADMIN):
-        return
-    who = f"{holder.name or holder.id} ({holder.id})"
-    also = " or an admin" if action is Action.RELEASE else ""
-    raise PermissionDenied(
-        f"cannot {action.value} handoff {current.id}: only its holder, {who}{also}, may",
-        reason="NOT_HOLDER",
-        metadata={"holder_id": holder.id, "holder_name": holder.name},
-    )
-
-
-def already_held_by(caller: Caller, current: Handoff) -> bool:
-    """A pickup by the engineer who already holds it: answered with its context, not an
-    error, so a double click or a retried request does what the engineer meant."""
-    holder = current.picked_up_by
-    return current.status is Status.PICKED_UP and holder is not None and holder.id == caller.user_id
+def require_escalation(handoff: Handoff) -> Handoff:
+    """Pickups, releases, resolutions and the context are for escalations only."""
+    if handoff.intent is not Intent.ESCALATE:
+        raise FailedPrecondition(f"handoff {handoff.id} is not an escalation")
+    return handoff
 
 
 def validate_new_handoff(

@@ -1,13 +1,20 @@
-"""Value types of the domain: handoffs, their parts, and stream events."""
+"""Value types of the domain: handoffs, their parts, and stream events.
+
+A handoff's field is declared once, here; the row, JSON and protobuf mappings derive from
+these dataclasses (server/domain/shapes.py, ARCHITECTURE.md).
+"""
 
 from __future__ import annotations
 
 import enum
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from server.domain import shapes
 
 
 class Role(enum.StrEnum):
@@ -133,6 +140,39 @@ class NewHandoff:
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def open(
+        self,
+        handoff_id: str,
+        account_id: str,
+        creator: UserRef,
+        now: datetime,
+        sla_due_at: datetime | None,
+    ) -> Handoff:
+        """The handoff this request creates, as it starts: OPEN, assessment PENDING, not
+        yet numbered (its CREATED event gives it its sequence)."""
+        return Handoff(
+            id=handoff_id,
+            account_id=account_id,
+            session_id=self.session_id,
+            intent=self.intent,
+            status=Status.OPEN,
+            priority=self.priority,
+            problem_summary=self.problem_summary,
+            steps_tried=self.steps_tried,
+            notes=self.notes,
+            created_by=creator,
+            picked_up_by=None,
+            resolution_note="",
+            assessment=Assessment(AssessmentStatus.PENDING),
+            sla_due_at=sla_due_at,
+            created_at=now,
+            picked_up_at=None,
+            resolved_at=None,
+            cancelled_at=None,
+            updated_at=now,
+            sequence=0,
+        )
+
 
 @dataclass(frozen=True)
 class Handoff:
@@ -159,40 +199,11 @@ class Handoff:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict; the event log stores the state after each change this way."""
-        return _jsonable(self)
+        return _HANDOFF_TO_JSON(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Handoff:
-        a = data["assessment"]
-        return cls(
-            id=data["id"],
-            account_id=data["account_id"],
-            session_id=data["session_id"],
-            intent=Intent(data["intent"]),
-            status=Status(data["status"]),
-            priority=Priority(data["priority"]),
-            problem_summary=data["problem_summary"],
-            steps_tried=tuple(Step(**s) for s in data["steps_tried"]),
-            notes=data["notes"],
-            created_by=UserRef(**data["created_by"]),
-            picked_up_by=UserRef(**data["picked_up_by"]) if data["picked_up_by"] else None,
-            resolution_note=data["resolution_note"],
-            assessment=Assessment(
-                status=AssessmentStatus(a["status"]),
-                summary=a["summary"],
-                suggested_first_step=a["suggested_first_step"],
-                provider=a["provider"],
-                failure_reason=a["failure_reason"],
-                completed_at=_dt(a["completed_at"]),
-            ),
-            sla_due_at=_dt(data["sla_due_at"]),
-            created_at=_dt_required(data["created_at"]),
-            picked_up_at=_dt(data["picked_up_at"]),
-            resolved_at=_dt(data["resolved_at"]),
-            cancelled_at=_dt(data["cancelled_at"]),
-            updated_at=_dt_required(data["updated_at"]),
-            sequence=data["sequence"],
-        )
+        return typing.cast(Handoff, _HANDOFF_FROM_JSON(data))
 
 
 @dataclass(frozen=True)
@@ -214,21 +225,6 @@ class QueueSnapshot:
     handoffs: list[Handoff] = field(default_factory=list)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {name: _jsonable(getattr(value, name)) for name in value.__dataclass_fields__}
-    return value
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _dt_required(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+# Derived from the fields once (server/domain/shapes.py): a new field needs no edit here.
+_HANDOFF_TO_JSON = shapes.json_encoder(Handoff)
+_HANDOFF_FROM_JSON = shapes.json_decoder(Handoff)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
@@ -9,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.database import APPENDED_EVENTS
+from server.db.database import APPENDED_EVENTS, PG_NOTIFY
 from server.db.schema import EVENTS, AccountSequence, EventRecord
 from server.domain.types import Event, EventType, Handoff
 
@@ -95,8 +96,8 @@ async def announce(session: AsyncSession, account_id: str) -> None:
     commit wherever it was queued, so queueing it first keeps one round trip out of the
     time the row is held.
     """
-    if _dialect(session) != "postgresql":
-        return
+    if not session.info.get(PG_NOTIFY) or _dialect(session) != "postgresql":
+        return  # another wake-up transport (or none) announces commits
     announced: set[str] = session.info.setdefault(ANNOUNCED_ACCOUNTS, set())
     if account_id in announced:
         return
@@ -113,6 +114,35 @@ async def head(session: AsyncSession, account_id: str) -> int:
         select(AccountSequence.last_sequence).where(AccountSequence.account_id == account_id)
     )
     return value or 0
+
+
+# The heal's one statement: of the accounts a replica follows, those whose counter passed
+# what the replica has seen. The positions travel as parameters (two arrays on PostgreSQL,
+# one JSON object on SQLite), so the statement text stays the same however many accounts
+# are online and the answer holds only the accounts that moved: idle costs one indexed
+# lookup per online account inside the database, and nothing per account on the wire.
+_MOVED_POSTGRES = text(
+    "SELECT s.account_id, s.last_sequence FROM account_sequences AS s"
+    " JOIN unnest(CAST(:accounts AS text[]), CAST(:seen AS bigint[])) AS t(account_id, seen)"
+    " ON s.account_id = t.account_id WHERE s.last_sequence > t.seen"
+)
+_MOVED_SQLITE = text(
+    "SELECT s.account_id, s.last_sequence FROM json_each(:seen) AS t"
+    " JOIN account_sequences AS s ON s.account_id = t.key WHERE s.last_sequence > t.value"
+)
+
+
+async def heads_moved(session: AsyncSession, seen: dict[str, int]) -> dict[str, int]:
+    """Of ``seen`` (account -> last sequence seen), the accounts whose head is past it."""
+    if not seen:
+        return {}
+    if _dialect(session) == "postgresql":
+        rows = await session.execute(
+            _MOVED_POSTGRES, {"accounts": list(seen), "seen": list(seen.values())}
+        )
+    else:
+        rows = await session.execute(_MOVED_SQLITE, {"seen": json.dumps(seen)})
+    return {account: int(head) for account, head in rows.tuples()}
 
 
 async def oldest(session: AsyncSession, account_id: str) -> int | None:

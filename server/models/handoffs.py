@@ -1,4 +1,8 @@
-"""Handoff operations: create (idempotent), read, list, state transitions, the queue."""
+"""Handoff storage: create (idempotent), read, list, state transitions, the queue.
+
+SQL only: who may see or change what is decided in server/domain/policy.py, which hands
+the reads a ``Scope`` and the transitions a ``Change`` to apply.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,8 @@ from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, text,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
-from server.domain.rules import (
-    TRANSITIONS,
-    Action,
-    already_held_by,
-    check_holder,
-    refuse_transition,
-)
+from server.domain.policy import Change, Scope
+from server.domain.rules import TRANSITIONS, Action
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
@@ -30,30 +29,27 @@ from server.domain.types import (
     NewHandoff,
     Priority,
     QueueSnapshot,
-    Role,
     Status,
+    UserRef,
 )
 from server.errors import (
     AlreadyExists,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
 from server.models import events, sla
-from server.models.records import record_change, to_domain
+from server.models.records import record_change, to_domain, to_row
 
 
-def _visible(caller: Caller) -> Select[Any]:
-    """Every read starts here: the caller's account, and a technician's own handoffs only.
-
-    Rows, not ORM entities: reads build domain values straight from the columns.
+def _visible(scope: Scope) -> Select[Any]:
+    """Every read starts here: the handoffs the scope (server/domain/policy.py) lets its
+    caller see. Rows, not ORM entities: reads build domain values straight from the columns.
     """
-    query = select(HANDOFFS).where(HANDOFFS.c.account_id == caller.account_id)
-    if caller.role is Role.TECHNICIAN:
-        query = query.where(HANDOFFS.c.created_by_id == caller.user_id)
+    query = select(HANDOFFS).where(HANDOFFS.c.account_id == scope.account_id)
+    if scope.creator_id is not None:
+        query = query.where(HANDOFFS.c.created_by_id == scope.creator_id)
     return query
 
 
@@ -94,44 +90,16 @@ async def create(
     """
     escalation = new.intent is Intent.ESCALATE
     handoff_id = str(uuid.uuid4())
-    values: dict[str, Any] = {
-        "id": handoff_id,
-        "account_id": caller.account_id,
+    due = now + timedelta(seconds=sla_target_seconds) if escalation else None
+    values = to_row(new.open(handoff_id, caller.account_id, caller.ref, now, due)) | {
         "request_id": new.request_id,
         "request_hash": new.body_hash() if new.request_id is not None else None,
-        "session_id": new.session_id,
-        "intent": new.intent.value,
-        "status": Status.OPEN.value,
-        "priority": new.priority.value,
-        "priority_rank": new.priority.rank,
-        "problem_summary": new.problem_summary,
-        "steps_tried": [
-            {"description": s.description, "outcome": s.outcome} for s in new.steps_tried
-        ],
-        "notes": new.notes,
-        "created_by_id": caller.user_id,
-        "created_by_name": caller.name,
-        "picked_up_by_id": None,
-        "picked_up_by_name": None,
-        "resolution_note": "",
-        "assessment_status": AssessmentStatus.PENDING.value,
-        "assessment_summary": "",
-        "assessment_first_step": "",
-        "assessment_provider": "",
-        "assessment_failure_reason": "",
-        "assessment_completed_at": None,
+        "first_picked_up_at": None,
+        "sla_breached_at": None,
+        # The creating replica's claim on the new assessment (see the docstring).
         "assessment_lease_until": now + timedelta(seconds=assessment_lease_seconds),
         "assessment_attempts": 1,
         "assessment_claimed_by": assessment_owner or None,
-        "sla_due_at": now + timedelta(seconds=sla_target_seconds) if escalation else None,
-        "sla_breached_at": None,
-        "created_at": now,
-        "picked_up_at": None,
-        "first_picked_up_at": None,
-        "resolved_at": None,
-        "cancelled_at": None,
-        "updated_at": now,
-        "sequence": 0,
     }
     # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
     # or concurrent request with this request_id won) reads the winner, before touching the
@@ -169,24 +137,17 @@ async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str)
     return (await session.execute(query)).first()
 
 
-async def get(session: AsyncSession, caller: Caller, handoff_id: str) -> Handoff:
-    handoff = await _one(session, _visible(caller).where(HANDOFFS.c.id == handoff_id))
+async def get(session: AsyncSession, scope: Scope, handoff_id: str) -> Handoff:
+    handoff = await _one(session, _visible(scope).where(HANDOFFS.c.id == handoff_id))
     if handoff is None:
         # Same answer for "does not exist" and "belongs to someone else": nothing leaks.
         raise NotFound(f"handoff {handoff_id} not found")
     return handoff
 
 
-async def get_escalation(session: AsyncSession, caller: Caller, handoff_id: str) -> Handoff:
-    handoff = await get(session, caller, handoff_id)
-    if handoff.intent is not Intent.ESCALATE:
-        raise FailedPrecondition(f"handoff {handoff_id} is not an escalation")
-    return handoff
-
-
 async def list_page(
     session: AsyncSession,
-    caller: Caller,
+    scope: Scope,
     *,
     status: Status | None,
     intent: Intent | None,
@@ -195,7 +156,7 @@ async def list_page(
     page_token: str,
 ) -> tuple[list[Handoff], str]:
     """Newest first, keyset-paginated on (created_at, id) so pages never shift."""
-    query = _visible(caller)
+    query = _visible(scope)
     if status is not None:
         query = query.where(HANDOFFS.c.status == status.value)
     if intent is not None:
@@ -237,40 +198,32 @@ def _decode_page_token(token: str) -> tuple[datetime, str]:
         ) from None
 
 
-async def transition(
+async def apply(
     session: AsyncSession,
-    caller: Caller,
+    account_id: str,
     handoff_id: str,
-    action: Action,
+    change: Change,
+    actor: UserRef,
     now: datetime,
     resolution_note: str = "",
-) -> Handoff:
-    """Apply one state-machine step as a conditional update, plus its event."""
-    current = (
-        await get(session, caller, handoff_id)
-        if action is Action.CANCEL
-        else await get_escalation(session, caller, handoff_id)
-    )
-    if action is Action.CANCEL and not (
-        current.created_by.id == caller.user_id or caller.role is Role.ADMIN
-    ):
-        raise PermissionDenied(
-            f"cannot cancel handoff {handoff_id}: only its creator or an admin can"
-        )
-    if action is Action.PICK_UP and already_held_by(caller, current):
-        return current  # idempotent: no change, no second PICKED_UP event
-    check_holder(action, caller, current)
+) -> Handoff | None:
+    """Apply one state-machine step that the policy allowed, as a conditional update, plus
+    its event; None when the update matched nothing (the state or the holder changed
+    since the caller read it, or never allowed it: the policy judges that, not this)."""
+    action = change.action
     step = TRANSITIONS[action]
     values: dict[str, object] = {"status": step.to.value, "updated_at": now}
     conditions = [
         HANDOFFS.c.id == handoff_id,
-        HANDOFFS.c.account_id == caller.account_id,
-        HANDOFFS.c.status.in_([s.value for s in step.allowed_from]),
+        HANDOFFS.c.account_id == account_id,
+        HANDOFFS.c.status.in_([s.value for s in change.allowed_from]),
     ]
+    if change.holder_id is not None:
+        conditions.append(HANDOFFS.c.picked_up_by_id == change.holder_id)
     if action is Action.PICK_UP:
         values |= {
-            "picked_up_by_id": caller.user_id,
-            "picked_up_by_name": caller.name,
+            "picked_up_by_id": actor.id,
+            "picked_up_by_name": actor.name,
             "picked_up_at": now,
             # Time to pickup is measured to the first pickup, whatever releases follow.
             "first_picked_up_at": func.coalesce(
@@ -279,35 +232,27 @@ async def transition(
         }
     elif action is Action.RELEASE:
         values |= {"picked_up_by_id": None, "picked_up_by_name": None, "picked_up_at": None}
-        if caller.role is not Role.ADMIN:
-            conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
     elif action is Action.RESOLVE:
         values |= {"resolved_at": now, "resolution_note": resolution_note}
-        conditions.append(HANDOFFS.c.picked_up_by_id == caller.user_id)
     elif action is Action.CANCEL:
         values |= {"cancelled_at": now}
     changed = await session.execute(
         update(HANDOFFS).where(*conditions).values(**values).returning(HANDOFFS.c.id)
     )
     if changed.scalar_one_or_none() is None:
-        # Lost a race (or the state never allowed it): judge again by the state that won.
-        winner = await get(session, caller, handoff_id)
-        if action is Action.PICK_UP and already_held_by(caller, winner):
-            return winner  # the same engineer's concurrent pickup won
-        check_holder(action, caller, winner)
-        raise refuse_transition(action, winner)
-    return await record_change(session, caller.account_id, handoff_id, step.event, now)
+        return None
+    return await record_change(session, account_id, handoff_id, step.event, now)
 
 
-async def active(session: AsyncSession, caller: Caller) -> QueueSnapshot:
+async def active(session: AsyncSession, scope: Scope) -> QueueSnapshot:
     """The caller's visible handoffs that are not finished yet, with their cursor.
 
     Must run in a snapshot read (``Database.read``) so the cursor matches the rows.
     """
-    sequence = await events.head(session, caller.account_id)
+    sequence = await events.head(session, scope.account_id)
     rows = await _all(
         session,
-        _visible(caller)
+        _visible(scope)
         .where(HANDOFFS.c.status.in_([Status.OPEN.value, Status.PICKED_UP.value]))
         .order_by(HANDOFFS.c.created_at, HANDOFFS.c.id),
     )

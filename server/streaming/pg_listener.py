@@ -1,8 +1,10 @@
 """One LISTEN connection per server process: other replicas' commits wake our feeds.
 
-The log stays the truth: a notification only says "look". If the connection drops, we
-reconnect with backoff and wake every feed once connected (anything committed meanwhile
-is read then); the hub's periodic tick covers the gap until then.
+The log stays the truth: a notification only says "look" (and how far the log got).
+Our own commits' notifications are skipped, since those are handed to the feeds after
+commit. If the connection drops, we reconnect with backoff and run one log check once
+connected (anything committed meanwhile is read then); the hub's periodic tick covers the
+gap until then.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ MAX_BACKOFF = 5.0
 APPLICATION_NAME = "resolutionflow-listen"
 
 
+def parse(payload: str) -> tuple[str, int | None]:
+    """A notification's account and the sequence its log reached (None: not said).
+
+    The sequence comes last and has no space, so any account id survives; a payload
+    without one (as older servers send) is just the account.
+    """
+    account, _, sequence = payload.rpartition(" ")
+    if account and sequence.isdigit():
+        return account, int(sequence)
+    return payload, None
+
+
 def asyncpg_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -35,12 +49,16 @@ class PgListener:
         on_notify: Callable[[str], None],
         on_connect: Callable[[], None],
         check_seconds: float = 5.0,
+        own_pids: set[int] | None = None,
     ) -> None:
+        self.own_pids = own_pids if own_pids is not None else set()
         self.dsn = dsn
         self.on_notify = on_notify
         self.on_connect = on_connect
         self.check_seconds = check_seconds
         self.connections = 0
+        # Notifications received, our own included (tests wait on it).
+        self.notifications = 0
         self.backend_pid: int | None = None
 
     async def run(self) -> None:
@@ -65,8 +83,13 @@ class PgListener:
         try:
             conn.add_termination_listener(lambda _c: lost.set())
 
-            def notified(_c: Any, _pid: int, _channel: str, payload: str) -> None:
-                self.on_notify(payload)
+            def notified(_c: Any, pid: int, _channel: str, payload: str) -> None:
+                self.notifications += 1
+                # Our own commits are handed to the feeds after commit; reading the log
+                # for them again would cost a query per commit. (A pid reused by another
+                # replica's backend only delays a wake-up until the log check.)
+                if pid not in self.own_pids:
+                    self.on_notify(payload)
 
             await conn.add_listener(NOTIFY_CHANNEL, notified)
             self.connections += 1

@@ -13,7 +13,8 @@ from typing import Protocol
 
 from server import telemetry
 from server.db.database import Database
-from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot, Role
+from server.domain import policy
+from server.domain.types import Caller, Event, EventType, Handoff, Intent, QueueSnapshot
 from server.errors import Unauthenticated, Unavailable
 from server.models import events, handoffs
 from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
@@ -22,6 +23,17 @@ from server.streaming.hub import READ_BATCH, AccountFeed, Hub, Subscription
 class StreamKind(enum.Enum):
     ESCALATIONS = "escalations"
     HANDOFFS = "handoffs"
+
+
+# Initial-metadata key naming a stream's audience (see ``audience``).
+AUDIENCE_KEY = "rf-stream-audience"
+
+
+class Announcer(Protocol):
+    """Where a stream says, once authorized and subscribed, who sees the same events: the
+    transport's initial metadata (``grpc.aio.ServicerContext`` has this method)."""
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None: ...
 
 
 class Encoder(Protocol):
@@ -49,9 +61,25 @@ def _filter(kind: StreamKind, caller: Caller) -> Callable[[Event], bool]:
     # once per event); a technician's own filter is theirs alone.
     if kind is StreamKind.ESCALATIONS:
         return _is_escalation
-    if caller.role is Role.TECHNICIAN:
-        return lambda e: e.handoff.created_by.id == caller.user_id
+    creator = policy.scope(caller).creator_id
+    if creator is not None:
+        return lambda e: e.handoff.created_by.id == creator
     return _everything
+
+
+def audience(kind: StreamKind, caller: Caller) -> str:
+    """Who sees exactly the events this caller's stream sees, as one opaque name.
+
+    Streams with equal audiences carry byte-identical events from the same position on,
+    so an edge (the gateway) may serve all of them from one upstream stream. The policy
+    lives here, next to ``_filter``, so the two cannot drift apart: the escalation queue
+    and an engineer's or admin's WatchHandoffs are the account's; a technician's
+    WatchHandoffs is theirs alone.
+    """
+    seen = policy.scope(caller)
+    if kind is StreamKind.HANDOFFS and seen.creator_id is not None:
+        return f"{kind.value}/{seen.account_id}/user/{seen.creator_id}"
+    return f"{kind.value}/{seen.account_id}"
 
 
 class Streams:
@@ -68,7 +96,7 @@ class Streams:
         async with self.db.read() as s:
             if kind is StreamKind.ESCALATIONS:
                 return await handoffs.queue(s, caller.account_id)
-            return await handoffs.active(s, caller)
+            return await handoffs.active(s, policy.scope(caller))
 
     async def _encoded_snapshot(self, kind: StreamKind, caller: Caller) -> tuple[int, list[bytes]]:
         snap = await self._snapshot(kind, caller)
@@ -114,7 +142,11 @@ class Streams:
         return ""
 
     async def open(
-        self, kind: StreamKind, caller: Caller, after: int | None
+        self,
+        kind: StreamKind,
+        caller: Caller,
+        after: int | None,
+        announce: Announcer | None = None,
     ) -> AsyncIterator[bytes]:
         # Subscribe first, so a stream over its limit is refused before any byte is sent.
         # The subscription starts out lagging: nothing is pushed to it until it has read
@@ -122,6 +154,14 @@ class Streams:
         sub, feed = self.hub.subscribe(
             caller.account_id, caller.user_id, after or 0, _filter(kind, caller), caller.expires_at
         )
+        if announce is not None:
+            # Headers go out now, before any event: the caller learns at once that the
+            # stream is authorized and open, even when it has nothing to replay.
+            try:
+                await announce.send_initial_metadata(((AUDIENCE_KEY, audience(kind, caller)),))
+            except BaseException:
+                self.hub.unsubscribe(sub)
+                raise
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
         try:

@@ -22,53 +22,66 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from resolutionflow.v1 import handoff_pb2 as resolutionflow_dot_v1_dot_handoff__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"resolutionflow/v1/escalation.proto\x12\x11resolutionflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fresolutionflow/v1/handoff.proto\"J\n\x18StreamEscalationsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\",\n\x16ListEscalationsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"u\n\x17ListEscalationsResponse\x12/\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xe2\x01\n\x0eHandoffContext\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fproblem_summary\x18\x02 \x01(\t\x12\x31\n\x10whats_been_tried\x18\x03 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\x34\n\rai_assessment\x18\x04 \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12\x12\n\nstart_here\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\"-\n\x17PickUpEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"N\n\x18PickUpEscalationResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18GetHandoffContextRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"O\n\x19GetHandoffContextResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18ReleaseEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"H\n\x19ReleaseEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"G\n\x18ResolveEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x17\n\x0fresolution_note\x18\x02 \x01(\t\"H\n\x19ResolveEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"{\n\x1bGetEscalationMetricsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1cGetEscalationMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.resolutionflow.v1.EscalationMetrics\"]\n\rDurationStats\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x04 \x01(\x01\"\xd8\x01\n\x0fPriorityMetrics\x12-\n\x08priority\x18\x01 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08open_now\x18\x05 \x01(\r\x12\x14\n\x0csla_breached\x18\x06 \x01(\r\x12\x38\n\x0etime_to_pickup\x18\x07 \x01(\x0b\x32 .resolutionflow.v1.DurationStats\"P\n\nDayMetrics\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\"\xdf\x03\n\x11\x45scalationMetrics\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x11\n\tpicked_up\x18\x04 \x01(\r\x12\x10\n\x08resolved\x18\x05 \x01(\r\x12\x11\n\tcancelled\x18\x06 \x01(\r\x12\x10\n\x08open_now\x18\x07 \x01(\r\x12\x1e\n\x16oldest_waiting_seconds\x18\x08 \x01(\x01\x12\x38\n\x0etime_to_pickup\x18\t \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x39\n\x0ftime_to_resolve\x18\n \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x14\n\x0csla_breached\x18\x0b \x01(\r\x12\x37\n\x0b\x62y_priority\x18\x0c \x03(\x0b\x32\".resolutionflow.v1.PriorityMetrics\x12-\n\x06\x62y_day\x18\r \x03(\x0b\x32\x1d.resolutionflow.v1.DayMetrics2\x98\x06\n\x11\x45scalationService\x12\x63\n\x11StreamEscalations\x12+.resolutionflow.v1.StreamEscalationsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x12h\n\x0fListEscalations\x12).resolutionflow.v1.ListEscalationsRequest\x1a*.resolutionflow.v1.ListEscalationsResponse\x12k\n\x10PickUpEscalation\x12*.resolutionflow.v1.PickUpEscalationRequest\x1a+.resolutionflow.v1.PickUpEscalationResponse\x12n\n\x11GetHandoffContext\x12+.resolutionflow.v1.GetHandoffContextRequest\x1a,.resolutionflow.v1.GetHandoffContextResponse\x12n\n\x11ReleaseEscalation\x12+.resolutionflow.v1.ReleaseEscalationRequest\x1a,.resolutionflow.v1.ReleaseEscalationResponse\x12n\n\x11ResolveEscalation\x12+.resolutionflow.v1.ResolveEscalationRequest\x1a,.resolutionflow.v1.ResolveEscalationResponse\x12w\n\x14GetEscalationMetrics\x12..resolutionflow.v1.GetEscalationMetricsRequest\x1a/.resolutionflow.v1.GetEscalationMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"resolutionflow/v1/escalation.proto\x12\x11resolutionflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fresolutionflow/v1/handoff.proto\"J\n\x18StreamEscalationsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\",\n\x16ListEscalationsRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"u\n\x17ListEscalationsResponse\x12/\n\x0b\x65scalations\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xe2\x01\n\x0eHandoffContext\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fproblem_summary\x18\x02 \x01(\t\x12\x31\n\x10whats_been_tried\x18\x03 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\x34\n\rai_assessment\x18\x04 \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12\x12\n\nstart_here\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\"-\n\x17PickUpEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"N\n\x18PickUpEscalationResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18GetHandoffContextRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"O\n\x19GetHandoffContextResponse\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.resolutionflow.v1.HandoffContext\".\n\x18ReleaseEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"H\n\x19ReleaseEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"G\n\x18ResolveEscalationRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\x12\x17\n\x0fresolution_note\x18\x02 \x01(\t\"H\n\x19ResolveEscalationResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"{\n\x1bGetEscalationMetricsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x1cGetEscalationMetricsResponse\x12\x35\n\x07metrics\x18\x01 \x01(\x0b\x32$.resolutionflow.v1.EscalationMetrics\"]\n\rDurationStats\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bp50_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bp90_seconds\x18\x03 \x01(\x01\x12\x13\n\x0bmax_seconds\x18\x04 \x01(\x01\"\xd8\x01\n\x0fPriorityMetrics\x12-\n\x08priority\x18\x01 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\x12\x10\n\x08open_now\x18\x05 \x01(\r\x12\x14\n\x0csla_breached\x18\x06 \x01(\r\x12\x38\n\x0etime_to_pickup\x18\x07 \x01(\x0b\x32 .resolutionflow.v1.DurationStats\"P\n\nDayMetrics\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\r\x12\x11\n\tpicked_up\x18\x03 \x01(\r\x12\x10\n\x08resolved\x18\x04 \x01(\r\"\xdf\x03\n\x11\x45scalationMetrics\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reated\x18\x03 \x01(\r\x12\x11\n\tpicked_up\x18\x04 \x01(\r\x12\x10\n\x08resolved\x18\x05 \x01(\r\x12\x11\n\tcancelled\x18\x06 \x01(\r\x12\x10\n\x08open_now\x18\x07 \x01(\r\x12\x1e\n\x16oldest_waiting_seconds\x18\x08 \x01(\x01\x12\x38\n\x0etime_to_pickup\x18\t \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x39\n\x0ftime_to_resolve\x18\n \x01(\x0b\x32 .resolutionflow.v1.DurationStats\x12\x14\n\x0csla_breached\x18\x0b \x01(\r\x12\x37\n\x0b\x62y_priority\x18\x0c \x03(\x0b\x32\".resolutionflow.v1.PriorityMetrics\x12-\n\x06\x62y_day\x18\r \x03(\x0b\x32\x1d.resolutionflow.v1.DayMetrics2\x92\x08\n\x11\x45scalationService\x12\x63\n\x11StreamEscalations\x12+.resolutionflow.v1.StreamEscalationsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x12\x81\x01\n\x0fListEscalations\x12).resolutionflow.v1.ListEscalationsRequest\x1a*.resolutionflow.v1.ListEscalationsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/escalations\x12\x98\x01\n\x10PickUpEscalation\x12*.resolutionflow.v1.PickUpEscalationRequest\x1a+.resolutionflow.v1.PickUpEscalationResponse\"+\x82\xd3\xe4\x93\x02%\"#/v1/escalations/{handoff_id}/pickup\x12\x9c\x01\n\x11GetHandoffContext\x12+.resolutionflow.v1.GetHandoffContextRequest\x1a,.resolutionflow.v1.GetHandoffContextResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/escalations/{handoff_id}/context\x12\x9c\x01\n\x11ReleaseEscalation\x12+.resolutionflow.v1.ReleaseEscalationRequest\x1a,.resolutionflow.v1.ReleaseEscalationResponse\",\x82\xd3\xe4\x93\x02&\"$/v1/escalations/{handoff_id}/release\x12\x9f\x01\n\x11ResolveEscalation\x12+.resolutionflow.v1.ResolveEscalationRequest\x1a,.resolutionflow.v1.ResolveEscalationResponse\"/\x82\xd3\xe4\x93\x02)\"$/v1/escalations/{handoff_id}/resolve:\x01*\x12\x98\x01\n\x14GetEscalationMetrics\x12..resolutionflow.v1.GetEscalationMetricsRequest\x1a/.resolutionflow.v1.GetEscalationMetricsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/escalations/metricsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'resolutionflow.v1.escalation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMESCALATIONSREQUEST']._serialized_start=123
-  _globals['_STREAMESCALATIONSREQUEST']._serialized_end=197
-  _globals['_LISTESCALATIONSREQUEST']._serialized_start=199
-  _globals['_LISTESCALATIONSREQUEST']._serialized_end=243
-  _globals['_LISTESCALATIONSRESPONSE']._serialized_start=245
-  _globals['_LISTESCALATIONSRESPONSE']._serialized_end=362
-  _globals['_HANDOFFCONTEXT']._serialized_start=365
-  _globals['_HANDOFFCONTEXT']._serialized_end=591
-  _globals['_PICKUPESCALATIONREQUEST']._serialized_start=593
-  _globals['_PICKUPESCALATIONREQUEST']._serialized_end=638
-  _globals['_PICKUPESCALATIONRESPONSE']._serialized_start=640
-  _globals['_PICKUPESCALATIONRESPONSE']._serialized_end=718
-  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_start=720
-  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_end=766
-  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_start=768
-  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_end=847
-  _globals['_RELEASEESCALATIONREQUEST']._serialized_start=849
-  _globals['_RELEASEESCALATIONREQUEST']._serialized_end=895
-  _globals['_RELEASEESCALATIONRESPONSE']._serialized_start=897
-  _globals['_RELEASEESCALATIONRESPONSE']._serialized_end=969
-  _globals['_RESOLVEESCALATIONREQUEST']._serialized_start=971
-  _globals['_RESOLVEESCALATIONREQUEST']._serialized_end=1042
-  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_start=1044
-  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_end=1116
-  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_start=1118
-  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_end=1241
-  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_start=1243
-  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_end=1328
-  _globals['_DURATIONSTATS']._serialized_start=1330
-  _globals['_DURATIONSTATS']._serialized_end=1423
-  _globals['_PRIORITYMETRICS']._serialized_start=1426
-  _globals['_PRIORITYMETRICS']._serialized_end=1642
-  _globals['_DAYMETRICS']._serialized_start=1644
-  _globals['_DAYMETRICS']._serialized_end=1724
-  _globals['_ESCALATIONMETRICS']._serialized_start=1727
-  _globals['_ESCALATIONMETRICS']._serialized_end=2206
-  _globals['_ESCALATIONSERVICE']._serialized_start=2209
-  _globals['_ESCALATIONSERVICE']._serialized_end=3001
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListEscalations']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ListEscalations']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/escalations'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['PickUpEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['PickUpEscalation']._serialized_options = b'\202\323\344\223\002%\"#/v1/escalations/{handoff_id}/pickup'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetHandoffContext']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetHandoffContext']._serialized_options = b'\202\323\344\223\002&\022$/v1/escalations/{handoff_id}/context'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ReleaseEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ReleaseEscalation']._serialized_options = b'\202\323\344\223\002&\"$/v1/escalations/{handoff_id}/release'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ResolveEscalation']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['ResolveEscalation']._serialized_options = b'\202\323\344\223\002)\"$/v1/escalations/{handoff_id}/resolve:\001*'
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetEscalationMetrics']._loaded_options = None
+  _globals['_ESCALATIONSERVICE'].methods_by_name['GetEscalationMetrics']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/escalations/metrics'
+  _globals['_STREAMESCALATIONSREQUEST']._serialized_start=153
+  _globals['_STREAMESCALATIONSREQUEST']._serialized_end=227
+  _globals['_LISTESCALATIONSREQUEST']._serialized_start=229
+  _globals['_LISTESCALATIONSREQUEST']._serialized_end=273
+  _globals['_LISTESCALATIONSRESPONSE']._serialized_start=275
+  _globals['_LISTESCALATIONSRESPONSE']._serialized_end=392
+  _globals['_HANDOFFCONTEXT']._serialized_start=395
+  _globals['_HANDOFFCONTEXT']._serialized_end=621
+  _globals['_PICKUPESCALATIONREQUEST']._serialized_start=623
+  _globals['_PICKUPESCALATIONREQUEST']._serialized_end=668
+  _globals['_PICKUPESCALATIONRESPONSE']._serialized_start=670
+  _globals['_PICKUPESCALATIONRESPONSE']._serialized_end=748
+  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_start=750
+  _globals['_GETHANDOFFCONTEXTREQUEST']._serialized_end=796
+  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_start=798
+  _globals['_GETHANDOFFCONTEXTRESPONSE']._serialized_end=877
+  _globals['_RELEASEESCALATIONREQUEST']._serialized_start=879
+  _globals['_RELEASEESCALATIONREQUEST']._serialized_end=925
+  _globals['_RELEASEESCALATIONRESPONSE']._serialized_start=927
+  _globals['_RELEASEESCALATIONRESPONSE']._serialized_end=999
+  _globals['_RESOLVEESCALATIONREQUEST']._serialized_start=1001
+  _globals['_RESOLVEESCALATIONREQUEST']._serialized_end=1072
+  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_start=1074
+  _globals['_RESOLVEESCALATIONRESPONSE']._serialized_end=1146
+  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_start=1148
+  _globals['_GETESCALATIONMETRICSREQUEST']._serialized_end=1271
+  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_start=1273
+  _globals['_GETESCALATIONMETRICSRESPONSE']._serialized_end=1358
+  _globals['_DURATIONSTATS']._serialized_start=1360
+  _globals['_DURATIONSTATS']._serialized_end=1453
+  _globals['_PRIORITYMETRICS']._serialized_start=1456
+  _globals['_PRIORITYMETRICS']._serialized_end=1672
+  _globals['_DAYMETRICS']._serialized_start=1674
+  _globals['_DAYMETRICS']._serialized_end=1754
+  _globals['_ESCALATIONMETRICS']._serialized_start=1757
+  _globals['_ESCALATIONMETRICS']._serialized_end=2236
+  _globals['_ESCALATIONSERVICE']._serialized_start=2239
+  _globals['_ESCALATIONSERVICE']._serialized_end=3281
 # @@protoc_insertion_point(module_scope)

@@ -22,54 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fresolutionflow/v1/handoff.proto\x12\x11resolutionflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x04Step\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"#\n\x07UserRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xcc\x01\n\nAssessment\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.resolutionflow.v1.AssessmentStatus\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x1c\n\x14suggested_first_step\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8b\x06\n\x07Handoff\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x30\n\x06intent\x18\x04 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .resolutionflow.v1.HandoffStatus\x12-\n\x08priority\x18\x06 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x17\n\x0fproblem_summary\x18\x07 \x01(\t\x12,\n\x0bsteps_tried\x18\x08 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\r\n\x05notes\x18\t \x01(\t\x12.\n\ncreated_by\x18\n \x01(\x0b\x32\x1a.resolutionflow.v1.UserRef\x12\x30\n\x0cpicked_up_by\x18\x0b \x01(\x0b\x32\x1a.resolutionflow.v1.UserRef\x12\x17\n\x0fresolution_note\x18\x0c \x01(\t\x12\x31\n\nassessment\x18\r \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12.\n\nsla_due_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpicked_up_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63\x61ncelled_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x14 \x01(\x04\"\x8a\x02\n\x0cHandoffEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.resolutionflow.v1.EventType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07handoff\x18\x04 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12,\n\x08snapshot\x18\x05 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x14\n\x0creset_reason\x18\x06 \x01(\t\x12\x1a\n\x12snapshot_continues\x18\x07 \x01(\x08\"\xf5\x01\n\x14\x43reateHandoffRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x30\n\x06intent\x18\x03 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12-\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x17\n\x0fproblem_summary\x18\x05 \x01(\t\x12,\n\x0bsteps_tried\x18\x06 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\r\n\x05notes\x18\x07 \x01(\t\"D\n\x15\x43reateHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\'\n\x11GetHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"A\n\x12GetHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\xcf\x01\n\x13ListHandoffsRequest\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .resolutionflow.v1.HandoffStatus\x12\x30\n\x06intent\x18\x02 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12-\n\x08priority\x18\x03 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"]\n\x14ListHandoffsResponse\x12,\n\x08handoffs\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x43\x61ncelHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"D\n\x15\x43\x61ncelHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"F\n\x14WatchHandoffsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence*i\n\rHandoffIntent\x12\x1e\n\x1aHANDOFF_INTENT_UNSPECIFIED\x10\x00\x12\x1b\n\x17HANDOFF_INTENT_ESCALATE\x10\x01\x12\x1b\n\x17HANDOFF_INTENT_REASSIGN\x10\x02*\xa1\x01\n\rHandoffStatus\x12\x1e\n\x1aHANDOFF_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13HANDOFF_STATUS_OPEN\x10\x01\x12\x1c\n\x18HANDOFF_STATUS_PICKED_UP\x10\x02\x12\x1b\n\x17HANDOFF_STATUS_RESOLVED\x10\x03\x12\x1c\n\x18HANDOFF_STATUS_CANCELLED\x10\x04*s\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x13\n\x0fPRIORITY_URGENT\x10\x04*\x8f\x01\n\x10\x41ssessmentStatus\x12!\n\x1d\x41SSESSMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41SSESSMENT_STATUS_PENDING\x10\x01\x12\x1b\n\x17\x41SSESSMENT_STATUS_READY\x10\x02\x12\x1c\n\x18\x41SSESSMENT_STATUS_FAILED\x10\x03*\xc8\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x14\n\x10\x45VENT_TYPE_RESET\x10\x02\x12\x16\n\x12\x45VENT_TYPE_CREATED\x10\x03\x12\x18\n\x14\x45VENT_TYPE_PICKED_UP\x10\x04\x12\x17\n\x13\x45VENT_TYPE_RELEASED\x10\x05\x12\x17\n\x13\x45VENT_TYPE_RESOLVED\x10\x06\x12\x18\n\x14\x45VENT_TYPE_CANCELLED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_ASSESSMENT_READY\x10\x08\x12\x1a\n\x16\x45VENT_TYPE_SLA_WARNING\x10\t\x12\x1b\n\x17\x45VENT_TYPE_SLA_BREACHED\x10\n\x12\x18\n\x14\x45VENT_TYPE_HEARTBEAT\x10\x0b\x32\xf1\x03\n\x0eHandoffService\x12\x62\n\rCreateHandoff\x12\'.resolutionflow.v1.CreateHandoffRequest\x1a(.resolutionflow.v1.CreateHandoffResponse\x12Y\n\nGetHandoff\x12$.resolutionflow.v1.GetHandoffRequest\x1a%.resolutionflow.v1.GetHandoffResponse\x12_\n\x0cListHandoffs\x12&.resolutionflow.v1.ListHandoffsRequest\x1a\'.resolutionflow.v1.ListHandoffsResponse\x12\x62\n\rCancelHandoff\x12\'.resolutionflow.v1.CancelHandoffRequest\x1a(.resolutionflow.v1.CancelHandoffResponse\x12[\n\rWatchHandoffs\x12\'.resolutionflow.v1.WatchHandoffsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fresolutionflow/v1/handoff.proto\x12\x11resolutionflow.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x04Step\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"#\n\x07UserRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xcc\x01\n\nAssessment\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.resolutionflow.v1.AssessmentStatus\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x1c\n\x14suggested_first_step\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8b\x06\n\x07Handoff\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x30\n\x06intent\x18\x04 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .resolutionflow.v1.HandoffStatus\x12-\n\x08priority\x18\x06 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x17\n\x0fproblem_summary\x18\x07 \x01(\t\x12,\n\x0bsteps_tried\x18\x08 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\r\n\x05notes\x18\t \x01(\t\x12.\n\ncreated_by\x18\n \x01(\x0b\x32\x1a.resolutionflow.v1.UserRef\x12\x30\n\x0cpicked_up_by\x18\x0b \x01(\x0b\x32\x1a.resolutionflow.v1.UserRef\x12\x17\n\x0fresolution_note\x18\x0c \x01(\t\x12\x31\n\nassessment\x18\r \x01(\x0b\x32\x1d.resolutionflow.v1.Assessment\x12.\n\nsla_due_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpicked_up_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63\x61ncelled_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x14 \x01(\x04\"\x8a\x02\n\x0cHandoffEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.resolutionflow.v1.EventType\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07handoff\x18\x04 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12,\n\x08snapshot\x18\x05 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x14\n\x0creset_reason\x18\x06 \x01(\t\x12\x1a\n\x12snapshot_continues\x18\x07 \x01(\x08\"\xf5\x01\n\x14\x43reateHandoffRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x30\n\x06intent\x18\x03 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12-\n\x08priority\x18\x04 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x17\n\x0fproblem_summary\x18\x05 \x01(\t\x12,\n\x0bsteps_tried\x18\x06 \x03(\x0b\x32\x17.resolutionflow.v1.Step\x12\r\n\x05notes\x18\x07 \x01(\t\"D\n\x15\x43reateHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\'\n\x11GetHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"A\n\x12GetHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"\xcf\x01\n\x13ListHandoffsRequest\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .resolutionflow.v1.HandoffStatus\x12\x30\n\x06intent\x18\x02 \x01(\x0e\x32 .resolutionflow.v1.HandoffIntent\x12-\n\x08priority\x18\x03 \x01(\x0e\x32\x1b.resolutionflow.v1.Priority\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"]\n\x14ListHandoffsResponse\x12,\n\x08handoffs\x18\x01 \x03(\x0b\x32\x1a.resolutionflow.v1.Handoff\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x43\x61ncelHandoffRequest\x12\x12\n\nhandoff_id\x18\x01 \x01(\t\"D\n\x15\x43\x61ncelHandoffResponse\x12+\n\x07handoff\x18\x01 \x01(\x0b\x32\x1a.resolutionflow.v1.Handoff\"F\n\x14WatchHandoffsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence*i\n\rHandoffIntent\x12\x1e\n\x1aHANDOFF_INTENT_UNSPECIFIED\x10\x00\x12\x1b\n\x17HANDOFF_INTENT_ESCALATE\x10\x01\x12\x1b\n\x17HANDOFF_INTENT_REASSIGN\x10\x02*\xa1\x01\n\rHandoffStatus\x12\x1e\n\x1aHANDOFF_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13HANDOFF_STATUS_OPEN\x10\x01\x12\x1c\n\x18HANDOFF_STATUS_PICKED_UP\x10\x02\x12\x1b\n\x17HANDOFF_STATUS_RESOLVED\x10\x03\x12\x1c\n\x18HANDOFF_STATUS_CANCELLED\x10\x04*s\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x13\n\x0fPRIORITY_URGENT\x10\x04*\x8f\x01\n\x10\x41ssessmentStatus\x12!\n\x1d\x41SSESSMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41SSESSMENT_STATUS_PENDING\x10\x01\x12\x1b\n\x17\x41SSESSMENT_STATUS_READY\x10\x02\x12\x1c\n\x18\x41SSESSMENT_STATUS_FAILED\x10\x03*\xc8\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_TYPE_SNAPSHOT\x10\x01\x12\x14\n\x10\x45VENT_TYPE_RESET\x10\x02\x12\x16\n\x12\x45VENT_TYPE_CREATED\x10\x03\x12\x18\n\x14\x45VENT_TYPE_PICKED_UP\x10\x04\x12\x17\n\x13\x45VENT_TYPE_RELEASED\x10\x05\x12\x17\n\x13\x45VENT_TYPE_RESOLVED\x10\x06\x12\x18\n\x14\x45VENT_TYPE_CANCELLED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_ASSESSMENT_READY\x10\x08\x12\x1a\n\x16\x45VENT_TYPE_SLA_WARNING\x10\t\x12\x1b\n\x17\x45VENT_TYPE_SLA_BREACHED\x10\n\x12\x18\n\x14\x45VENT_TYPE_HEARTBEAT\x10\x0b\x32\xee\x04\n\x0eHandoffService\x12{\n\rCreateHandoff\x12\'.resolutionflow.v1.CreateHandoffRequest\x1a(.resolutionflow.v1.CreateHandoffResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/handoffs:\x01*\x12|\n\nGetHandoff\x12$.resolutionflow.v1.GetHandoffRequest\x1a%.resolutionflow.v1.GetHandoffResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/handoffs/{handoff_id}\x12u\n\x0cListHandoffs\x12&.resolutionflow.v1.ListHandoffsRequest\x1a\'.resolutionflow.v1.ListHandoffsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/handoffs\x12\x8c\x01\n\rCancelHandoff\x12\'.resolutionflow.v1.CancelHandoffRequest\x1a(.resolutionflow.v1.CancelHandoffResponse\"(\x82\xd3\xe4\x93\x02\"\" /v1/handoffs/{handoff_id}/cancel\x12[\n\rWatchHandoffs\x12\'.resolutionflow.v1.WatchHandoffsRequest\x1a\x1f.resolutionflow.v1.HandoffEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'resolutionflow.v1.handoff_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HANDOFFINTENT']._serialized_start=2345
-  _globals['_HANDOFFINTENT']._serialized_end=2450
-  _globals['_HANDOFFSTATUS']._serialized_start=2453
-  _globals['_HANDOFFSTATUS']._serialized_end=2614
-  _globals['_PRIORITY']._serialized_start=2616
-  _globals['_PRIORITY']._serialized_end=2731
-  _globals['_ASSESSMENTSTATUS']._serialized_start=2734
-  _globals['_ASSESSMENTSTATUS']._serialized_end=2877
-  _globals['_EVENTTYPE']._serialized_start=2880
-  _globals['_EVENTTYPE']._serialized_end=3208
-  _globals['_STEP']._serialized_start=87
-  _globals['_STEP']._serialized_end=131
-  _globals['_USERREF']._serialized_start=133
-  _globals['_USERREF']._serialized_end=168
-  _globals['_ASSESSMENT']._serialized_start=171
-  _globals['_ASSESSMENT']._serialized_end=375
-  _globals['_HANDOFF']._serialized_start=378
-  _globals['_HANDOFF']._serialized_end=1157
-  _globals['_HANDOFFEVENT']._serialized_start=1160
-  _globals['_HANDOFFEVENT']._serialized_end=1426
-  _globals['_CREATEHANDOFFREQUEST']._serialized_start=1429
-  _globals['_CREATEHANDOFFREQUEST']._serialized_end=1674
-  _globals['_CREATEHANDOFFRESPONSE']._serialized_start=1676
-  _globals['_CREATEHANDOFFRESPONSE']._serialized_end=1744
-  _globals['_GETHANDOFFREQUEST']._serialized_start=1746
-  _globals['_GETHANDOFFREQUEST']._serialized_end=1785
-  _globals['_GETHANDOFFRESPONSE']._serialized_start=1787
-  _globals['_GETHANDOFFRESPONSE']._serialized_end=1852
-  _globals['_LISTHANDOFFSREQUEST']._serialized_start=1855
-  _globals['_LISTHANDOFFSREQUEST']._serialized_end=2062
-  _globals['_LISTHANDOFFSRESPONSE']._serialized_start=2064
-  _globals['_LISTHANDOFFSRESPONSE']._serialized_end=2157
-  _globals['_CANCELHANDOFFREQUEST']._serialized_start=2159
-  _globals['_CANCELHANDOFFREQUEST']._serialized_end=2201
-  _globals['_CANCELHANDOFFRESPONSE']._serialized_start=2203
-  _globals['_CANCELHANDOFFRESPONSE']._serialized_end=2271
-  _globals['_WATCHHANDOFFSREQUEST']._serialized_start=2273
-  _globals['_WATCHHANDOFFSREQUEST']._serialized_end=2343
-  _globals['_HANDOFFSERVICE']._serialized_start=3211
-  _globals['_HANDOFFSERVICE']._serialized_end=3708
+  _globals['_HANDOFFSERVICE'].methods_by_name['CreateHandoff']._loaded_options = None
+  _globals['_HANDOFFSERVICE'].methods_by_name['CreateHandoff']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/handoffs:\001*'
+  _globals['_HANDOFFSERVICE'].methods_by_name['GetHandoff']._loaded_options = None
+  _globals['_HANDOFFSERVICE'].methods_by_name['GetHandoff']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/handoffs/{handoff_id}'
+  _globals['_HANDOFFSERVICE'].methods_by_name['ListHandoffs']._loaded_options = None
+  _globals['_HANDOFFSERVICE'].methods_by_name['ListHandoffs']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/handoffs'
+  _globals['_HANDOFFSERVICE'].methods_by_name['CancelHandoff']._loaded_options = None
+  _globals['_HANDOFFSERVICE'].methods_by_name['CancelHandoff']._serialized_options = b'\202\323\344\223\002\"\" /v1/handoffs/{handoff_id}/cancel'
+  _globals['_HANDOFFINTENT']._serialized_start=2375
+  _globals['_HANDOFFINTENT']._serialized_end=2480
+  _globals['_HANDOFFSTATUS']._serialized_start=2483
+  _globals['_HANDOFFSTATUS']._serialized_end=2644
+  _globals['_PRIORITY']._serialized_start=2646
+  _globals['_PRIORITY']._serialized_end=2761
+  _globals['_ASSESSMENTSTATUS']._serialized_start=2764
+  _globals['_ASSESSMENTSTATUS']._serialized_end=2907
+  _globals['_EVENTTYPE']._serialized_start=2910
+  _globals['_EVENTTYPE']._serialized_end=3238
+  _globals['_STEP']._serialized_start=117
+  _globals['_STEP']._serialized_end=161
+  _globals['_USERREF']._serialized_start=163
+  _globals['_USERREF']._serialized_end=198
+  _globals['_ASSESSMENT']._serialized_start=201
+  _globals['_ASSESSMENT']._serialized_end=405
+  _globals['_HANDOFF']._serialized_start=408
+  _globals['_HANDOFF']._serialized_end=1187
+  _globals['_HANDOFFEVENT']._serialized_start=1190
+  _globals['_HANDOFFEVENT']._serialized_end=1456
+  _globals['_CREATEHANDOFFREQUEST']._serialized_start=1459
+  _globals['_CREATEHANDOFFREQUEST']._serialized_end=1704
+  _globals['_CREATEHANDOFFRESPONSE']._serialized_start=1706
+  _globals['_CREATEHANDOFFRESPONSE']._serialized_end=1774
+  _globals['_GETHANDOFFREQUEST']._serialized_start=1776
+  _globals['_GETHANDOFFREQUEST']._serialized_end=1815
+  _globals['_GETHANDOFFRESPONSE']._serialized_start=1817
+  _globals['_GETHANDOFFRESPONSE']._serialized_end=1882
+  _globals['_LISTHANDOFFSREQUEST']._serialized_start=1885
+  _globals['_LISTHANDOFFSREQUEST']._serialized_end=2092
+  _globals['_LISTHANDOFFSRESPONSE']._serialized_start=2094
+  _globals['_LISTHANDOFFSRESPONSE']._serialized_end=2187
+  _globals['_CANCELHANDOFFREQUEST']._serialized_start=2189
+  _globals['_CANCELHANDOFFREQUEST']._serialized_end=2231
+  _globals['_CANCELHANDOFFRESPONSE']._serialized_start=2233
+  _globals['_CANCELHANDOFFRESPONSE']._serialized_end=2301
+  _globals['_WATCHHANDOFFSREQUEST']._serialized_start=2303
+  _globals['_WATCHHANDOFFSREQUEST']._serialized_end=2373
+  _globals['_HANDOFFSERVICE']._serialized_start=3241
+  _globals['_HANDOFFSERVICE']._serialized_end=3863
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,4 @@
-"""The ``resolutionflow`` command line."""
+"""The ``resolutionflow`` command line: every command, and the wiring of ``serve``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server import logs, tracing
-from server.auth import TokenCodec
+from server.auth import LocalSignIn, TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.errors import StartupError
@@ -44,8 +44,6 @@ async def _serve_grpc(settings: Settings) -> None:
 
 async def _serve_all(settings: Settings, http_addr: str | None, local_admin: bool = False) -> None:
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
-    from pydantic import SecretStr
-
     from gateway.serve import start_gateway, upstream_for, wait_for_signal
     from gateway.settings import GatewaySettings
 
@@ -53,14 +51,13 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
     await runtime.start()
     overrides: dict[str, Any] = {"http_addr": http_addr} if http_addr else {}
     gateway_settings = GatewaySettings(
-        **overrides,
-        upstream=upstream_for(settings.grpc_addr, runtime.port),
-        # Local mode: the page's sign-in form may ask the gateway for a token.
-        local_token_secret=SecretStr(settings.resolved_jwt_secret()),
-        local_admin=local_admin,
+        **overrides, upstream=upstream_for(settings.grpc_addr, runtime.port)
     )
+    # Local mode: the page's sign-in form may ask the gateway for a token of our codec.
+    codec = TokenCodec(settings.resolved_jwt_secret())
+    local = LocalSignIn(codec, allow_admin=local_admin)
     try:
-        gateway = await start_gateway(gateway_settings)
+        gateway = await start_gateway(gateway_settings, local_sign_in=local)
     except BaseException:
         await runtime.stop()
         raise

@@ -1,0 +1,57 @@
+"""The capacity model: arithmetic of measured unit costs, and its advice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.capacity import Costs, Load, model
+
+
+def test_idle_accounts_cost_the_database_nothing_per_account() -> None:
+    few = model(Load(accounts=100, escalations_per_s=0))
+    many = model(Load(accounts=10_000, escalations_per_s=0))
+    assert few["database_transactions_per_s"] == many["database_transactions_per_s"]
+    # Per replica: log check 1/s, SLA clock 1/s, health 0.5/s, LISTEN ping 0.2/s.
+    assert many["database_periodic_per_replica"] == pytest.approx(2.7)
+    assert many["database_transactions_per_s"] == pytest.approx(5.4)
+    # Heartbeats are the only idle CPU, per stream: 20,000 streams at 7.5 µs-core each.
+    assert many["server_cores_total"] == pytest.approx(0.15)
+
+
+def test_events_are_written_once_and_read_once_by_every_other_replica() -> None:
+    result = model(Load(accounts=1000, escalations_per_s=50, replicas=3, wakeup="none"))
+    assert result["events_per_s"] == 200
+    # 200 writes, 2 x 200 reads, and 2.5 periodic transactions/s per replica.
+    assert result["database_transactions_per_s"] == pytest.approx(200 + 400 + 3 * 2.5)
+    assert result["deliveries_per_s"] == 400
+
+
+def test_the_first_limit_names_what_to_add() -> None:
+    slow_notify = Costs(notify_commits_per_s=100)
+    writes = model(Load(escalations_per_s=50, engineers=1, replicas=4), slow_notify)
+    assert writes["busiest"] == "NOTIFY commit lock"
+    assert "nats" in str(writes["add_first"])
+    nats = model(Load(escalations_per_s=50, engineers=1, replicas=4, wakeup="nats"), slow_notify)
+    assert nats["busiest"] != "NOTIFY commit lock"
+    streams = model(Load(accounts=20_000, engineers=5, replicas=1, escalations_per_s=20))
+    assert streams["busiest"] == "server processes"
+    assert int(streams["server_replicas_needed"]) >= 2
+    sse = model(Load(engineers=50, escalations_per_s=10, sse_share=1.0, replicas=8))
+    assert sse["busiest"] == "gateway processes"
+    cheap_db = model(Load(escalations_per_s=20), Costs(database_tps=50))
+    assert cheap_db["busiest"] == "PostgreSQL"
+
+
+def test_the_script_prints_the_model() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", "--accounts", "10000", "--engineers", "3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "server_replicas_needed" in run.stdout
+    assert "add_first" in run.stdout

@@ -1,0 +1,214 @@
+"""Idle costs nothing that grows with accounts.
+
+The periodic log check heals a missed wake-up. It must cost a constant number of
+statements per tick however many accounts are online, wake only the feeds whose log
+moved, and still deliver what a missed wake-up left behind. Statements are counted with
+SQLAlchemy's cursor hook on the server's real engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, or_, select
+
+from server.db.database import Database
+from server.db.schema import HANDOFFS
+from server.domain.types import Caller, Intent, NewHandoff, Priority, Role
+from server.models import handoffs
+from server.runtime import ServerRuntime
+from server.settings import Settings
+from server.streaming.hub import Subscription
+from tests.support import wait_until
+
+ONLINE = 500
+# Only the log check runs during these tests; every other clock is out of the way.
+QUIET = {
+    "log_poll_seconds": 0.05,
+    "sla_check_seconds": 3600,
+    "health_check_seconds": 3600,
+    "prune_interval_seconds": 3600,
+    "heartbeat_seconds": 3600,
+    "assessment_retry_seconds": 3600,
+}
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[ServerRuntime]:
+    async with quiet_runtime(settings, QUIET) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def still_runtime(settings: Settings) -> AsyncIterator[ServerRuntime]:
+    """No clock runs on its own: the test runs each job itself."""
+    async with quiet_runtime(settings, {**QUIET, "log_poll_seconds": 3600}) as rt:
+        yield rt
+
+
+@asynccontextmanager
+async def quiet_runtime(settings: Settings, update: dict[str, Any]) -> AsyncIterator[ServerRuntime]:
+    rt = ServerRuntime(settings.model_copy(update=update))
+    await rt.start()
+
+    async def nothing_pending() -> bool:
+        # Escalations committed behind the worker's back (as below) are assessed at the
+        # next start; those writes must be over before statements are counted. Pending ones
+        # that another live server holds a claim on (the database is shared by the whole
+        # test session) are that server's business, not this runtime's.
+        worker = rt.assessments
+        if worker._held or worker._saving:
+            return False
+        c = HANDOFFS.c
+        async with rt.db.read() as s:
+            claimable = await s.scalar(
+                select(func.count())
+                .select_from(HANDOFFS)
+                .where(
+                    c.assessment_status == "PENDING",
+                    or_(
+                        c.assessment_claimed_by.is_(None),
+                        c.assessment_claimed_by == worker.owner,
+                        c.assessment_lease_until < datetime.now(UTC),
+                    ),
+                )
+            )
+        return not claimable
+
+    await wait_until(nothing_pending, timeout=60, what="pending assessments recorded")
+    yield rt
+    for feed in list(rt.hub.feeds.values()):
+        for sub in list(feed.subscribers):
+            rt.hub.unsubscribe(sub)
+    await rt.stop(0)
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every statement the engine sends while inside (transaction control left out)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def escalate(db: Database, account: str) -> None:
+    """Commit one escalation through a Database no hub listens to and that sends no
+    NOTIFY: the wake-up is lost, so only the log check can find it."""
+    caller = Caller(account_id=account, user_id="t", name="T", role=Role.TECHNICIAN)
+    new = NewHandoff(
+        request_id=uuid.uuid4().hex,
+        session_id="s",
+        intent=Intent.ESCALATE,
+        priority=Priority.NORMAL,
+        problem_summary="VPN drops",
+        steps_tried=(),
+        notes="",
+    )
+    async with db.write() as s:
+        await handoffs.create(s, caller, new, datetime.now(UTC), 3600, assessment_lease_seconds=0)
+
+
+async def online(rt: ServerRuntime, accounts: list[str]) -> list[Subscription]:
+    subs = []
+    for account in accounts:
+        sub, _feed = rt.hub.subscribe(account, "eng", 0, lambda e: True)
+        sub.lagging = False
+        subs.append(sub)
+    await wait_until(
+        lambda: all(f.ready.is_set() for f in rt.hub.feeds.values()),
+        timeout=60,
+        what="every feed read its start position",
+    )
+    return subs
+
+
+@pytest.fixture
+async def silent_writer(settings: Settings) -> AsyncIterator[Database]:
+    db = Database(settings.database_url)
+    db.pg_notify = False
+    yield db
+    await db.dispose()
+
+
+async def test_idle_log_check_is_one_statement_per_tick_for_500_accounts(
+    runtime: ServerRuntime, silent_writer: Database
+) -> None:
+    prefix = f"idle-{uuid.uuid4().hex[:8]}"
+    accounts = [f"{prefix}-{i}" for i in range(ONLINE)]
+    # A few accounts have a log, most have never had an event: both kinds are idle.
+    for account in accounts[:3]:
+        await escalate(silent_writer, account)
+    await online(runtime, accounts)
+    await wait_until(lambda: runtime.hub.heals > 0, what="a first log check")
+
+    with statements(runtime.db) as seen:
+        first = runtime.hub.heals
+        await wait_until(lambda: runtime.hub.heals >= first + 10, what="ten log checks")
+        ticks = runtime.hub.heals - first
+    # One statement per tick (a tick may straddle either edge of the window).
+    assert len(seen) <= ticks + 1, seen[:5]
+    assert all("account_sequences" in s for s in seen), seen[:5]
+    assert not any(f.wake.is_set() for f in runtime.hub.feeds.values())
+
+
+async def test_a_missed_wake_up_is_healed_and_only_that_feed_reads(
+    runtime: ServerRuntime, silent_writer: Database
+) -> None:
+    prefix = f"miss-{uuid.uuid4().hex[:8]}"
+    accounts = [f"{prefix}-{i}" for i in range(ONLINE)]
+    subs = await online(runtime, accounts)
+    target = subs[123]
+
+    with statements(runtime.db) as seen:
+        first = runtime.hub.heals
+        await escalate(silent_writer, target.account_id)
+        await escalate(silent_writer, target.account_id)
+        await wait_until(lambda: [s for s, _ in target.buffer] == [1, 2], what="both events arrive")
+        await wait_until(lambda: runtime.hub.heals >= first + 3, what="more log checks")
+        ticks = runtime.hub.heals - first
+    reads = [s for s in seen if "account_sequences" not in s]
+    # The woken feed's read(s) of the log; no other feed read anything.
+    assert 1 <= len(reads) <= 2, reads
+    assert len(seen) - len(reads) <= ticks + 1
+    assert all(not s.buffer for s in subs if s is not target)
+
+
+async def test_log_check_with_nobody_online_sends_nothing(runtime: ServerRuntime) -> None:
+    assert not runtime.hub.feeds
+    with statements(runtime.db) as seen:
+        first = runtime.hub.heals
+        await wait_until(lambda: runtime.hub.heals >= first + 3, what="log checks")
+    assert seen == []
+
+
+async def test_every_other_periodic_job_is_constant_with_500_accounts_online(
+    still_runtime: ServerRuntime,
+) -> None:
+    runtime = still_runtime
+    prefix = f"jobs-{uuid.uuid4().hex[:8]}"
+    await online(runtime, [f"{prefix}-{i}" for i in range(ONLINE)])
+    jobs: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {
+        "SLA clock": (runtime.fire_due_sla_timers, 1),
+        "database health": (runtime.check_database, 1),
+        "event retention": (runtime.prune_events, 1),
+        "stream heartbeats": (runtime._heartbeats, 0),
+        "log check": (runtime._wake_feeds, 1),
+        "assessment sweep": (runtime.assessments.claim_due, 1),
+    }
+    for what, (job, most) in jobs.items():
+        with statements(runtime.db) as seen:
+            await job()
+        assert len(seen) <= most, (what, seen)
