@@ -3,12 +3,12 @@ PY := $(VENV)/bin/python
 BUF := .tools/node_modules/.bin/buf
 PROTOS := $(wildcard protos/resolutionflow/v1/*.proto)
 
-.PHONY: run test proto lint install tools clean api-baseline
+.PHONY: run test soak proto lint install tools clean api-baseline
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,otel]'
+	$(PY) -m pip install --quiet -e '.[dev,otel,bench]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,10 +24,20 @@ tools: .tools/.installed
 run: install
 	$(VENV)/bin/resolutionflow serve
 
+# Test workers (pytest-xdist): each worker has its own servers and databases. Two, one per
+# core: every worker's servers hold PostgreSQL connections (max_connections is 100 on a
+# default install), and the timing-sensitive tests want a core each.
+TEST_WORKERS ?= 2
+
 test: install tools
 	$(PY) -m tests.preflight
 	$(MAKE) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+
+# The five-minute soak (tests marked slow), alone on the machine: it measures memory.
+soak: install
+	$(PY) -m tests.preflight
+	$(PY) -m pytest -m slow
 
 proto: install
 	$(PY) -m server.codegen protos

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DESCRIPTION = """\
 Starts the real stack as separate processes (resolutionflow server, and the gateway for
@@ -142,7 +143,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+# The benchmark's own packages (the `bench` extra), kept out of the product's dependencies.
+EXTRA_MODULES = ("hpack", "sse_starlette")
+INSTALL_HINT = "pip install 'resolutionflow[bench]' (from a checkout: pip install -e '.[bench]')"
+
+
+def missing_extra() -> list[str]:
+    """The modules of the `bench` extra that cannot be imported here."""
+    missing = []
+    for name in EXTRA_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def run(args: argparse.Namespace) -> int:
+    # Checked before any process starts: the load generator and the SSE ceiling run in
+    # processes of their own, where a missing module would surface as a crash in a log.
+    missing = missing_extra()
+    if missing:
+        print(
+            f"resolutionflow bench: needs the bench extra ({', '.join(missing)} missing): "
+            f"{INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     from bench.runner import Bench
 
     return Bench(args).run()

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import jwt
 from prometheus_client import Counter, Gauge
 from resolutionflow.v1 import handoff_pb2
 
@@ -55,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # The initial-metadata key by which the server names a stream's audience.
 AUDIENCE_KEY = "rf-stream-audience"
+EXPIRES_KEY = "rf-stream-expires"
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
 BROWSERS = Gauge(
@@ -109,22 +109,22 @@ def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffE
 TOKEN_EXPIRED = error_frame(GatewayError(grpc.StatusCode.UNAUTHENTICATED, "token expired"))
 
 
-def token_expiry(authorization: str | None) -> float | None:
-    """The ``exp`` of a bearer token, read without verifying it.
+def announced(metadata: Any) -> tuple[str, float | None]:
+    """The audience and token expiry the server announced in a stream's initial metadata.
 
-    Only ever used for a token the server has just accepted on the browser's own call, to
-    end that browser's stream when the token runs out, as the server does on its streams.
+    The server names both (server/streaming/streams.py): which browsers see the same
+    events, and when this browser's token runs out. The gateway reads no token itself.
     """
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    try:
-        claims = jwt.decode(token.strip(), options={"verify_signature": False})
-        return float(claims["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return None
+    audience, expires = "", None
+    for key, value in metadata or ():
+        if key == AUDIENCE_KEY and isinstance(value, str):
+            audience = value
+        elif key == EXPIRES_KEY and isinstance(value, str):
+            try:
+                expires = float(value)
+            except ValueError:
+                expires = None
+    return audience, expires
 
 
 class Browser:

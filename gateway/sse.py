@@ -67,7 +67,6 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError, error_response, from_rpc_error
 from gateway.fanout import (
-    AUDIENCE_KEY,
     FRAMES_SENT,
     SLOW_DISCONNECTS,
     TOKEN_EXPIRED,
@@ -76,9 +75,9 @@ from gateway.fanout import (
     Browser,
     Fanout,
     OpenCall,
+    announced,
     error_frame,
     join_snapshot,
-    token_expiry,
 )
 from gateway.protocol import ABORT
 from gateway.upstream import Upstream
@@ -222,7 +221,8 @@ class SSEStreams:
             if error is not None:
                 call.cancel()
                 raise error
-        browser = Browser(authorization or "", token_expiry(authorization), self.queue_frames)
+        # Its token's expiry comes with the stream's initial metadata (``_own``).
+        browser = Browser(authorization or "", None, self.queue_frames)
         browser.position = cursor
         open_call: OpenCall | None = None
         if self.sharing and rpc is not None and request is not None and authorization:
@@ -275,6 +275,8 @@ class SSEResponse(Response):
         self.browser = browser
         self.failure = failure
         self.open_call = open_call
+        # Ends the browser when its token expires (set once the server has said when).
+        self.expiry: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = self.streams
@@ -295,12 +297,6 @@ class SSEResponse(Response):
         streams.browsers.add(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
-        loop = asyncio.get_running_loop()
-        expiry = None
-        if browser.expires_at is not None:
-            expiry = loop.call_at(
-                loop.time() + browser.expires_at - time.time(), browser.finish, TOKEN_EXPIRED
-            )
         pump = asyncio.ensure_future(self._own(browser))
         disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
         send_timeout = streams.send_timeout_seconds
@@ -343,8 +339,8 @@ class SSEResponse(Response):
         except (OSError, TimeoutError):
             return  # the client went away (or stopped reading) while we were writing
         finally:
-            if expiry is not None:
-                expiry.cancel()
+            if self.expiry is not None:
+                self.expiry.cancel()
             streams.browsers.discard(browser)
             if browser.feed is not None:
                 browser.feed.detach(browser)
@@ -378,16 +374,23 @@ class SSEResponse(Response):
         open_call = self.open_call
         parts: list[handoff_pb2.HandoffEvent] = []
         try:
-            audience = ""
-            if open_call is not None:
-                metadata = await call.initial_metadata()
-                audience = _audience(metadata)
-                if (
-                    audience
-                    and self.cursor is not None
-                    and fanout.join(browser, audience, open_call, verified=False)
-                ):
-                    return
+            # The server's word on who shares this stream and when its token runs out.
+            audience, expires = announced(await call.initial_metadata())
+            if expires is not None:
+                # Ended then, as the server ends its streams, also once on the shared feed.
+                browser.expires_at = expires
+                loop = asyncio.get_running_loop()
+                self.expiry = loop.call_at(
+                    loop.time() + expires - time.time(), browser.finish, TOKEN_EXPIRED
+                )
+            if open_call is None:
+                audience = ""
+            elif (
+                audience
+                and self.cursor is not None
+                and fanout.join(browser, audience, open_call, verified=False)
+            ):
+                return
             message = await self.first
             while message is not EOF:
                 if message.snapshot_continues:
@@ -413,13 +416,6 @@ class SSEResponse(Response):
         finally:
             if browser.feed is not None:
                 call.cancel()  # joined: the shared call carries on from here
-
-
-def _audience(metadata: Any) -> str:
-    for key, value in metadata or ():
-        if key == AUDIENCE_KEY and isinstance(value, str):
-            return value
-    return ""
 
 
 def _shutting_down() -> bytes:

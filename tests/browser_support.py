@@ -163,7 +163,11 @@ def card(page: Any, handoff_id: str) -> Any:
 async def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    await page.screenshot(path=str(path), full_page=full_page)
+    # Written aside, then renamed: the same screen on both databases may be taken at once
+    # by two test workers, and a reader must never see half of one and half of the other.
+    partial = path.with_name(f".{os.getpid()}.{name}")
+    await page.screenshot(path=str(partial), full_page=full_page)
+    os.replace(partial, path)
     return path
 
 

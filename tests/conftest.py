@@ -1,7 +1,9 @@
 """Shared fixtures: a fresh database per backend, a real gRPC server, real clients.
 
 Every integration test runs twice, on SQLite and on PostgreSQL. Each test gets its own
-account id, so tests sharing one server never see each other's data.
+account id, so tests sharing one server never see each other's data. Under pytest-xdist
+each worker process has its own session: its own databases (uniquely named), its own
+server and gateway on free ports, so workers share nothing but the PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from server.runtime import ServerRuntime
 from server.settings import Settings
 from tests.pg import fresh_database
 from tests.support import JWT_SECRET, Client, token
+
+# The gateway (``gateway``, ``http``) and browser (``chromium``, ``browser``) fixtures live
+# beside their helpers; registered here, every test module can ask for them by name.
+pytest_plugins = ["tests.gateway_support", "tests.browser_support"]
 
 TEST_LIMITS: dict[str, Any] = {
     "creates_per_minute": 1e6,

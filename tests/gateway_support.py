@@ -165,7 +165,7 @@ def subscribers(server: Any, account: str) -> int:
     return 0 if feed is None else len(feed.subscribers)
 
 
-# Fixtures, imported by the gateway test modules (conftest.py is shared and left alone).
+# Fixtures, registered for every test module by conftest.py's ``pytest_plugins``.
 
 
 @pytest.fixture(scope="session")

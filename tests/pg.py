@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
+
+from tests.support import free_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 INSTALL_HINT = (
@@ -47,12 +48,6 @@ def pg_bin_dir() -> Path | None:
     return candidates[0].parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def throwaway_cluster() -> Iterator[str]:
     """initdb + pg_ctl start on a free port; as root, run them as the postgres user."""
@@ -60,7 +55,7 @@ def throwaway_cluster() -> Iterator[str]:
     if bin_dir is None:
         raise RuntimeError(INSTALL_HINT)
     data = Path(tempfile.mkdtemp(prefix="rf-pg-"))
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")

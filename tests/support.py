@@ -1,18 +1,26 @@
-"""Helpers shared by the tests: tokens, clients and common requests."""
+"""Helpers shared by the tests: tokens, clients, common requests, expected failures, ports.
+
+One home for what several test modules need, so a change of shape (a status check, a
+port) is one edit here rather than a copy per module drifting apart.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+import pytest
 from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc, handoff_pb2, handoff_pb2_grpc
 
 from server.auth import TokenCodec
 from server.domain.types import Role
+
+T = TypeVar("T")
 
 JWT_SECRET = "test-only-secret-" + "0123456789abcdef" * 3
 codec = TokenCodec(JWT_SECRET)
@@ -20,6 +28,34 @@ codec = TokenCodec(JWT_SECRET)
 
 def token(account: str, user: str, role: Role | str, name: str = "", ttl: int = 3600) -> str:
     return codec.issue(account=account, user=user, role=Role(role), name=name, ttl_seconds=ttl)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a process that must be told its port up front.
+
+    Where the listener is ours (uvicorn, grpc.aio), bind port 0 and read the port back
+    instead: nothing can take it in between.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def within(seconds: float, awaitable: Awaitable[T], what: str) -> T:
+    """Await with a deadline that is part of the behaviour under test (not a hang guard):
+    past it, the test fails saying what was late, rather than timing the call afterwards."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {seconds:g} s") from None
+
+
+async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    """Await a call that must fail with ``code``; the error, for further checks."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == code, info.value.details()
+    return info.value
 
 
 @dataclass

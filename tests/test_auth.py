@@ -6,7 +6,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -19,14 +19,7 @@ from resolutionflow.v1 import handoff_pb2 as pb
 
 from server.api.interceptors import REQUIRED_ROLES
 from server.domain.types import Role
-from tests.support import JWT_SECRET, Client, token
-
-
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, info.value.details()
-    return info.value
+from tests.support import JWT_SECRET, Client, fails, token
 
 
 def claims(acct: str, /, **changes: Any) -> dict[str, Any]:

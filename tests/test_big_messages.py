@@ -29,13 +29,9 @@ from server.api import convert
 from server.domain import rules
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import SSEReader, bearer, event_json
 from tests.processes import REPO
 from tests.support import JWT_SECRET, Client, token, wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 MIB = 1024 * 1024
 OPEN = 80

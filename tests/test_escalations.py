@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import grpc
 import pytest
@@ -18,14 +17,7 @@ from server.db.schema import EventRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
-from tests.support import Client, settled, stream_escalations, token
-
-
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, info.value.details()
-    return info.value
+from tests.support import Client, fails, settled, stream_escalations, token
 
 
 async def queue(engineer: Client) -> esc.ListEscalationsResponse:

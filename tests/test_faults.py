@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -15,9 +14,21 @@ from resolutionflow.v1 import handoff_pb2
 
 from server.domain.types import Role
 from tests.processes import ServerProcess
-from tests.support import Client, create_request, of_type, stream_escalations, token, wait_until
+from tests.support import (
+    Client,
+    create_request,
+    of_type,
+    stream_escalations,
+    token,
+    wait_until,
+    within,
+)
 
 pb = handoff_pb2
+
+# Timing bounds and machine load: never beside another module of the serial group under
+# pytest-xdist (`make test` runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("serial")
 
 
 async def test_sigkill_during_a_burst_of_creates(
@@ -89,9 +100,11 @@ async def test_sigterm_with_open_streams_resume_on_another_replica(
             readers = [stream_escalations(eng_a, after=0) for _ in range(streams)]
             for r in readers:
                 await r.wait_for(lambda r: any(e.handoff.id == first.id for e in r.events), 30)
-            started = time.monotonic()
-            assert await a.signal_and_wait(signal.SIGTERM, timeout=20) == 0
-            assert time.monotonic() - started < 3 + 5  # the grace period, plus start-up slack
+            # Within its 3 s grace period (plus slack for a busy machine), and cleanly.
+            exit_code = await within(
+                3 + 5, a.signal_and_wait(signal.SIGTERM, timeout=20), "exit after SIGTERM"
+            )
+            assert exit_code == 0
             for r in readers:
                 await r.wait_done(20)
                 assert r.error is not None and r.error.code() == grpc.StatusCode.UNAVAILABLE

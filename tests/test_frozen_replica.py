@@ -24,6 +24,10 @@ from server.streaming.pg_listener import asyncpg_dsn
 from tests.processes import ServerProcess
 from tests.support import Client, create_request, settled, token, wait_until
 
+# Timing bounds and machine load: never beside another module of the serial group under
+# pytest-xdist (`make test` runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("serial")
+
 LOCK_BOUND = 2.0  # the healthy replica's lock timeout
 IDLE_BOUND = 4.0  # the frozen replica's idle-in-transaction timeout
 SLACK = 3.0  # scheduling on a busy machine

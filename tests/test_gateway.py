@@ -13,7 +13,6 @@ import pytest
 
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import (
     BAD_REQUEST_TYPE,
     assert_error,
@@ -26,8 +25,6 @@ from tests.gateway_support import (
 from tests.support import token
 
 # Fixtures (conftest.py is shared; these live beside the helpers).
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 # ---- handoffs ---------------------------------------------------------------------------
 

@@ -9,12 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import serve
 from server.domain.types import Role
-from tests import gateway_support
 from tests.gateway_support import SSEReader, bearer, handoff_body, running_gateway
 from tests.support import wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 
 async def scrape(http: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -20,11 +20,7 @@ from hypothesis import HealthCheck, Phase
 from schemathesis.generation import GenerationMode
 
 from server.domain.types import Role
-from tests import gateway_support
 from tests.gateway_support import bearer
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 EXAMPLES = 25
 

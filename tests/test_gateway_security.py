@@ -19,14 +19,9 @@ import pytest
 
 from gateway.serve import RunningGateway
 from server.domain.types import Role
-from tests import browser_support, gateway_support
+from tests import browser_support
 from tests.gateway_support import bearer
 from tests.support import wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
-browser = browser_support.browser
-chromium = browser_support.chromium
 
 PATHS = [
     "/",

@@ -25,6 +25,10 @@ from tests import gateway_support
 from tests.gateway_support import bearer, handoff_body
 from tests.support import wait_until
 
+# Timing bounds and machine load: never beside another module of the serial group under
+# pytest-xdist (`make test` runs with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("serial")
+
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
 # Scheduling slack on a busy 2-core machine; the bounds themselves are 1 s.

@@ -19,7 +19,6 @@ import pytest
 
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import (
     SSEReader,
     bearer,
@@ -30,9 +29,6 @@ from tests.gateway_support import (
 )
 from tests.processes import ServerProcess
 from tests.support import wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 
 async def create(http: httpx.AsyncClient, account: str, user: str = "tina", **fields: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -19,14 +19,7 @@ from sqlalchemy import func, select, update
 from server.db.schema import EventRecord, HandoffRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests.support import Client, create_request
-
-
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, info.value.details()
-    return info.value
+from tests.support import Client, create_request, fails
 
 
 async def list_all(client: Client, **filters: Any) -> list[pb.Handoff]:

@@ -43,12 +43,9 @@ from server.domain.rules import validate_new_handoff
 from server.domain.types import Intent, NewHandoff, Priority, Role, Step
 from server.errors import InvalidArgument
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import assert_error, bearer, create, handoff_body, violations
 
 # Fixtures (conftest.py is shared; these live beside the helpers).
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 JSON = {"Content-Type": "application/json"}
 

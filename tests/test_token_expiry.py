@@ -23,13 +23,9 @@ from resolutionflow.v1 import handoff_pb2 as pb
 from clients import AsyncClient
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import gateway_support
 from tests.gateway_support import SSEReader, event_json, subscribers
 from tests.processes import REPO
 from tests.support import JWT_SECRET, Client, token, wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 TTL = 2  # seconds; the token's exp is whole seconds, so it lasts between 1 and 2 s
 
@@ -205,13 +201,17 @@ async def test_watch_renews_its_own_token(
 async def test_watch_with_a_given_token_says_so_and_stops_when_it_expires(
     server: ServerRuntime, account: str
 ) -> None:
-    watch = await _watch(server, account, "--token", token(account, "erin", Role.ENGINEER, ttl=6))
+    # The token's life starts before the process does: it must outlast a watch starting up
+    # on a busy machine (several seconds of imports beside other tests), or it expires
+    # before the snapshot this test waits for.
+    ttl = 15
+    watch = await _watch(server, account, "--token", token(account, "erin", Role.ENGINEER, ttl=ttl))
     out = Lines(watch)
     try:
         said = await out.until("-- using")
         assert "token from --token" in said and "not renewed" in said
         await out.until("SNAPSHOT")
-        assert await asyncio.wait_for(watch.wait(), 20) == 1
+        assert await asyncio.wait_for(watch.wait(), ttl + 15) == 1
         assert watch.stdout is not None
         out.lines += (await watch.stdout.read()).decode().splitlines()
         assert any("UNAUTHENTICATED: token expired" in line for line in out.lines), out.lines

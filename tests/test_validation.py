@@ -15,14 +15,7 @@ from sqlalchemy import func, select
 
 from server.db.schema import EventRecord, HandoffRecord
 from server.runtime import ServerRuntime
-from tests.support import Client, create_request, settled
-
-
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    assert info.value.code() == code, info.value.details()
-    return info.value
+from tests.support import Client, create_request, fails, settled
 
 
 def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -27,17 +27,19 @@ from server.settings import Settings
 from server.streaming.nats_wakeup import account_of, subject
 from server.streaming.pg_listener import parse
 from tests.processes import ServerProcess
-from tests.support import Client, StreamReader, of_type, stream_escalations, token, wait_until
+from tests.support import (
+    Client,
+    StreamReader,
+    free_port,
+    of_type,
+    stream_escalations,
+    token,
+    wait_until,
+)
 from tests.test_idle import statements
 
 pb = handoff_pb2
 NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NatsServer:

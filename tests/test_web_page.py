@@ -34,10 +34,6 @@ from tests.test_assessment import openai_settings
 pytest.importorskip("playwright.async_api")
 from playwright.async_api import expect
 
-gateway = gateway_support.gateway
-browser = browser_support.browser
-chromium = browser_support.chromium
-
 LIVE = "open"  # data-state of the connection badge while the stream is up
 
 

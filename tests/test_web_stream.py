@@ -11,15 +11,12 @@ from gateway.serve import RunningGateway, start_gateway
 from gateway.settings import GatewaySettings
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests import browser_support, gateway_support
+from tests import browser_support
 from tests.gateway_support import subscribers
 from tests.support import Client, token, wait_until
 
 pytest.importorskip("playwright.async_api")
 
-gateway = gateway_support.gateway
-browser = browser_support.browser
-chromium = browser_support.chromium
 
 # Opens a stream in the page and records what it reports in window.log.
 OPEN = """async ({url, token}) => {

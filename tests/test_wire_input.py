@@ -20,12 +20,8 @@ from resolutionflow.v1 import escalation_pb2 as esc
 
 from clients import resuming_stream
 from server.domain.types import Role
-from tests import gateway_support
 from tests.gateway_support import assert_error, bearer, violations
 from tests.support import Client, wait_until
-
-gateway = gateway_support.gateway
-http = gateway_support.http
 
 GARBAGE = [
     b"\xff\xff\xff\xff\xff",  # a varint that never ends

@@ -37,6 +37,10 @@ class StreamKind(enum.Enum):
 
 # Initial-metadata key naming a stream's audience (see ``audience``).
 AUDIENCE_KEY = "rf-stream-audience"
+# When the stream's token expires (Unix seconds), for an edge that serves the stream to
+# a browser from a shared one: it ends that browser then, as this server would. The
+# server says it because only the server reads tokens (claim names are its settings).
+EXPIRES_KEY = "rf-stream-expires"
 
 
 class Announcer(Protocol):
@@ -207,9 +211,10 @@ class Streams:
             # Headers go out now, before any event: the caller learns at once that the
             # stream is authorized and open, even when it has nothing to replay.
             try:
-                await announce.send_initial_metadata(
-                    ((AUDIENCE_KEY, audience(kind, caller, narrowed)),)
-                )
+                said = [(AUDIENCE_KEY, audience(kind, caller, narrowed))]
+                if caller.expires_at is not None:
+                    said.append((EXPIRES_KEY, f"{caller.expires_at:.3f}"))
+                await announce.send_initial_metadata(tuple(said))
             except BaseException:
                 self.hub.unsubscribe(sub)
                 raise
