@@ -71,6 +71,19 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     )
 
 
+@pytest.fixture
+def own_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The session's settings on a database of the test's own, for a test whose server must
+    not meet what other tests' servers left in the shared one (pending assessments that
+    any server may claim and send to this test's fake provider, say)."""
+    if settings.database_url.startswith("sqlite"):
+        own = f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
+        yield settings.model_copy(update={"database_url": own})
+        return
+    with fresh_database() as url:
+        yield settings.model_copy(update={"database_url": url})
+
+
 @pytest.fixture(scope="session")
 async def server(settings: Settings) -> AsyncIterator[ServerRuntime]:
     runtime = ServerRuntime(settings)

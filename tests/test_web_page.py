@@ -819,13 +819,13 @@ async def test_keyboard_only_pickup_and_resolve_and_arrivals_announced_once(
 
 
 async def test_context_screen_says_when_the_assessment_failed_or_is_pending(
-    browser: Any, settings: Settings, account: str
+    browser: Any, own_settings: Settings, account: str
 ) -> None:
     # A provider that refuses the first request (not retried), then is slow for the rest.
     async with fake_openai(
         Reply(status=400), Reply(body=answer("Late.", "Call the customer"), delay=8)
     ) as fake:
-        runtime = ServerRuntime(openai_settings(settings, fake.base_url))
+        runtime = ServerRuntime(openai_settings(own_settings, fake.base_url))
         await runtime.start()
         page = None
         try:

@@ -98,13 +98,18 @@ def audience(kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = No
     if kind is StreamKind.HANDOFFS and seen.creator_id is not None:
         return f"{kind.value}/{seen.account_id}/user/{seen.creator_id}"
     name = f"{kind.value}/{seen.account_id}"
+    if kind is StreamKind.ESCALATIONS:
+        # Per engineer, not per account: presence ("who watches the queue") is counted
+        # from the queue streams this server holds, and a stream shared by several
+        # engineers would count one of them. One engineer's tabs still share one stream.
+        # Sharing the account's queue across engineers needs the edge to report who is
+        # attached (README, "one upstream stream per audience").
+        name += f"/user/{caller.user_id}"
     if narrowed is not None and narrowed.narrows:
         # A filtered queue carries other events than the account's: only callers with the
         # same filter share it, and "held by me" is the caller's own.
         priorities = ",".join(sorted(p.value for p in narrowed.priorities))
         name += f"/priorities={priorities}"
-        if narrowed.held_by_me:
-            name += f"/held-by={caller.user_id}"
     return name
 
 
