@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.procs import Proc
 
 if TYPE_CHECKING:
+    from bench.profile import Recorder
     from bench.runner import Bench
 
 # Let the streams' opening reads settle, and their statistics reach pg_stat_database
@@ -75,6 +77,19 @@ class Window:
         return out
 
 
+def profiled(bench: Bench, server: Proc, phase: str) -> Recorder | None:
+    """With ``--profile DIR``: py-spy on the server for the window that follows."""
+    if not bench.args.profile:
+        return None
+    from bench.profile import Recorder
+
+    out = Path(bench.args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(server.pid, out / f"{phase}-server.txt")
+    time.sleep(0.5)  # py-spy attaches
+    return recorder
+
+
 def wakeups(bench: Bench, default: str) -> list[str]:
     names = [w.strip() for w in (bench.args.wakeup or default).split(",") if w.strip()]
     unknown = set(names) - {"postgres", "nats", "none"}
@@ -114,9 +129,12 @@ def run_idle_cost(bench: Bench) -> dict[str, Any]:
             time.sleep(min(SETTLE_SECONDS, seconds))
             window = Window(bench, server)
             bench.say(f"idle cost ({wakeup}): {seconds:g} s with nothing happening")
+            recorder = profiled(bench, server, f"idle-{wakeup}")
             window.start()
             time.sleep(seconds)
             idle = window.stop()
+            if recorder:
+                recorder.stop()
             bench.say(f"idle cost ({wakeup}): {seconds:g} s at {rate:g} events/s")
             window.start()
             loadgen.send("go")

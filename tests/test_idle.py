@@ -229,3 +229,43 @@ async def test_every_other_periodic_job_is_constant_with_500_accounts_online(
         with statements(runtime.db) as seen:
             await job()
         assert len(seen) <= most, (what, seen)
+
+
+async def test_presence_costs_one_row_per_tick_however_many_engineers_watch(
+    still_runtime: ServerRuntime,
+) -> None:
+    """Watching engineers are written when they come and go; what keeps them online is the
+    server's one liveness row, so a tick with nobody coming or going writes one row."""
+    presence = still_runtime.presence
+    account = f"presence-{uuid.uuid4().hex[:8]}"
+    callers = [
+        Caller(account_id=account, user_id=f"e{i}", name=f"E {i}", role=Role.ENGINEER)
+        for i in range(ONLINE)
+    ]
+    for caller in callers:
+        presence.joined(caller)
+    await presence.refresh()
+    assert len(await presence.online(account)) == ONLINE
+    rows_per_statement: list[int] = []
+
+    def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            rows_per_statement.append(len(params) if many else 1)
+
+    presence._alive_at -= presence.ttl / 3 + 0.01  # a third of the TTL has passed
+    event.listen(still_runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        await presence.refresh()
+    finally:
+        event.remove(still_runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    # The liveness upsert, and the two statements that forget dead servers.
+    assert rows_per_statement == [1, 1, 1]
+    assert len(await presence.online(account)) == ONLINE
+    presence.left(callers[0])
+    await presence.refresh()
+    assert [u.id for u in await presence.online(account)][:1] != ["e0"]
+    assert len(await presence.online(account)) == ONLINE - 1
+    for caller in callers[1:]:
+        presence.left(caller)
+    await presence.refresh()
+    assert await presence.online(account) == []

@@ -194,9 +194,9 @@ class SlaTimerRecord(Base):
 
 class PresenceRecord(Base):
     """Who watches an account's queue now: one row per engineer and server process with an
-    open queue stream, refreshed by that process and gone when it stops refreshing (a
-    process that dies takes its rows with it once they expire). Not history: the event
-    log never sees it."""
+    open queue stream, written when that changes. A row counts while its server's
+    ``presence_replicas`` row is alive (a process that dies takes its rows with it once
+    that expires). Not history: the event log never sees it."""
 
     __tablename__ = "presence"
 
@@ -204,6 +204,17 @@ class PresenceRecord(Base):
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index("ix_presence_replica", "replica_id"),)
+
+
+class PresenceReplicaRecord(Base):
+    """A server process that mirrors presence, alive until ``expires_at``: the one row the
+    process pushes forward on each presence tick, instead of one per watching engineer."""
+
+    __tablename__ = "presence_replicas"
+
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -283,3 +294,4 @@ EVENTS = cast(Table, EventRecord.__table__)
 HISTORY = cast(Table, HandoffHistoryRecord.__table__)
 ACCOUNT_USERS = cast(Table, AccountUserRecord.__table__)
 PRESENCE = cast(Table, PresenceRecord.__table__)
+PRESENCE_REPLICAS = cast(Table, PresenceReplicaRecord.__table__)

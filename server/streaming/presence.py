@@ -1,11 +1,17 @@
 """Presence: which engineers have the account's queue open right now, on any server.
 
 Each server counts its own open queue streams per engineer in memory and mirrors the set
-into the shared ``presence`` table: a row per (account, engineer, server) that the server
-refreshes while the stream is open. Rows expire on their own, so a server that is killed
-drops out within ``presence_ttl_seconds`` without anyone cleaning up after it; a clean
-stop deletes its rows at once. Presence is deliberately not in the event log: it is a
-fact about now, not history, and it would wake every stream at every connect.
+into the shared ``presence`` table: a row per (account, engineer, server). Rows are written
+only when the set changes (a first tab opens, a last tab closes), so a server costs the
+database what its engineers' comings and goings cost, not a write per watching engineer
+every few seconds. What keeps the rows alive is one row of the server's own in
+``presence_replicas``, whose expiry the server pushes forward every third of
+``presence_ttl_seconds``: one statement per tick however many engineers watch. A server
+that is killed stops pushing, so its engineers drop out of ``online()`` (which joins the
+two tables) within the TTL without anyone cleaning up after it; whoever refreshes next
+deletes the dead server's rows. A clean stop deletes its rows at once. Presence is
+deliberately not in the event log: it is a fact about now, not history, and it would wake
+every stream at every connect. Why this shape: README, "Design notes".
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, distinct, select
+from sqlalchemy import delete, distinct, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.database import Database
-from server.db.schema import PRESENCE
+from server.db.schema import PRESENCE, PRESENCE_REPLICAS
 from server.domain.types import Caller, UserRef
 
 log = logging.getLogger(__name__)
+
+# Rows removed per DELETE: the (account, user) pairs go into one IN list.
+_DELETE_CHUNK = 500
 
 
 class Presence:
@@ -34,8 +44,9 @@ class Presence:
         self.replica = uuid.uuid4().hex
         self._open: Counter[tuple[str, str]] = Counter()
         self._names: dict[tuple[str, str], str] = {}
+        # What the table holds of ours, and when our liveness row was last pushed forward.
         self._written: set[tuple[str, str]] = set()
-        self._written_at = 0.0
+        self._alive_at = 0.0
 
     def joined(self, caller: Caller) -> None:
         key = (caller.account_id, caller.user_id)
@@ -50,23 +61,39 @@ class Presence:
             self._names.pop(key, None)
 
     async def refresh(self) -> None:
-        """Write the set when it changed, or when its rows near a third of their life."""
+        """Write what changed since the last call; push our liveness forward when it is a
+        third of the way through its life. Nothing at all while nobody watches here."""
         now_mono = time.monotonic()
         current = set(self._open)
-        if current == self._written and (not current or now_mono - self._written_at < self.ttl / 3):
+        if not current and not self._written:
+            return
+        if now_mono - self._alive_at > self.ttl:
+            # Our liveness lapsed (a stalled process): another server may have deleted our
+            # rows as a dead server's, so write them all again.
+            self._written = set()
+        added = current - self._written
+        removed = self._written - current
+        due = now_mono - self._alive_at >= self.ttl / 3
+        if not added and not removed and not due:
             return
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=self.ttl)
+        insert = sqlite_insert if self.db.is_sqlite else pg_insert
         async with self.db.write() as s:
-            if current:
-                insert = (pg_insert if not self.db.is_sqlite else sqlite_insert)(PRESENCE)
+            if current and (due or added):
+                # Liveness first: rows of a server without a live row are not online.
+                alive = insert(PRESENCE_REPLICAS)
                 await s.execute(
-                    insert.on_conflict_do_update(
+                    alive.values(replica_id=self.replica, expires_at=expires).on_conflict_do_update(
+                        index_elements=["replica_id"], set_={"expires_at": expires}
+                    )
+                )
+            if added:
+                rows = insert(PRESENCE)
+                await s.execute(
+                    rows.on_conflict_do_update(
                         index_elements=["account_id", "user_id", "replica_id"],
-                        set_={
-                            "name": insert.excluded.name,
-                            "expires_at": insert.excluded.expires_at,
-                        },
+                        set_={"name": rows.excluded.name},
                     ),
                     [
                         {
@@ -74,35 +101,57 @@ class Presence:
                             "user_id": user,
                             "replica_id": self.replica,
                             "name": self._names.get((account, user), ""),
-                            "expires_at": expires,
                         }
-                        for account, user in current
+                        for account, user in added
                     ],
                 )
-            # Ours not refreshed just now (they left), and anyone's that expired (a server
-            # that died).
-            await s.execute(
-                delete(PRESENCE).where(
-                    PRESENCE.c.replica_id == self.replica, PRESENCE.c.expires_at < expires
+            gone = sorted(removed)
+            for i in range(0, len(gone), _DELETE_CHUNK):
+                await s.execute(
+                    delete(PRESENCE).where(
+                        PRESENCE.c.replica_id == self.replica,
+                        tuple_(PRESENCE.c.account_id, PRESENCE.c.user_id).in_(
+                            gone[i : i + _DELETE_CHUNK]
+                        ),
+                    )
                 )
-            )
-            await s.execute(delete(PRESENCE).where(PRESENCE.c.expires_at < now))
+            if not current:
+                await s.execute(
+                    delete(PRESENCE_REPLICAS).where(PRESENCE_REPLICAS.c.replica_id == self.replica)
+                )
+            if due:
+                await self._forget_dead(s, now)
         self._written = current
-        self._written_at = now_mono
+        if due or (current and added):
+            self._alive_at = now_mono
+
+    async def _forget_dead(self, s: AsyncSession, now: datetime) -> None:
+        """Rows of servers that stopped refreshing (killed), and their liveness rows."""
+        dead = select(PRESENCE_REPLICAS.c.replica_id).where(PRESENCE_REPLICAS.c.expires_at < now)
+        await s.execute(delete(PRESENCE).where(PRESENCE.c.replica_id.in_(dead)))
+        await s.execute(delete(PRESENCE_REPLICAS).where(PRESENCE_REPLICAS.c.expires_at < now))
 
     async def clear(self) -> None:
         """On a clean stop: this server's engineers are gone now, not after the TTL."""
         async with self.db.write() as s:
             await s.execute(delete(PRESENCE).where(PRESENCE.c.replica_id == self.replica))
+            await s.execute(
+                delete(PRESENCE_REPLICAS).where(PRESENCE_REPLICAS.c.replica_id == self.replica)
+            )
+        self._written = set()
 
     async def online(self, account_id: str) -> list[UserRef]:
-        """The engineers and admins watching the account's queue on any server, by name."""
+        """The engineers and admins watching the account's queue on any live server."""
         async with self.db.read() as s:
             rows = await s.execute(
                 select(distinct(PRESENCE.c.user_id), PRESENCE.c.name)
+                .join(
+                    PRESENCE_REPLICAS,
+                    PRESENCE_REPLICAS.c.replica_id == PRESENCE.c.replica_id,
+                )
                 .where(
                     PRESENCE.c.account_id == account_id,
-                    PRESENCE.c.expires_at > datetime.now(UTC),
+                    PRESENCE_REPLICAS.c.expires_at > datetime.now(UTC),
                 )
                 .order_by(PRESENCE.c.name, PRESENCE.c.user_id)
             )
