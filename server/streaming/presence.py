@@ -47,9 +47,14 @@ class Presence:
         # What the table holds of ours, and when our liveness row was last pushed forward.
         self._written: set[tuple[str, str]] = set()
         self._alive_at = 0.0
+        # Whether the set of keys changed since the last write: a tick with nobody coming
+        # or going must not even compare 10,000 keys.
+        self._changed = False
 
     def joined(self, caller: Caller) -> None:
         key = (caller.account_id, caller.user_id)
+        if key not in self._open:
+            self._changed = True
         self._open[key] += 1
         self._names[key] = caller.name
 
@@ -59,12 +64,24 @@ class Presence:
         if self._open[key] <= 0:
             del self._open[key]
             self._names.pop(key, None)
+            self._changed = True
 
     async def refresh(self) -> None:
         """Write what changed since the last call; push our liveness forward when it is a
         third of the way through its life. Nothing at all while nobody watches here."""
         now_mono = time.monotonic()
+        due = now_mono - self._alive_at >= self.ttl / 3
+        if not self._changed and not (due and self._written):
+            return
         current = set(self._open)
+        self._changed = False
+        try:
+            await self._write(current, now_mono, due)
+        except BaseException:
+            self._changed = True  # try the whole change again next tick
+            raise
+
+    async def _write(self, current: set[tuple[str, str]], now_mono: float, due: bool) -> None:
         if not current and not self._written:
             return
         if now_mono - self._alive_at > self.ttl:
@@ -73,7 +90,6 @@ class Presence:
             self._written = set()
         added = current - self._written
         removed = self._written - current
-        due = now_mono - self._alive_at >= self.ttl / 3
         if not added and not removed and not due:
             return
         now = datetime.now(UTC)
