@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from pydantic import ValidationError
 from resolutionflow.v1 import handoff_pb2
@@ -36,6 +37,7 @@ from tests.support import (
     token,
     wait_until,
 )
+from tests.test_gateway_crash import Browser, start_gateway
 from tests.test_idle import statements
 
 pb = handoff_pb2
@@ -361,3 +363,73 @@ def test_rf_wakeup_accepts_only_the_three_transports(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RF_WAKEUP", "redis")
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize("wakeup", ["postgres", "nats", "none"])
+async def test_two_replicas_and_a_gateway_lose_nothing_across_a_sigkill(
+    postgres_settings: Settings,
+    nats_server: NatsServer,
+    account: str,
+    tmp_path: Path,
+    wakeup: str,
+) -> None:
+    """Writes through both replicas; browsers behind a gateway whose upstream replica is
+    SIGKILLed mid-burst and restarted; a gRPC stream on the other replica. Every reader
+    gets every escalation once, in order, with no sequence skipped."""
+    await nats_server.start()
+    env = {"RF_WAKEUP": wakeup, "RF_NATS_URL": nats_server.url, "RF_LOG_POLL_SECONDS": "0.3"}
+    a = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    b = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    port = free_port()
+    gateway = None
+    browsers: list[Browser] = []
+    try:
+        await a.start()
+        await b.start()
+        gateway = await start_gateway(port, int(b.address.rsplit(":", 1)[1]))
+        headers = {"Authorization": f"Bearer {token(account, 'erin', Role.ENGINEER)}"}
+        async with (
+            grpc.aio.insecure_channel(a.address) as ch_a,
+            grpc.aio.insecure_channel(b.address) as ch_b,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(10, read=None)
+            ) as http,
+        ):
+            via_a = Client(ch_a, token(account, "tech", Role.TECHNICIAN), account, "tech")
+            via_b = Client(ch_b, token(account, "tech", Role.TECHNICIAN), account, "tech")
+            eng = Client(ch_a, token(account, "sam", Role.ENGINEER), account, "sam")
+            reader = stream_escalations(eng, after=0)
+            browsers = [Browser(http, headers) for _ in range(5)]
+            await wait_until(lambda: all(x.snapshots for x in browsers), timeout=30, what="open")
+            created = [h.id for h in await asyncio.gather(*(via_b.create() for _ in range(4)))]
+            burst = asyncio.gather(*(via_a.create() for _ in range(8)))
+            await b.kill()
+            created += [h.id for h in await burst]
+            await b.start()
+            created += [h.id for h in await asyncio.gather(*(via_a.create() for _ in range(4)))]
+            async with grpc.aio.insecure_channel(b.address) as ch_b2:
+                again = Client(ch_b2, token(account, "tech", Role.TECHNICIAN), account, "tech")
+                created += [(await again.create()).id for _ in range(4)]
+
+            def everyone_has_all() -> bool:
+                grpc_ids = {e.handoff.id for e in of_type(reader, pb.EVENT_TYPE_CREATED)}
+                return set(created) <= grpc_ids and all(
+                    set(created) <= set(x.created) for x in browsers
+                )
+
+            await wait_until(everyone_has_all, timeout=60, what="every create everywhere")
+            assert gap_free(reader)
+            for x in browsers:
+                assert sorted(x.created) == sorted(created)  # each once
+                assert len(x.created) == len(set(x.created))
+                assert x.ids == list(range(x.ids[0], x.ids[0] + len(x.ids)))  # none skipped
+            reader.cancel()
+    finally:
+        for x in browsers:
+            x.task.cancel()
+        await asyncio.gather(*(x.task for x in browsers), return_exceptions=True)
+        if gateway is not None:
+            gateway.terminate()
+            await gateway.wait()
+        await a.stop()
+        await b.stop()
