@@ -118,8 +118,15 @@ async def test_breach_raises_priority_and_renotifies_once_per_step_until_picked_
         steps = breaches()
         assert all(e.handoff.id == late.id for e in steps)
         assert all(e.sequence < picked for e in steps), "renotified after the pickup"
-        # Raised one step, once (not again on each re-notification).
-        assert [e.handoff.priority for e in steps] == [pb.PRIORITY_HIGH] * len(steps)
+        # Raised one step, once (not again on each re-notification): the breach at the
+        # priority it happened at, then its own PRIORITY_RAISED event, then HIGH.
+        assert [e.handoff.priority for e in steps] == [pb.PRIORITY_NORMAL] + [pb.PRIORITY_HIGH] * (
+            len(steps) - 1
+        )
+        (raised,) = [e for e in reader.events if e.type == pb.EVENT_TYPE_PRIORITY_RAISED]
+        assert raised.sequence == steps[0].sequence + 1 and raised.handoff.id == late.id
+        assert raised.handoff.priority == pb.PRIORITY_HIGH
+        assert raised.note.startswith("raised from NORMAL to HIGH")
         # Each step once across the replicas: a second stays between two of them.
         times = [e.occurred_at.ToDatetime() for e in steps]
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
