@@ -113,6 +113,13 @@ async def test_breach_raises_priority_and_renotifies_once_per_step_until_picked_
             marker = await tech.create()
             await reader.wait_for(lambda r: any(e.handoff.id == marker.id for e in r.events))
             reader.cancel()
+            history = await eng.call(
+                "handoffs", "GetHandoffHistory", pb.GetHandoffHistoryRequest(handoff_id=late.id)
+            )
+            told = [e.type for e in history.events]
+            breached = told.index(pb.EVENT_TYPE_SLA_BREACHED)
+            assert told[breached + 1] == pb.EVENT_TYPE_PRIORITY_RAISED
+            assert told.count(pb.EVENT_TYPE_PRIORITY_RAISED) == 1
 
         picked = next(e.sequence for e in reader.events if e.type == pb.EVENT_TYPE_PICKED_UP)
         steps = breaches()

@@ -20,11 +20,16 @@ from typing import Any
 import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2, webhook_pb2, webhook_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from clients import AsyncClient, PermissionDenied
 from clients import Client as SyncClient
-from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
+from server.db.schema import (
+    EscalationPolicyRecord,
+    SlaTimerRecord,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
+)
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
@@ -589,3 +594,36 @@ async def test_slack_text_of_an_account_event() -> None:
         "text": "Webhook endpoint hooks.example (&lt;ops&gt;) is failing and gets no events "
         "until an admin redelivers or re-enables it: x. <https://rf.example/|Open>"
     }
+
+
+async def test_a_breach_and_the_raise_it_causes_are_two_webhook_events(
+    as_role: Callable[[Role], Client], receiver: Receiver, server: ServerRuntime, account: str
+) -> None:
+    admin, tech = as_role(Role.ADMIN), as_role(Role.TECHNICIAN)
+    async with server.db.write() as s:
+        s.add(
+            EscalationPolicyRecord(
+                account_id=account,
+                raise_priority=True,
+                renotify_seconds=0,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    await subscribe(
+        admin, receiver, event_types=["escalation.breached", "escalation.priority_raised"]
+    )
+    late = await tech.create(priority=handoff_pb2.PRIORITY_HIGH)
+    async with server.db.write() as s:
+        await s.execute(
+            update(SlaTimerRecord)
+            .where(SlaTimerRecord.handoff_id == late.id, SlaTimerRecord.kind == "SLA_BREACHED")
+            .values(due_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await receiver.wait_for(lambda r: len(r.received) >= 2)
+    breached, raised = receiver.received
+    assert breached.verified["type"] == "escalation.breached"
+    assert breached.verified["data"]["handoff"]["priority"] == "PRIORITY_HIGH"
+    assert raised.verified["type"] == "escalation.priority_raised"
+    assert raised.sequence == breached.sequence + 1
+    assert raised.verified["data"]["handoff"]["priority"] == "PRIORITY_URGENT"
+    assert raised.verified["data"]["note"].startswith("raised from HIGH to URGENT")
