@@ -20,6 +20,9 @@ one per account of --accounts); server CPU (cores) and database transactions/s w
 events, then with --rate events/s (default 20) over the accounts.
 --mode writers: --writers concurrent creators (default 8,32,128) over --accounts, per
 wake-up transport (--wakeup, default postgres,nats,none): creates/s and p99.
+--mode search: fills one account with --resolved resolved escalations (bulk inserts, no
+server) and times --queries lookups of the most similar ones (the context screen's and
+the assessment's "what fixed it last time"): p50 and p99.
 """
 
 
@@ -28,9 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--mode",
-        choices=("stream", "idle", "writers"),
+        choices=("stream", "idle", "writers", "search"),
         default="stream",
-        help="stream (deliveries, the default), idle (idle cost), writers (write path)",
+        help="stream (deliveries, the default), idle (idle cost), writers (write path), "
+        "search (the similar-fixes lookup)",
+    )
+    parser.add_argument(
+        "--resolved",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="--mode search: resolved escalations in the measured account (default 100000)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=500,
+        metavar="Q",
+        help="--mode search: lookups timed (default 500)",
     )
     parser.add_argument(
         "--wakeup",
@@ -160,6 +178,10 @@ def missing_extra() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mode == "search":  # in process: needs none of the extra's modules
+        from bench.runner import Bench
+
+        return Bench(args).run()
     # Checked before any process starts: the load generator and the SSE ceiling run in
     # processes of their own, where a missing module would surface as a crash in a log.
     missing = missing_extra()

@@ -600,6 +600,10 @@ class Bench:
                 out["config"].update(mode=a.mode, cost_seconds=a.cost_seconds)
                 if a.mode == "idle":
                     out["idle_cost"] = cost.run_idle_cost(self)
+                elif a.mode == "search":
+                    from bench import search
+
+                    out["search"] = search.run_search(self)
                 else:
                     out["writers"] = cost.run_writers(self)
                     errors = sum(
@@ -703,6 +707,12 @@ def summary(out: dict[str, Any]) -> str:
     from bench import cost
 
     lines.extend(cost.summary(out))
+    if "search" in out:
+        r = out["search"]
+        lines.append(
+            f"  similar fixes among {r['resolved']:,} resolved: lookup ms {r['lookup_ms']} "
+            f"({r['with_a_match']}/{r['queries']} found one; filled in {r['fill_seconds']} s)"
+        )
     if "error" in out:
         lines.append(f"  ERROR: {out['error']}")
     lines.append("  ok" if out["ok"] else "  FAILED")

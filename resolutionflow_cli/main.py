@@ -125,7 +125,11 @@ def _describe(event: Any) -> str:
         lines = [f"#{event.sequence} {kind} {len(event.snapshot)} open {event.reset_reason}"]
         lines += [f"    {_handoff_line(h)}" for h in event.snapshot]
         return "\n".join(lines)
-    return f"#{event.sequence} {kind} {_handoff_line(event.handoff)}"
+    if not event.HasField("handoff"):  # an account event
+        e = event.webhook_endpoint
+        return f"#{event.sequence} {kind} endpoint {e.id} ({e.host}): {e.last_error}"
+    note = f" - {event.note}" if event.note else ""
+    return f"#{event.sequence} {kind} {_handoff_line(event.handoff)}{note}"
 
 
 def _handoff_line(h: Any) -> str:

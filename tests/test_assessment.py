@@ -4,6 +4,7 @@ server, and the background worker (never in the way of creation, survives restar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import grpc
@@ -11,7 +12,15 @@ import pytest
 from pydantic import SecretStr
 from resolutionflow.v1 import escalation_pb2, handoff_pb2
 
-from server.assessment.providers import AssessmentFailed, HeuristicProvider, OpenAIProvider
+from server.assessment.providers import (
+    MAX_PAST_FIX,
+    MAX_PAST_FIXES,
+    MAX_PAST_PROBLEM,
+    MAX_STEP,
+    AssessmentFailed,
+    HeuristicProvider,
+    OpenAIProvider,
+)
 from server.domain.context import start_here
 from server.domain.types import (
     Assessment,
@@ -27,7 +36,7 @@ from server.domain.types import (
 from server.runtime import ServerRuntime
 from server.settings import Settings
 from tests.fake_openai import Reply, answer, fake_openai
-from tests.support import Client, of_type, stream_escalations, token
+from tests.support import Client, of_type, stream_escalations, token, wait_until
 
 pb = handoff_pb2
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -81,6 +90,57 @@ async def test_heuristic_without_steps_or_known_category() -> None:
     verdict = await HeuristicProvider().assess(handoff("Strange beeping from the device"))
     assert "Nothing has been tried yet" in verdict.summary
     assert verdict.suggested_first_step.startswith("Reproduce the problem")
+
+
+def resolved(summary: str, note: str, handoff_id: str, account: str = "a") -> Handoff:
+    return dataclasses.replace(
+        handoff(summary),
+        id=handoff_id,
+        account_id=account,
+        status=Status.RESOLVED,
+        resolution_note=note,
+        resolved_at=datetime(2026, 11, 20, 9, tzinfo=UTC),
+    )
+
+
+async def test_heuristic_suggests_what_fixed_the_closest_resolved_escalation() -> None:
+    h = handoff("VPN client disconnects every few minutes")
+    fixed = resolved("VPN client disconnected all day", "Reinstalled the VPN client", "abcdef12-x")
+    verdict = await HeuristicProvider().assess(h, [fixed])
+    assert verdict.suggested_first_step == (
+        "A similar escalation (#abcdef12, resolved 2026-11-20) was fixed by: "
+        "Reinstalled the VPN client"
+    )
+    assert "was fixed by: Reinstalled the VPN client." in verdict.summary
+    # One shared common word is no similar escalation: the rule-based step stands.
+    unlike = resolved("Printer shows client error", "Replaced the toner", "0badc0de-x")
+    plain = await HeuristicProvider().assess(h, [unlike])
+    assert plain == await HeuristicProvider().assess(h)
+    assert "toner" not in plain.summary + plain.suggested_first_step
+    # A very long resolution note is cut short, within the step's bound.
+    long = resolved("VPN client disconnects", "Reinstalled. " * 500, "abcdef12-y")
+    verdict = await HeuristicProvider().assess(h, [long])
+    assert len(verdict.suggested_first_step) <= MAX_STEP
+    assert verdict.suggested_first_step.endswith("…")
+
+
+async def test_openai_prompt_carries_the_closest_past_fixes_bounded() -> None:
+    similar = [
+        resolved(f"VPN drops, case {i}", f"Fix number {i} " + "x" * 5_000, f"0000000{i}-z")
+        for i in range(5)
+    ]
+    async with fake_openai(Reply(body=answer("s", "t"))) as fake:
+        await provider(fake.base_url).assess(handoff("VPN drops"), similar)
+    prompt = fake.requests[0]["json"]["messages"][1]["content"]
+    assert "Similar escalations resolved before (closest first):" in prompt
+    for i in range(MAX_PAST_FIXES):
+        assert f"#0000000{i}, resolved 2026-11-20" in prompt and f"Fix number {i}" in prompt
+    assert "Fix number 3" not in prompt  # only the top few
+    assert len(prompt) < 3 * (MAX_PAST_PROBLEM + MAX_PAST_FIX + 100) + 500
+    # Without any, the prompt says nothing about past fixes.
+    async with fake_openai(Reply(body=answer("s", "t"))) as fake:
+        await provider(fake.base_url).assess(handoff("VPN drops"))
+    assert "Similar escalations" not in fake.requests[0]["json"]["messages"][1]["content"]
 
 
 def provider(base_url: str, **kw: float) -> OpenAIProvider:
@@ -246,3 +306,48 @@ async def test_pending_assessments_survive_a_restart(settings: Settings, account
             reader.cancel()
     finally:
         await second.stop(0)
+
+
+async def test_the_openai_prompt_carries_only_the_accounts_own_past_fixes(
+    own_settings: Settings, account: str
+) -> None:
+    """Through the running server: the request the provider receives for a new escalation
+    names the account's resolved fix, never another account's with the same words."""
+    other = f"{account}-other"
+    async with fake_openai(Reply(body=answer("ok", "step"))) as fake:
+        runtime = ServerRuntime(openai_settings(own_settings, fake.base_url))
+        await runtime.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as ch:
+                for acct, note in ((account, "Reissued the VPN certificate"), (other, "SECRET")):
+                    tech = Client(ch, token(acct, "t", Role.TECHNICIAN), acct, "t")
+                    eng = Client(ch, token(acct, "e", Role.ENGINEER), acct, "e")
+                    past = await tech.create(problem_summary="VPN tunnel drops every hour")
+                    await eng.call(
+                        "escalations",
+                        "PickUpEscalation",
+                        escalation_pb2.PickUpEscalationRequest(handoff_id=past.id),
+                    )
+                    await eng.call(
+                        "escalations",
+                        "ResolveEscalation",
+                        escalation_pb2.ResolveEscalationRequest(
+                            handoff_id=past.id, resolution_note=note
+                        ),
+                    )
+                tech = Client(ch, token(account, "t", Role.TECHNICIAN), account, "t")
+                await tech.create(problem_summary="The VPN tunnel drops again")
+
+                def prompts() -> list[str]:
+                    return [
+                        r["json"]["messages"][1]["content"]
+                        for r in fake.requests
+                        if "drops again" in r["json"]["messages"][1]["content"]
+                    ]
+
+                await wait_until(lambda: bool(prompts()), timeout=30)
+                (prompt,) = prompts()
+                assert "fixed by: Reissued the VPN certificate" in prompt
+                assert "SECRET" not in prompt
+        finally:
+            await runtime.stop(0)

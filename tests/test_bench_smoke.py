@@ -3,6 +3,7 @@ checks that it works and that every delivery was exactly once and in order)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -205,3 +206,26 @@ def test_bench_writers_mode_reports_creates_and_p99(tmp_path):
     for row in rows:
         assert row["creates_per_s"] > 0
         assert row["create_ms"]["p99"] >= row["create_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_bench_search_mode_fills_and_times_the_lookup(tmp_path, backend):
+    extra: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            extra = ["--database-url", stack.enter_context(fresh_database())]
+        run = subprocess.run(
+            [
+                *(sys.executable, "-m", "resolutionflow_cli", "bench", "--mode", "search"),
+                *("--resolved", "300", "--queries", "20", "--json-only", *extra),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=BENCH_DEADLINE,
+        )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)["search"]
+    assert result["resolved"] == 300 and result["queries"] == 20
+    assert result["with_a_match"] > 0  # the filled rows are found, not an empty index
+    assert 0 < result["lookup_ms"]["p50"] <= result["lookup_ms"]["p99"]

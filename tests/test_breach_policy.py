@@ -113,13 +113,27 @@ async def test_breach_raises_priority_and_renotifies_once_per_step_until_picked_
             marker = await tech.create()
             await reader.wait_for(lambda r: any(e.handoff.id == marker.id for e in r.events))
             reader.cancel()
+            history = await eng.call(
+                "handoffs", "GetHandoffHistory", pb.GetHandoffHistoryRequest(handoff_id=late.id)
+            )
+            told = [e.type for e in history.events]
+            breached = told.index(pb.EVENT_TYPE_SLA_BREACHED)
+            assert told[breached + 1] == pb.EVENT_TYPE_PRIORITY_RAISED
+            assert told.count(pb.EVENT_TYPE_PRIORITY_RAISED) == 1
 
         picked = next(e.sequence for e in reader.events if e.type == pb.EVENT_TYPE_PICKED_UP)
         steps = breaches()
         assert all(e.handoff.id == late.id for e in steps)
         assert all(e.sequence < picked for e in steps), "renotified after the pickup"
-        # Raised one step, once (not again on each re-notification).
-        assert [e.handoff.priority for e in steps] == [pb.PRIORITY_HIGH] * len(steps)
+        # Raised one step, once (not again on each re-notification): the breach at the
+        # priority it happened at, then its own PRIORITY_RAISED event, then HIGH.
+        assert [e.handoff.priority for e in steps] == [pb.PRIORITY_NORMAL] + [pb.PRIORITY_HIGH] * (
+            len(steps) - 1
+        )
+        (raised,) = [e for e in reader.events if e.type == pb.EVENT_TYPE_PRIORITY_RAISED]
+        assert raised.sequence == steps[0].sequence + 1 and raised.handoff.id == late.id
+        assert raised.handoff.priority == pb.PRIORITY_HIGH
+        assert raised.note.startswith("raised from NORMAL to HIGH")
         # Each step once across the replicas: a second stays between two of them.
         times = [e.occurred_at.ToDatetime() for e in steps]
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]

@@ -599,3 +599,46 @@ async def test_the_context_shows_what_fixed_similar_escalations(
     # Words that are query syntax elsewhere are only words here.
     odd = await technician.create(problem_summary='VPN "NEAR(x)" OR * - ^ : ( ) & | !')
     await pick_up(engineer, odd.id)
+
+
+async def test_the_assessment_suggests_what_fixed_the_closest_one(
+    client_for: Callable[..., Client], technician: Client, engineer: Client, account: str
+) -> None:
+    """The rule-based assessment cites the account's closest resolved escalation; another
+    account's, however close, is never offered."""
+    outsider_tech = client_for(Role.TECHNICIAN, "tech-1", acct=f"{account}-other")
+    outsider_eng = client_for(Role.ENGINEER, "eng-1", acct=f"{account}-other")
+    theirs = await outsider_tech.create(problem_summary="Outlook crashes when opening calendar")
+    await pick_up(outsider_eng, theirs.id)
+    await resolve(outsider_eng, theirs.id, "Other account's secret fix")
+    mine = await technician.create(problem_summary="Outlook crashes opening a shared calendar")
+    await pick_up(engineer, mine.id)
+    mine = await resolve(engineer, mine.id, "Removed the corrupt calendar cache")
+    reader = stream_escalations(engineer)
+    await started(reader)
+    new = await technician.create(problem_summary="Outlook crashes on the calendar again")
+    await reader.wait_for(
+        lambda r: any(
+            e.type == pb.EVENT_TYPE_ASSESSMENT_READY and e.handoff.id == new.id for e in r.events
+        )
+    )
+    reader.cancel()
+    ready = next(e.handoff for e in reader.events if e.type == pb.EVENT_TYPE_ASSESSMENT_READY)
+    day = mine.resolved_at.ToDatetime().date().isoformat()
+    assert ready.assessment.suggested_first_step == (
+        f"A similar escalation (#{mine.id[:8]}, resolved {day}) was fixed by: "
+        "Removed the corrupt calendar cache"
+    )
+    assert "secret" not in ready.assessment.summary
+    # An account with only the other account's fix gets the rule-based step.
+    lonely = client_for(Role.TECHNICIAN, "tech-2", acct=f"{account}-third")
+    watcher = stream_escalations(client_for(Role.ENGINEER, "eng-9", acct=f"{account}-third"))
+    await started(watcher)
+    await lonely.create(problem_summary="Outlook crashes when opening calendar")
+    await watcher.wait_for(
+        lambda r: any(e.type == pb.EVENT_TYPE_ASSESSMENT_READY for e in r.events)
+    )
+    watcher.cancel()
+    alone = next(e.handoff for e in watcher.events if e.type == pb.EVENT_TYPE_ASSESSMENT_READY)
+    assert "similar escalation" not in alone.assessment.suggested_first_step
+    assert "secret" not in alone.assessment.summary

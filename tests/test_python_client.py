@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from clients import (
 )
 from server.domain.types import Role
 from server.runtime import ServerRuntime
+from server.webhooks import store
 from tests.processes import ServerProcess
 from tests.support import token, wait_until
 
@@ -243,3 +245,28 @@ async def test_working_together(connect: Callable[..., AsyncClient]) -> None:
 
 async def _online(client: AsyncClient, count: int) -> bool:
     return (await client.presence()).engineers_online == count
+
+
+async def test_the_client_streams_account_events(
+    connect: Callable[..., AsyncClient], server: ServerRuntime, account: str
+) -> None:
+    """WEBHOOK_FAILING (no handoff, the endpoint named by host) comes through the client's
+    queue stream like any event, in sequence."""
+    async with connect(Role.ENGINEER, "erin") as eng, connect(Role.ADMIN, "ada") as admin:
+        created = await admin.create_webhook_endpoint(
+            "http://127.0.0.1:9/never", event_types=["escalation.created"]
+        )
+        await admin.update_webhook_endpoint(created.endpoint.id, enabled=False)
+        events = eng.stream_escalations()
+        snapshot = await anext(events)
+        async with server.db.write() as s:
+            record = await store.get_endpoint(s, account, created.endpoint.id)
+            assert await store.mark_failing(s, record, "no answer in time", datetime.now(UTC))
+        event = await anext(events)
+        assert event.type == handoff_pb2.EVENT_TYPE_WEBHOOK_FAILING
+        assert event.sequence == snapshot.sequence + 1 and not event.HasField("handoff")
+        assert (event.webhook_endpoint.host, event.webhook_endpoint.last_error) == (
+            "127.0.0.1",
+            "no answer in time",
+        )
+        await events.aclose()  # type: ignore[attr-defined]

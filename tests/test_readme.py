@@ -19,6 +19,7 @@ from server.runtime import ServerRuntime
 from tests.gateway_support import running_gateway
 from tests.processes import REPO, free_port
 from tests.support import Client, create_request, token
+from tests.webhook_receiver import Receiver
 
 README = (REPO / "README.md").read_text()
 BIN = str(Path(sys.executable).parent)
@@ -322,3 +323,79 @@ async def test_collaboration_curl_recipes_run(server: ServerRuntime, account: st
     assert "EVENT_TYPE_TRANSFERRED" in history and "EVENT_TYPE_REOPENED" in history
     assert presence.startswith("{")
     assert "event: snapshot" in stream
+
+
+async def run_webhook_recipes(
+    server: ServerRuntime, account: str, lines: list[str], replace: dict[str, str]
+) -> list[str]:
+    """The Webhooks section's lines for one tool, in order, against a local receiver:
+    the create's answer gives $ENDPOINT, an escalation then makes a delivery, whose id
+    from the listing is $DELIVERY; the redelivery arrives again with the same id."""
+    receiver = await Receiver().start()
+    variables = env(server, account)
+    variables["ADMIN"] = token(account, "ada", Role.ADMIN, name="Ada Admin")
+    outputs = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            tech = Client(channel, variables["TECH"], account, "tina")
+            for line in lines:
+                command = line.replace("127.0.0.1:8000", f"127.0.0.1:{receiver.port}")
+                for old, new in replace.items():
+                    command = command.replace(old, new)
+                process = await asyncio.create_subprocess_exec(
+                    "bash",
+                    "-c",
+                    command,
+                    cwd=REPO,
+                    env=variables,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                out, _ = await asyncio.wait_for(process.communicate(), 60)
+                assert process.returncode == 0, f"{command}\n{out.decode()}"
+                outputs.append(out.decode())
+                answer = json.loads(out)
+                if "secret" in answer:  # the create
+                    variables["ENDPOINT"] = answer["endpoint"]["id"]
+                    receiver.secret = answer["secret"]
+                    await tech.create(problem_summary="Printer on fire")
+                    await receiver.wait_for(lambda r: len(r.received) == 1)
+                elif "deliveries" in answer:
+                    variables["DELIVERY"] = answer["deliveries"][0]["id"]
+            await receiver.wait_for(lambda r: len(r.received) == 2)
+    finally:
+        await receiver.stop()
+    first, again = receiver.received
+    assert first.id == again.id == variables["DELIVERY"]
+    assert first.verified["type"] == "escalation.created"
+    return outputs
+
+
+def webhook_lines(prefix: str, index: int) -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", section("Webhooks"), re.S)
+    return [line for line in blocks[index].splitlines() if line.startswith(prefix)]
+
+
+async def test_webhook_grpcurl_recipes_run(server: ServerRuntime, account: str) -> None:
+    lines = webhook_lines(".venv/bin/grpcurl ", 0)
+    assert len(lines) == 4
+    outputs = await run_webhook_recipes(
+        server, account, lines, {"127.0.0.1:50051": f"127.0.0.1:{server.port}"}
+    )
+    created, listed, deliveries, redelivered = outputs
+    assert "whsec_" in created and "Ops channel" in listed
+    assert "WEBHOOK_DELIVERY_STATUS_SUCCEEDED" in deliveries
+    assert "WEBHOOK_DELIVERY_STATUS_PENDING" in redelivered
+
+
+async def test_webhook_curl_recipes_run(server: ServerRuntime, account: str) -> None:
+    lines = webhook_lines("curl ", 1)
+    assert len(lines) == 4
+    async with running_gateway(f"127.0.0.1:{server.port}") as gateway:
+        outputs = await run_webhook_recipes(
+            server, account, lines, {"http://127.0.0.1:8080": gateway.url}
+        )
+    created, listed, deliveries, redelivered = outputs
+    assert "whsec_" in created and "Ops channel" in listed
+    assert "WEBHOOK_DELIVERY_STATUS_SUCCEEDED" in deliveries
+    assert "WEBHOOK_DELIVERY_STATUS_PENDING" in redelivered

@@ -149,6 +149,7 @@ async def run(url: str, ops: list[tuple[str, str, int]]) -> None:
         assert head == changes  # a repeated pickup by the holder logged nothing
         replayed: dict[str, Handoff] = {}
         for event in log:
+            assert event.handoff is not None
             replayed[event.handoff.id] = event.handoff
         assert set(replayed) == set(ids)
         for handoff_id, m in model.items():

@@ -11,9 +11,10 @@ from resolutionflow.v1 import handoff_pb2 as pb
 from sqlalchemy import update
 
 from gateway.serve import RunningGateway
-from server.db.schema import SlaTimerRecord
-from server.domain.types import Role
+from server.db.schema import EscalationPolicyRecord, SlaTimerRecord
+from server.domain.types import EventType, Role
 from server.runtime import ServerRuntime
+from server.webhooks import store
 from tests import browser_support, gateway_support
 from tests.browser_support import wait_for_js
 from tests.support import Client
@@ -101,3 +102,72 @@ async def test_alerts_are_opt_in_and_only_for_urgent_arrivals_and_breaches_while
     seen = await technician.create(priority=pb.PRIORITY_URGENT, problem_summary="Seen")
     await expect(page.locator(f'#queue .card[data-id="{seen.id}"]')).to_be_attached()
     assert await page.evaluate("window.shownNotifications.length") == 2
+
+
+async def test_a_raised_priority_and_a_failing_webhook_show_on_the_page(
+    browser: Any,
+    gateway: RunningGateway,
+    account: str,
+    engineer_page: Any,
+    technician: Client,
+    server: ServerRuntime,
+) -> None:
+    admin_page = await browser_support.open_page(
+        browser, gateway.url, account, "admin-1", Role.ADMIN
+    )
+    errors: list[str] = []
+    admin_page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        for page in (admin_page, engineer_page):
+            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "open")
+        async with server.db.write() as s:
+            s.add(
+                EscalationPolicyRecord(
+                    account_id=account,
+                    raise_priority=True,
+                    renotify_seconds=0,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+        late = await technician.create(problem_summary="Nobody looked at this")
+        card = admin_page.locator(f'#queue .card[data-id="{late.id}"]')
+        await expect(card).to_have_attribute("data-priority", "normal")
+        async with server.db.write() as s:
+            await s.execute(
+                update(SlaTimerRecord)
+                .where(
+                    SlaTimerRecord.handoff_id == late.id,
+                    SlaTimerRecord.kind == EventType.SLA_BREACHED.value,
+                )
+                .values(due_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        await expect(card).to_have_attribute("data-priority", "high")
+        await expect(card.locator(".badge.priority")).to_have_text("High")
+
+        # An endpoint of the account marked failing: an alert for admins only.
+        async with server.db.write() as s:
+            endpoint, _secret = await store.create_endpoint(
+                s,
+                account,
+                url="https://hooks.example/ops",
+                event_types=[],
+                description="Ops channel",
+                format=store.STANDARD,
+                now=datetime.now(UTC),
+            )
+            # Not sent anything: it is failing from the start (the test never connects out).
+            endpoint.enabled = False
+        async with server.db.write() as s:
+            assert await store.mark_failing(s, endpoint, "HTTP 503", datetime.now(UTC))
+        banner = admin_page.locator("#banner-webhook")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("Webhook hooks.example (Ops channel) is failing")
+        await expect(banner).to_contain_text("HTTP 503")
+        marker = await technician.create(problem_summary="after the failure")
+        await expect(engineer_page.locator(f'#queue .card[data-id="{marker.id}"]')).to_be_attached()
+        await expect(engineer_page.locator("#banner-webhook")).to_be_hidden()
+        await admin_page.locator("#banner-webhook-dismiss").click()
+        await expect(banner).to_be_hidden()
+    finally:
+        await admin_page.context.close()
+    assert not errors

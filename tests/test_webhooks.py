@@ -20,19 +20,25 @@ from typing import Any
 import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2, webhook_pb2, webhook_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from clients import AsyncClient, PermissionDenied
 from clients import Client as SyncClient
-from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
+from server.db.schema import (
+    EscalationPolicyRecord,
+    SlaTimerRecord,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
+)
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
+from server.webhooks import store
 from server.webhooks.safety import Policy, Refused
 from server.webhooks.worker import ENDPOINTS_FAILING, Outcome, WebhookWorker
 from tests.conftest import TEST_WEBHOOKS
 from tests.processes import free_port
-from tests.support import Client, token, wait_until
+from tests.support import Client, stream_escalations, token, wait_until, watch_handoffs
 from tests.webhook_receiver import Receiver
 
 pb = webhook_pb2
@@ -501,3 +507,123 @@ async def test_bad_endpoint_fields_are_invalid_argument(
             pb.CreateWebhookEndpointRequest(**fields),
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_endpoint_marked_failing_is_an_event_once_on_the_stream_and_to_the_others(
+    as_role: Callable[[Role], Client], receiver: Receiver, server: ServerRuntime
+) -> None:
+    """WEBHOOK_FAILING: on the staff's streams (not a technician's), delivered to the
+    account's healthy endpoints subscribed to ``webhook.failing`` (not to the failing one),
+    and written once however many markers race (the mark is a conditional update)."""
+    admin, tech, eng = as_role(Role.ADMIN), as_role(Role.TECHNICIAN), as_role(Role.ENGINEER)
+    healthy = await Receiver().start()
+    try:
+        broken = await subscribe(
+            admin, receiver, event_types=["escalation.created"], description="Ops pager"
+        )
+        await subscribe(admin, healthy, event_types=["webhook.failing"])
+        queue, mine = stream_escalations(eng), watch_handoffs(tech)
+        for r in (queue, mine):
+            await r.wait_for(lambda r: bool(r.events))
+        async with server.db.read() as s:
+            record = await s.get(WebhookEndpointRecord, broken.id)
+        assert record is not None
+        now = datetime.now(UTC)
+
+        async def mark() -> bool:
+            async with server.db.write() as s:
+                return await store.mark_failing(s, record, "HTTP 503", now)
+
+        marked = await asyncio.gather(mark(), mark(), mark())
+        assert sorted(marked) == [False, False, True]
+        marker = await tech.create(problem_summary="after the failure")
+        for r in (queue, mine):
+            await r.wait_for(lambda r: any(e.handoff.id == marker.id for e in r.events))
+        queue.cancel()
+        mine.cancel()
+
+        (event,) = [e for e in queue.events if e.type == handoff_pb2.EVENT_TYPE_WEBHOOK_FAILING]
+        assert not event.HasField("handoff")
+        ref = event.webhook_endpoint
+        assert (ref.id, ref.host, ref.description, ref.last_error) == (
+            broken.id,
+            "127.0.0.1",
+            "Ops pager",
+            "HTTP 503",
+        )
+        assert all(e.type != handoff_pb2.EVENT_TYPE_WEBHOOK_FAILING for e in mine.events)
+
+        await healthy.wait_for(lambda r: bool(r.received))
+        (told,) = healthy.received
+        assert told.verified["type"] == "webhook.failing"
+        assert told.verified["data"]["webhookEndpoint"]["id"] == broken.id
+        assert told.sequence == event.sequence
+        (state,) = [
+            e
+            for e in (
+                await call(admin, "ListWebhookEndpoints", pb.ListWebhookEndpointsRequest())
+            ).endpoints
+            if e.id == broken.id
+        ]
+        assert state.state == pb.WEBHOOK_ENDPOINT_STATE_FAILING
+        # Enabled again, the broken endpoint is not sent the news of its own failure.
+        await call(
+            admin,
+            "UpdateWebhookEndpoint",
+            pb.UpdateWebhookEndpointRequest(endpoint_id=broken.id, enabled=True),
+        )
+        receiver.mode = "ok"
+        after = await tech.create(problem_summary="after re-enabling")
+        await receiver.wait_for(
+            lambda r: any(x.verified["data"]["handoff"]["id"] == after.id for x in r.received)
+        )
+        assert all(x.verified["type"] != "webhook.failing" for x in receiver.received)
+    finally:
+        await healthy.stop()
+
+
+async def test_slack_text_of_an_account_event() -> None:
+    body = {
+        "type": "webhook.failing",
+        "data": {
+            "url": "https://rf.example/",
+            "webhookEndpoint": {"host": "hooks.example", "description": "<ops>", "lastError": "x"},
+        },
+    }
+    assert store.slack_text(body) == {
+        "text": "Webhook endpoint hooks.example (&lt;ops&gt;) is failing and gets no events "
+        "until an admin redelivers or re-enables it: x. <https://rf.example/|Open>"
+    }
+
+
+async def test_a_breach_and_the_raise_it_causes_are_two_webhook_events(
+    as_role: Callable[[Role], Client], receiver: Receiver, server: ServerRuntime, account: str
+) -> None:
+    admin, tech = as_role(Role.ADMIN), as_role(Role.TECHNICIAN)
+    async with server.db.write() as s:
+        s.add(
+            EscalationPolicyRecord(
+                account_id=account,
+                raise_priority=True,
+                renotify_seconds=0,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    await subscribe(
+        admin, receiver, event_types=["escalation.breached", "escalation.priority_raised"]
+    )
+    late = await tech.create(priority=handoff_pb2.PRIORITY_HIGH)
+    async with server.db.write() as s:
+        await s.execute(
+            update(SlaTimerRecord)
+            .where(SlaTimerRecord.handoff_id == late.id, SlaTimerRecord.kind == "SLA_BREACHED")
+            .values(due_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    await receiver.wait_for(lambda r: len(r.received) >= 2)
+    breached, raised = receiver.received
+    assert breached.verified["type"] == "escalation.breached"
+    assert breached.verified["data"]["handoff"]["priority"] == "PRIORITY_HIGH"
+    assert raised.verified["type"] == "escalation.priority_raised"
+    assert raised.sequence == breached.sequence + 1
+    assert raised.verified["data"]["handoff"]["priority"] == "PRIORITY_URGENT"
+    assert raised.verified["data"]["note"].startswith("raised from HIGH to URGENT")

@@ -210,7 +210,7 @@ function endSession(reason) {
   sessionStorage.removeItem(TOKEN_KEY);
   for (const map of [queue, slaSeen, taken, mine, working]) map.clear();
   for (const id of ["queue", "working-list", "mine", "toasts", "m-chart", "m-priority"]) $(id).replaceChildren();
-  for (const id of ["engineer", "context", "technician", "who", "banner-conn", "banner-expiry", "working"]) $(id).hidden = true;
+  for (const id of ["engineer", "context", "technician", "who", "banner-conn", "banner-expiry", "banner-webhook", "working"]) $(id).hidden = true;
   document.body.dataset.signedIn = "false";
   $("sign-in").hidden = false;
   const why = $("sign-in-reason");
@@ -366,8 +366,32 @@ function onQueueReset(reset) {
   updateCount();
 }
 
+/**
+ * An account event (no handoff): one of the account's webhook endpoints was marked
+ * failing. Admins can act on it (redeliver or re-enable), so the alert is theirs.
+ * @param {any} data
+ */
+function onWebhookFailing(data) {
+  if (session?.claims.role !== "admin") return;
+  const e = data.webhookEndpoint || {};
+  const what = `${e.host || "an endpoint"}${e.description ? ` (${e.description})` : ""}`;
+  const text =
+    `Webhook ${what} is failing${e.lastError ? `: ${e.lastError}` : ""}. ` +
+    "It gets no events until an admin redelivers or re-enables it.";
+  $("banner-webhook-text").textContent = text;
+  $("banner-webhook").dataset.endpoint = e.id || "";
+  $("banner-webhook").hidden = false;
+}
+$("banner-webhook-dismiss").addEventListener("click", () => {
+  $("banner-webhook").hidden = true;
+});
+
 /** @param {any} event */
 function onQueueEvent(event) {
+  if (event.type === "webhook_failing") {
+    onWebhookFailing(event.data || {});
+    return;
+  }
   const h = event.handoff;
   if (!h || !h.id) return;
   switch (event.type) {
@@ -392,6 +416,11 @@ function onQueueEvent(event) {
     case "cancelled":
       taken.set(h.id, h);
       remove(h.id);
+      break;
+    case "priority_raised":
+      if (!queue.has(h.id)) break;
+      update(h);
+      announce(`Raised to ${priorityLabel(h.priority)} after its SLA breach: ${short(h.problemSummary || "", 160)}`);
       break;
     case "sla_warning":
     case "sla_breached":
@@ -497,6 +526,7 @@ function fillCard(item, h) {
   pickup.addEventListener("click", () => pickUp(h.id, item));
   const assessment = assessmentState(h.assessment);
   const steps = (h.stepsTried || []).length;
+  item.dataset.priority = priorityKey(h.priority); // a raised priority recolours the card
   item.replaceChildren(
     el("div", { class: "card-head" }, [
       el("span", { class: "badge priority", text: priorityLabel(h.priority) }),
@@ -1187,6 +1217,7 @@ function describe(e) {
     case "commented": return `${byName(e.comment?.author)}: ${e.comment?.body || ""}`;
     case "sla_warning": return "SLA warning";
     case "sla_breached": return "SLA breached";
+    case "priority_raised": return `Priority raised to ${priorityLabel(h.priority)} (SLA breached, nobody on it)`;
     case "resolved": return `Resolved by ${byName(h.pickedUpBy)}${h.resolutionNote ? `: ${h.resolutionNote}` : ""}`;
     case "reopened": return `Reopened by ${byName(e.actor)}${e.note ? `: ${e.note}` : ""}`;
     case "cancelled": return "Cancelled";

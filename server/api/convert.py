@@ -38,6 +38,7 @@ from server.domain.types import (
     Status,
     Step,
     UserRef,
+    WebhookEndpointRef,
 )
 
 E = TypeVar("E", bound=enum.Enum)
@@ -78,6 +79,7 @@ MESSAGES: dict[type, Any] = {
     Step: pb.Step,
     Assessment: pb.Assessment,
     Handoff: pb.Handoff,
+    WebhookEndpointRef: pb.WebhookEndpointRef,
 }
 ENUMS: dict[type, dict[Any, int]] = {
     Intent: INTENT,
@@ -111,6 +113,7 @@ _USER_REF = _to_message(UserRef)
 _STEP = _to_message(Step)
 assessment: Callable[[Assessment], pb.Assessment] = _to_message(Assessment)
 handoff: Callable[[Handoff], pb.Handoff] = _to_message(Handoff)
+_ENDPOINT_REF = _to_message(WebhookEndpointRef)
 
 
 def user_ref(value: UserRef | None) -> pb.UserRef | None:
@@ -155,11 +158,12 @@ def handoff_event(event: Event) -> pb.HandoffEvent:
         sequence=event.sequence,
         type=EVENT[event.type],  # type: ignore[arg-type]
         occurred_at=timestamp(event.occurred_at),
-        handoff=handoff(event.handoff),
+        handoff=handoff(event.handoff) if event.handoff is not None else None,
         actor=user_ref(d.actor) if d else None,
         note=d.note if d else "",
         comment=comment(d.comment) if d and d.comment else None,
         previous_holder=user_ref(d.previous_holder) if d else None,
+        webhook_endpoint=_ENDPOINT_REF(d.webhook_endpoint) if d and d.webhook_endpoint else None,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,12 +14,21 @@ import httpx
 
 from server.domain.triage import triage
 from server.domain.types import Handoff
+from server.models.search import shared_terms
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_SUMMARY = 2_000
 MAX_STEP = 500
+# Past fixes offered to a provider: a few, each cut short, so a prompt stays small however
+# long the account's resolution notes are.
+MAX_PAST_FIXES = 3
+MAX_PAST_PROBLEM = 300
+MAX_PAST_FIX = 400
+# The heuristic cites a past fix only when it shares this many words with the problem:
+# one common word ("error", "user") is not a similar escalation.
+MIN_SHARED_TERMS = 2
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,29 @@ class AssessmentFailed(Exception):
 class Provider(Protocol):
     name: str
 
-    async def assess(self, handoff: Handoff) -> Verdict: ...
+    async def assess(self, handoff: Handoff, similar: Sequence[Handoff] = ()) -> Verdict:
+        """``similar``: the account's resolved escalations closest to this one, best first
+        (server/models/search.py); never another account's."""
+        ...
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def cite(h: Handoff) -> str:
+    """How a past fix is named: its short id and the day it was resolved."""
+    day = h.resolved_at.date().isoformat() if h.resolved_at else "earlier"
+    return f"#{h.id[:8]}, resolved {day}"
+
+
+def closest_fix(handoff: Handoff, similar: Sequence[Handoff]) -> Handoff | None:
+    """The best-ranked past escalation with a resolution note that is close enough."""
+    for past in similar:
+        if past.resolution_note.strip() and shared_terms(handoff, past) >= MIN_SHARED_TERMS:
+            return past
+    return None
 
 
 class HeuristicProvider:
@@ -46,7 +78,7 @@ class HeuristicProvider:
 
     name = "heuristic (rule-based, not an AI model)"
 
-    async def assess(self, handoff: Handoff) -> Verdict:
+    async def assess(self, handoff: Handoff, similar: Sequence[Handoff] = ()) -> Verdict:
         t = triage(handoff.problem_summary, handoff.steps_tried, handoff.notes)
         parts = [f"Rule-based assessment, not an AI model. This looks like a {t.category} problem."]
         if t.failed:
@@ -57,15 +89,35 @@ class HeuristicProvider:
         if not handoff.steps_tried:
             parts.append("Nothing has been tried yet.")
         parts.append(f"Not tried yet: {t.next_step[0].lower()}{t.next_step[1:]}.")
-        return Verdict(summary=" ".join(parts), suggested_first_step=t.next_step)
+        step = t.next_step
+        past = closest_fix(handoff, similar)
+        if past is not None:
+            # What actually fixed this account's closest problem beats a generic rule.
+            fix = _short(past.resolution_note, MAX_PAST_FIX)
+            step = f"A similar escalation ({cite(past)}) was fixed by: {fix}"
+            parts.append(step if step.endswith((".", "!", "?", "…")) else step + ".")
+        return Verdict(
+            summary=_short(" ".join(parts), MAX_SUMMARY), suggested_first_step=step[:MAX_STEP]
+        )
 
 
 SYSTEM_PROMPT = (
     "You help senior help-desk engineers take over an escalated support case. Reply with a "
     'JSON object only: {"summary": "<2-4 sentences: likely cause and what the steps tried '
     'rule out>", "suggested_first_step": "<one concrete action the engineer should take '
-    'first, not already tried>"}.'
+    'first, not already tried>"}. Past fixes, when given, are escalations of the same '
+    "team resolved before; suggest one only if it fits this problem."
 )
+
+
+def past_fixes(similar: Sequence[Handoff]) -> str:
+    """The prompt's section of past fixes, bounded in count and in length."""
+    lines = [
+        f"- {cite(h)}: problem: {_short(h.problem_summary, MAX_PAST_PROBLEM)}; "
+        f"fixed by: {_short(h.resolution_note, MAX_PAST_FIX) or '-'}"
+        for h in similar[:MAX_PAST_FIXES]
+    ]
+    return "\n".join(lines)
 
 
 class OpenAIProvider:
@@ -89,7 +141,7 @@ class OpenAIProvider:
         self.attempts = attempts
         self.backoff = backoff
 
-    async def assess(self, handoff: Handoff) -> Verdict:
+    async def assess(self, handoff: Handoff, similar: Sequence[Handoff] = ()) -> Verdict:
         steps = "\n".join(
             f"- {s.description} (outcome: {s.outcome or 'unknown'})" for s in handoff.steps_tried
         )
@@ -103,7 +155,12 @@ class OpenAIProvider:
                     "role": "user",
                     "content": f"Priority: {handoff.priority.value}\n"
                     f"Problem: {handoff.problem_summary}\n"
-                    f"Steps tried:\n{steps or '- none'}\nNotes: {handoff.notes or '-'}",
+                    f"Steps tried:\n{steps or '- none'}\nNotes: {handoff.notes or '-'}"
+                    + (
+                        f"\nSimilar escalations resolved before (closest first):\n{fixes}"
+                        if (fixes := past_fixes(similar))
+                        else ""
+                    ),
                 },
             ],
         }

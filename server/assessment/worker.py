@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from server import telemetry
-from server.assessment.providers import AssessmentFailed, Provider
+from server.assessment.providers import MAX_PAST_FIXES, AssessmentFailed, Provider
 from server.db.database import Database
 from server.domain.types import Assessment, AssessmentStatus, Handoff
-from server.models import handoffs
+from server.models import handoffs, search
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -185,7 +185,8 @@ class AssessmentWorker:
         handoff_id = handoff.id
         started = time.monotonic()
         try:
-            verdict = await asyncio.wait_for(self.provider.assess(handoff), self.timeout)
+            similar = await self._past_fixes(handoff)
+            verdict = await asyncio.wait_for(self.provider.assess(handoff, similar), self.timeout)
             result = Assessment(
                 status=AssessmentStatus.READY,
                 summary=verdict.summary,
@@ -211,6 +212,17 @@ class AssessmentWorker:
         telemetry.ASSESSMENT_SECONDS.observe(time.monotonic() - started)
         telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
         await self._uncut(self._save_with_retries(handoff_id, result))
+
+    async def _past_fixes(self, handoff: Handoff) -> tuple[Handoff, ...]:
+        """The account's closest resolved escalations (only its own: the search is scoped
+        to ``handoff.account_id``). An assessment without them is still an assessment, so
+        a failed lookup gives none rather than failing it."""
+        try:
+            async with self.db.read() as s:
+                return tuple(await search.similar_resolved(s, handoff, MAX_PAST_FIXES))
+        except Exception as e:
+            log.warning("past fixes for the assessment of %s not read: %s", handoff.id, e)
+            return ()
 
     async def _uncut(self, write: Coroutine[Any, Any, T]) -> T:
         """Run a write shielded, and awaited by stop(): stopping must not cut a write

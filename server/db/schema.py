@@ -134,9 +134,10 @@ class EventRecord(Base):
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
-    handoff_id: Mapped[str] = mapped_column(String(36))
+    # NULL on an account event (about no handoff: a webhook endpoint marked failing).
+    handoff_id: Mapped[str | None] = mapped_column(String(36))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # What the handoff state alone does not say (EventDetail: actor, note, comment,
     # previous holder); NULL for the kinds that need none.
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -156,9 +157,10 @@ class HandoffHistoryRecord(Base):
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(32))
-    handoff_id: Mapped[str] = mapped_column(String(36))
+    # NULL on an account event (about no handoff: a webhook endpoint marked failing).
+    handoff_id: Mapped[str | None] = mapped_column(String(36))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 

@@ -166,18 +166,21 @@ class QueueFilter:
         return True
 
     def passes(self, event: Event, caller: Caller) -> bool:
-        if self.admits(event.handoff, caller):
+        handoff = event.handoff
+        if handoff is None:
+            return True  # an account event (a failing webhook) concerns every queue
+        if self.admits(handoff, caller):
             return True
-        if self.priorities and event.handoff.priority not in self.priorities:
+        if self.priorities and handoff.priority not in self.priorities:
             return False
         previous = event.detail.previous_holder if event.detail else None
         if self.held_by_me and previous is not None and previous.id == caller.user_id:
             return True
         # Resolved by me: it was mine until this event (a release names me as previous).
-        holder = event.handoff.picked_up_by
+        holder = handoff.picked_up_by
         return (
             self.held_by_me
-            and event.handoff.status is Status.RESOLVED
+            and handoff.status is Status.RESOLVED
             and holder is not None
             and holder.id == caller.user_id
         )

@@ -71,6 +71,9 @@ class EventType(enum.StrEnum):
     TRANSFERRED = "TRANSFERRED"
     COMMENTED = "COMMENTED"
     REOPENED = "REOPENED"
+    PRIORITY_RAISED = "PRIORITY_RAISED"
+    # An account event: about no handoff (Event.handoff is None).
+    WEBHOOK_FAILING = "WEBHOOK_FAILING"
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,17 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class WebhookEndpointRef:
+    """A webhook endpoint as an event names it: by its URL's host only (engineers see
+    these events, and a full URL can be a credential)."""
+
+    id: str
+    host: str
+    description: str = ""
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
 class EventDetail:
     """What an event says beyond the handoff's state: who did it, the transfer note or
     reopen reason, the comment, and who held the escalation before a transfer."""
@@ -230,6 +244,8 @@ class EventDetail:
     previous_holder: UserRef | None = None
     # An idempotency key of the change (a comment's request_id), to find a retry's first.
     request_id: str | None = None
+    # WEBHOOK_FAILING: the endpoint marked failing.
+    webhook_endpoint: WebhookEndpointRef | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _DETAIL_TO_JSON(self)
@@ -241,13 +257,14 @@ class EventDetail:
 
 @dataclass(frozen=True)
 class Event:
-    """One entry of an account's event log: the handoff as it was after the change."""
+    """One entry of an account's event log: the handoff as it was after the change, or
+    None for an account event (WEBHOOK_FAILING), which is about no handoff."""
 
     account_id: str
     sequence: int
     type: EventType
     occurred_at: datetime
-    handoff: Handoff
+    handoff: Handoff | None
     detail: EventDetail | None = None
 
 

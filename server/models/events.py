@@ -95,6 +95,36 @@ async def append(
     return event
 
 
+async def append_account_event(
+    session: AsyncSession,
+    account_id: str,
+    event_type: EventType,
+    occurred_at: datetime,
+    detail: EventDetail,
+) -> Event:
+    """Log an account event, one about no handoff (a webhook endpoint marked failing), in
+    the caller's transaction: numbered in the account's sequence like any change, so the
+    streams, resumption and webhooks see it in order."""
+    await announce(session, account_id)
+    sequence = await next_sequence(session, account_id)
+    await session.execute(
+        _APPEND,
+        {
+            "account_id": account_id,
+            "sequence": sequence,
+            "type": event_type.value,
+            "handoff_id": None,
+            "occurred_at": occurred_at,
+            "payload": None,
+            "detail": detail.to_json(),
+        },
+    )
+    event = Event(account_id, sequence, event_type, occurred_at, None, detail)
+    appended: list[Event] = session.info.setdefault(APPENDED_EVENTS, [])
+    appended.append(event)
+    return event
+
+
 async def announce(session: AsyncSession, account_id: str) -> None:
     """Wake every LISTENing replica for ``account_id`` when (and only if) this transaction
     commits; once per account and transaction.
@@ -186,7 +216,7 @@ def _event(r: Any) -> Event:
         sequence=r.sequence,
         type=EventType(r.type),
         occurred_at=r.occurred_at,
-        handoff=Handoff.from_json(r.payload),
+        handoff=Handoff.from_json(r.payload) if r.payload is not None else None,
         detail=EventDetail.from_json(r.detail),
     )
 

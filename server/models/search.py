@@ -89,14 +89,33 @@ def _terms(query: str) -> list[str]:
     return list(seen)[:MAX_TERMS]
 
 
+def _query_terms(h: Handoff) -> list[str]:
+    return _terms(f"{h.problem_summary} {' '.join(s.description for s in h.steps_tried)}")
+
+
+def shared_terms(h: Handoff, past: Handoff) -> int:
+    """How many of the words ``h`` is searched by occur in ``past``'s indexed text: a
+    search ranks any match, this says whether a match is more than one common word.
+    Words are compared by their first five letters, a crude stem ("disconnects" and
+    "disconnected" agree), close enough to what PostgreSQL's stemmer matched on."""
+    words = {w[:5] for w in _WORD.findall(_document(past).lower())}
+    return sum(1 for t in _query_terms(h) if t[:5] in words)
+
+
 async def index_resolved(session: AsyncSession, h: Handoff) -> None:
     await forget(session, h.id)
+    await index_many(session, [h])
+
+
+async def index_many(session: AsyncSession, handoffs: list[Handoff]) -> None:
+    """Index resolved escalations, several in one statement (the search benchmark loads
+    its rows this way)."""
     await session.execute(
         text(
             "INSERT INTO resolved_search (handoff_id, account_id, body) "
             "VALUES (:id, :account, :body)"
         ),
-        {"id": h.id, "account": h.account_id, "body": _document(h)},
+        [{"id": h.id, "account": h.account_id, "body": _document(h)} for h in handoffs],
     )
 
 
@@ -108,7 +127,7 @@ async def forget(session: AsyncSession, handoff_id: str) -> None:
 
 async def similar_resolved(session: AsyncSession, h: Handoff, limit: int = 3) -> list[Handoff]:
     """The account's resolved escalations closest to ``h``'s problem, best first."""
-    terms = _terms(f"{h.problem_summary} {' '.join(s.description for s in h.steps_tried)}")
+    terms = _query_terms(h)
     if not terms:
         return []
     params = {"account": h.account_id, "self": h.id, "limit": limit}

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import EscalationPolicyRecord, HandoffRecord, SlaTimerRecord
-from server.domain.types import EventType, Priority, Status
+from server.domain.types import EventDetail, EventType, Priority, Status
 from server.models.records import record_change
 
 WARNING_AT = 0.8
@@ -85,18 +85,34 @@ async def fire_next_due(
     if record is None or record.status != Status.OPEN.value:
         return True  # picked up (or closed): a re-notification stops here
     kind = timer.kind
+    raised: Priority | None = None
     if kind in (EventType.SLA_BREACHED.value, RENOTIFY):
         policy = await policy_of(session, record.account_id, default or BreachPolicy())
         if kind == EventType.SLA_BREACHED.value:
             record.sla_breached_at = now
-            if policy.raise_priority:
-                raised = _RAISED[Priority(record.priority)]
-                record.priority, record.priority_rank = raised.value, raised.rank
+            was = Priority(record.priority)
+            if policy.raise_priority and _RAISED[was] is not was:
+                raised = _RAISED[was]
         if policy.renotify_seconds > 0:
             await _renotify_at(session, timer, now + timedelta(seconds=policy.renotify_seconds))
         kind = EventType.SLA_BREACHED.value
     await session.flush()
     await record_change(session, record.account_id, record.id, EventType(kind), now)
+    if raised is not None:
+        # A change of its own, right after the breach (same transaction, next sequence):
+        # the breach is told at the priority it happened at, the raise as what it did.
+        was = Priority(record.priority)
+        record.priority, record.priority_rank = raised.value, raised.rank
+        await session.flush()
+        note = f"raised from {was.value} to {raised.value}: SLA breached, nobody picked it up"
+        await record_change(
+            session,
+            record.account_id,
+            record.id,
+            EventType.PRIORITY_RAISED,
+            now,
+            EventDetail(note=note),
+        )
     return True
 
 

@@ -63,7 +63,8 @@ class Encoder(Protocol):
 
 
 def _is_escalation(e: Event) -> bool:
-    return e.handoff.intent is Intent.ESCALATE
+    # Account events (about no handoff) are on the queue: only staff open it.
+    return e.handoff is None or e.handoff.intent is Intent.ESCALATE
 
 
 def _everything(e: Event) -> bool:
@@ -81,7 +82,8 @@ def _filter(
         return _is_escalation
     creator = policy.scope(caller).creator_id
     if creator is not None:
-        return lambda e: e.handoff.created_by.id == creator
+        # A technician sees their own handoffs' events, never the account's.
+        return lambda e: e.handoff is not None and e.handoff.created_by.id == creator
     return _everything
 
 

@@ -16,6 +16,7 @@ import os
 import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import delete, select, update
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api import convert
 from server.db.schema import WebhookDeliveryRecord, WebhookEndpointRecord
-from server.domain.types import Event, EventType, Intent
+from server.domain.types import Event, EventDetail, EventType, Intent, WebhookEndpointRef
 from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.models import events
 
@@ -40,10 +41,14 @@ SLACK = "SLACK"
 MATERIALIZE_BATCH = 500
 MAX_ENDPOINTS_PER_ACCOUNT = 50
 MAX_DESCRIPTION = 500
+# An attempt's error as events name it.
+MAX_ERROR = 300
 
 # Webhook event names: "<escalation|handoff>.<what>". An SLA breach is
-# "escalation.breached": the name receivers and breach policies key on.
+# "escalation.breached": the name receivers and breach policies key on. Account events,
+# about no handoff, are named by their subject: "webhook.failing".
 _WHAT = {EventType.SLA_BREACHED: "breached"}
+_ACCOUNT_EVENTS = {EventType.WEBHOOK_FAILING: "webhook.failing"}
 KINDS = ("escalation", "handoff")
 WHATS = (
     "created",
@@ -58,11 +63,15 @@ WHATS = (
     "transferred",
     "commented",
     "reopened",
+    # The breach policy raised the priority (after "breached").
+    "priority_raised",
 )
-EVENT_TYPES = tuple(f"{k}.{w}" for k in KINDS for w in WHATS)
+EVENT_TYPES = (*(f"{k}.{w}" for k in KINDS for w in WHATS), *_ACCOUNT_EVENTS.values())
 
 
 def webhook_type(event: Event) -> str:
+    if event.handoff is None:
+        return _ACCOUNT_EVENTS[event.type]
     kind = "escalation" if event.handoff.intent == Intent.ESCALATE else "handoff"
     return f"{kind}.{_WHAT.get(event.type, event.type.value.lower())}"
 
@@ -113,31 +122,59 @@ def link(public_url: str, handoff_id: str) -> str:
 
 def payload(event: Event, public_url: str) -> dict[str, Any]:
     """The standard body: Standard Webhooks' recommended {type, timestamp, data} shape,
-    the handoff as the REST API shows it (protobuf JSON mapping)."""
+    the handoff as the REST API shows it (protobuf JSON mapping). An account event has
+    what it is about instead (``webhookEndpoint``) and links to the page."""
+    message = MessageToDict(convert.handoff_event(event))
+    data: dict[str, Any] = {"sequence": event.sequence}
+    if event.handoff is None:
+        data["url"] = public_url.rstrip("/") + "/"
+        data["webhookEndpoint"] = message.get("webhookEndpoint", {})
+    else:
+        data["url"] = link(public_url, event.handoff.id)
+        data["handoff"] = message["handoff"]
+        if message.get("note"):
+            data["note"] = message["note"]
     return {
         "type": webhook_type(event),
         "timestamp": event.occurred_at.isoformat().replace("+00:00", "Z"),
-        "data": {
-            "sequence": event.sequence,
-            "url": link(public_url, event.handoff.id),
-            "handoff": MessageToDict(convert.handoff(event.handoff)),
-        },
+        "data": data,
     }
 
 
 def slack_text(body: dict[str, Any]) -> dict[str, str]:
     """The Slack / Teams / Mattermost incoming-webhook body of a standard body."""
+    if "handoff" not in body["data"]:
+        return {"text": _slack_account_text(body)}
     handoff = body["data"]["handoff"]
     priority = str(handoff.get("priority", "")).removeprefix("PRIORITY_")
-    summary = str(handoff.get("problemSummary", ""))[:300]
-    # Slack's mrkdwn control characters; "&" first, so the others' entities stay intact.
-    for ch, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
-        summary = summary.replace(ch, entity)
+    summary = _slack_escape(str(handoff.get("problemSummary", ""))[:300])
     kind, _, what = body["type"].partition(".")
     return {
         "text": f"[{priority}] {kind} {what.replace('_', ' ')}: {summary} "
         f"<{body['data']['url']}|Open>"
     }
+
+
+def _slack_escape(text: str) -> str:
+    # Slack's mrkdwn control characters; "&" first, so the others' entities stay intact.
+    for ch, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        text = text.replace(ch, entity)
+    return text
+
+
+def _slack_account_text(body: dict[str, Any]) -> str:
+    endpoint = body["data"].get("webhookEndpoint", {})
+    about = endpoint.get("host", "?")
+    if endpoint.get("description"):
+        about += f" ({endpoint['description'][:100]})"
+    why = endpoint.get("lastError", "")[:200]
+    return (
+        _slack_escape(
+            f"Webhook endpoint {about} is failing and gets no events until an admin "
+            f"redelivers or re-enables it{': ' + why if why else ''}."
+        )
+        + f" <{body['data']['url']}|Open>"
+    )
 
 
 async def create_endpoint(
@@ -284,6 +321,9 @@ async def materialize(
         name = webhook_type(event)
         if wanted and name not in wanted:
             continue
+        about = event.detail.webhook_endpoint if event.detail else None
+        if about is not None and about.id == endpoint.id:
+            continue  # its own failure is news for the others, not for itself
         rows.append(
             {
                 "id": f"msg_{uuid.uuid4().hex}",
@@ -312,6 +352,35 @@ async def materialize(
         .values(cursor_sequence=batch[-1].sequence)
     )
     return len(rows)
+
+
+async def mark_failing(
+    s: AsyncSession, endpoint: WebhookEndpointRecord, error: str, now: datetime
+) -> bool:
+    """Mark the endpoint failing and, in the same transaction, log WEBHOOK_FAILING to its
+    account. A conditional update: of replicas (or a retry) marking it at once, exactly
+    one changes the row, and only that one writes the event. Whether this call did."""
+    result = await s.execute(
+        update(WebhookEndpointRecord)
+        .where(WebhookEndpointRecord.id == endpoint.id, WebhookEndpointRecord.failing.is_(False))
+        .values(failing=True, updated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    about = WebhookEndpointRef(
+        id=endpoint.id,
+        host=urlsplit(endpoint.url).hostname or "",
+        description=endpoint.description[:MAX_DESCRIPTION],
+        last_error=error[:MAX_ERROR],
+    )
+    await events.append_account_event(
+        s,
+        endpoint.account_id,
+        EventType.WEBHOOK_FAILING,
+        now,
+        EventDetail(webhook_endpoint=about),
+    )
+    return True
 
 
 async def next_pending(s: AsyncSession, endpoint_id: str) -> WebhookDeliveryRecord | None:

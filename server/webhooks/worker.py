@@ -351,11 +351,7 @@ class WebhookWorker:
             if now - first >= timedelta(seconds=s_.webhook_retry_window_seconds):
                 record.status = store.FAILED
                 record.next_attempt_at = None
-                await s.execute(
-                    update(WebhookEndpointRecord)
-                    .where(WebhookEndpointRecord.id == endpoint.id)
-                    .values(failing=True, updated_at=now)
-                )
+                await store.mark_failing(s, endpoint, outcome.error, now)
                 ENDPOINTS_FAILING.inc()
                 log.warning(
                     "webhook endpoint %s of account %s marked failing: delivery %s failed "

@@ -57,6 +57,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_TRANSFERRED: _ClassVar[EventType]
     EVENT_TYPE_COMMENTED: _ClassVar[EventType]
     EVENT_TYPE_REOPENED: _ClassVar[EventType]
+    EVENT_TYPE_PRIORITY_RAISED: _ClassVar[EventType]
+    EVENT_TYPE_WEBHOOK_FAILING: _ClassVar[EventType]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -96,6 +98,8 @@ EVENT_TYPE_HEARTBEAT: EventType
 EVENT_TYPE_TRANSFERRED: EventType
 EVENT_TYPE_COMMENTED: EventType
 EVENT_TYPE_REOPENED: EventType
+EVENT_TYPE_PRIORITY_RAISED: EventType
+EVENT_TYPE_WEBHOOK_FAILING: EventType
 ROLE_UNSPECIFIED: Role
 ROLE_TECHNICIAN: Role
 ROLE_ENGINEER: Role
@@ -194,7 +198,7 @@ class Comment(_message.Message):
     def __init__(self, id: _Optional[str] = ..., handoff_id: _Optional[str] = ..., author: _Optional[_Union[UserRef, _Mapping]] = ..., author_role: _Optional[_Union[Role, str]] = ..., body: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HandoffEvent(_message.Message):
-    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason", "snapshot_continues", "actor", "note", "comment", "previous_holder")
+    __slots__ = ("sequence", "type", "occurred_at", "handoff", "snapshot", "reset_reason", "snapshot_continues", "actor", "note", "comment", "previous_holder", "webhook_endpoint")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +210,7 @@ class HandoffEvent(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: EventType
     occurred_at: _timestamp_pb2.Timestamp
@@ -217,7 +222,20 @@ class HandoffEvent(_message.Message):
     note: str
     comment: Comment
     previous_holder: UserRef
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ..., snapshot_continues: _Optional[bool] = ..., actor: _Optional[_Union[UserRef, _Mapping]] = ..., note: _Optional[str] = ..., comment: _Optional[_Union[Comment, _Mapping]] = ..., previous_holder: _Optional[_Union[UserRef, _Mapping]] = ...) -> None: ...
+    webhook_endpoint: WebhookEndpointRef
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., snapshot: _Optional[_Iterable[_Union[Handoff, _Mapping]]] = ..., reset_reason: _Optional[str] = ..., snapshot_continues: _Optional[bool] = ..., actor: _Optional[_Union[UserRef, _Mapping]] = ..., note: _Optional[str] = ..., comment: _Optional[_Union[Comment, _Mapping]] = ..., previous_holder: _Optional[_Union[UserRef, _Mapping]] = ..., webhook_endpoint: _Optional[_Union[WebhookEndpointRef, _Mapping]] = ...) -> None: ...
+
+class WebhookEndpointRef(_message.Message):
+    __slots__ = ("id", "host", "description", "last_error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    host: str
+    description: str
+    last_error: str
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., description: _Optional[str] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class CreateHandoffRequest(_message.Message):
     __slots__ = ("request_id", "session_id", "intent", "priority", "problem_summary", "steps_tried", "notes")
