@@ -12,10 +12,8 @@ from typing import Any
 
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
-from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.errors import StartupError
-from server.runtime import ServerRuntime
 from server.settings import JWT_SECRET_FILE, ConfigError, Settings
 
 
@@ -30,6 +28,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _serve_grpc(settings: Settings) -> None:
+    # Imported by the commands that run a server only: the server and its migrations
+    # (SQLAlchemy, Alembic, gRPC services) are most of this program's start-up time, and
+    # `token`, `watch` and `gateway` start often (scripts, the tests).
+    from server.runtime import ServerRuntime
+
     runtime = ServerRuntime(settings)
     await runtime.start()
     print(f"resolutionflow: gRPC on {settings.grpc_addr}, database {runtime.db.url!r}", flush=True)
@@ -46,6 +49,7 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
     from gateway.serve import start_gateway, upstream_for, wait_for_signal
     from gateway.settings import GatewaySettings
+    from server.runtime import ServerRuntime
 
     runtime = ServerRuntime(settings)
     await runtime.start()
@@ -98,6 +102,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from server.db.migrate import upgrade
+
     asyncio.run(upgrade(settings.database_url))
     print(f"database at head: {settings.database_url}")
     return 0

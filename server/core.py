@@ -207,33 +207,50 @@ class Core:
 
     async def list_account_users(self, caller: Caller) -> list[AccountUser]:
         async with self.db.read() as s:
-            return await collab.staff(s, caller.account_id)
+            return await collab.users_in_roles(s, caller.account_id, policy.STAFF)
 
     async def transfer(
         self, caller: Caller, handoff_id: str, to_user_id: str, note: str
     ) -> Handoff:
+        """Read the target and the handoff, let the policy decide, apply it conditionally
+        on the holder it was decided on; if that changed first, the policy answers."""
+        scope = policy.scope(caller)
         async with self.db.write() as s:
-            return await collab.transfer(s, caller, handoff_id, to_user_id, note, self.clock())
+            target = await collab.user(s, scope.account_id, to_user_id)
+            current = rules.require_escalation(await handoffs.get(s, scope, handoff_id))
+            move = policy.authorize_transfer(caller, current, target, to_user_id)
+            changed = await collab.transfer(
+                s, scope.account_id, handoff_id, move, caller.ref, note, self.clock()
+            )
+            if changed is None:
+                winner = rules.require_escalation(await handoffs.get(s, scope, handoff_id))
+                policy.after_lost_transfer(caller, winner, target, to_user_id)
+            return changed
 
     async def add_comment(
         self, caller: Caller, handoff_id: str, body: str, request_id: str | None
     ) -> Comment:
         async with self.db.write() as s:
+            await handoffs.get(s, policy.scope(caller), handoff_id)  # theirs to see
             return await collab.add_comment(s, caller, handoff_id, body, request_id, self.clock())
 
     async def reopen(self, caller: Caller, handoff_id: str, reason: str) -> Handoff:
+        scope = policy.scope(caller)
+        window = self.settings.reopen_window_seconds
         async with self.db.write() as s:
-            current = await handoffs.get(s, policy.scope(caller), handoff_id)
-            return await collab.reopen(
-                s,
-                caller,
-                handoff_id,
-                reason,
-                self.clock(),
-                self.settings.reopen_window_seconds,
-                self.settings.sla_target_seconds(current.priority),
+            current = await handoffs.get(s, scope, handoff_id)
+            now = self.clock()
+            policy.authorize_reopen(caller, current, now, window)
+            target = self.settings.sla_target_seconds(current.priority)
+            changed = await collab.reopen(
+                s, scope.account_id, handoff_id, caller.ref, reason, now, target
             )
+            if changed is None:
+                winner = await handoffs.get(s, scope, handoff_id)
+                policy.after_lost_reopen(caller, winner, now, window)
+            return changed
 
     async def history(self, caller: Caller, handoff_id: str, after: int, limit: int) -> list[Event]:
         async with self.db.read() as s:
-            return await collab.history(s, caller, handoff_id, after, limit)
+            await handoffs.get(s, policy.scope(caller), handoff_id)  # theirs to see
+            return await collab.history(s, caller.account_id, handoff_id, after, limit)

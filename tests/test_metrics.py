@@ -32,9 +32,11 @@ class Clock:
 
 
 @pytest.fixture
-async def clocked(settings: Settings) -> AsyncIterator[tuple[ServerRuntime, Clock]]:
+async def clocked(own_settings: Settings) -> AsyncIterator[tuple[ServerRuntime, Clock]]:
     # This server's own SLA clock never ticks by itself; the test fires it at chosen times.
-    runtime = ServerRuntime(settings.model_copy(update={"sla_check_seconds": 3600}))
+    # On a database of its own: firing the timers due weeks ahead would otherwise fire
+    # every open handoff's that other tests left in the session's database.
+    runtime = ServerRuntime(own_settings.model_copy(update={"sla_check_seconds": 3600}))
     clock = Clock()
     runtime.core.clock = clock
     await runtime.start()

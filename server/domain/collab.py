@@ -1,39 +1,22 @@
-"""Rules of working an escalation together: transfer, comments, reopen.
+"""Working an escalation together: the limits of a transfer's, a comment's and a reopen's
+input, and what an engineer narrowed their queue stream to.
 
-Kept apart from the state machine in ``rules`` on purpose: these are who-may-do-what
-checks over a handoff's current state, each a small function the models call before and
-after their conditional update, so they can move with the rest of the policy as one.
+Who may transfer or reopen is decided with the rest of the policy, in
+server/domain/policy.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from server.domain.rules import MAX_ID, MAX_NOTES, _text
-from server.domain.types import (
-    AccountUser,
-    Caller,
-    Event,
-    Handoff,
-    Intent,
-    Priority,
-    Role,
-    Status,
-)
-from server.errors import (
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-)
+from server.domain.types import Caller, Event, Handoff, Priority, Status
+from server.errors import FieldViolation, InvalidArgument
 
 # Comments are held to the limits of the technician's notes: the same kind of text.
 MAX_COMMENT = MAX_NOTES
 MAX_TRANSFER_NOTE = 5_000
 MAX_REOPEN_REASON = 5_000
-STAFF_ROLES = frozenset({Role.ENGINEER, Role.ADMIN})
 
 
 def validate_comment(body: str, request_id: str) -> tuple[str, str | None]:
@@ -60,83 +43,6 @@ def validate_reopen_reason(reason: str) -> str:
     if v:
         raise InvalidArgument(v)
     return reason.strip()
-
-
-def _who(user_id: str, name: str) -> str:
-    return f"{name or user_id} ({user_id})"
-
-
-def check_transfer(
-    caller: Caller, current: Handoff, target: AccountUser | None, to_user_id: str
-) -> None:
-    """A transfer moves a PICKED_UP escalation from its holder to another engineer or
-    admin the account knows. The holder or an admin may; the target must be staff.
-
-    Called before the conditional update and again with the state that won a race, so the
-    error names the situation as it is now.
-    """
-    if target is None:
-        # Also the answer for a user of another account: users are known per account.
-        raise NotFound(
-            f"no user {to_user_id} in this account; a user is known once they have "
-            "called the service (see ListAccountUsers)",
-            reason="UNKNOWN_USER",
-            metadata={"to_user_id": to_user_id},
-        )
-    if target.role not in STAFF_ROLES:
-        raise FailedPrecondition(
-            f"cannot transfer handoff {current.id} to {_who(target.id, target.name)}: "
-            f"a {target.role.value} cannot hold escalations",
-            reason="NOT_AN_ENGINEER",
-            metadata={"to_user_id": target.id},
-        )
-    holder = current.picked_up_by
-    if current.status is not Status.PICKED_UP or holder is None:
-        raise FailedPrecondition(
-            f"cannot transfer handoff {current.id}: it is {current.status.value}; "
-            "only a picked-up escalation can be transferred",
-            reason="NOT_PICKED_UP",
-        )
-    if holder.id != caller.user_id and caller.role is not Role.ADMIN:
-        raise PermissionDenied(
-            f"cannot transfer handoff {current.id}: only its holder, "
-            f"{_who(holder.id, holder.name)}, or an admin may",
-            reason="NOT_HOLDER",
-            metadata={"holder_id": holder.id, "holder_name": holder.name},
-        )
-    if holder.id == target.id:
-        raise FailedPrecondition(
-            f"cannot transfer handoff {current.id}: {_who(target.id, target.name)} "
-            "already holds it",
-            reason="ALREADY_HOLDER",
-            metadata={"holder_id": holder.id},
-        )
-
-
-def check_reopen(caller: Caller, current: Handoff, now: datetime, window_seconds: float) -> None:
-    """The technician who escalated (or an admin) reopens a resolved escalation while the
-    window since its resolution lasts."""
-    if current.created_by.id != caller.user_id and caller.role is not Role.ADMIN:
-        raise PermissionDenied(
-            f"cannot reopen handoff {current.id}: only the technician who escalated it, "
-            f"{_who(current.created_by.id, current.created_by.name)}, or an admin may",
-            reason="NOT_CREATOR",
-        )
-    if current.intent is not Intent.ESCALATE or current.status is not Status.RESOLVED:
-        raise FailedPrecondition(
-            f"cannot reopen handoff {current.id}: it is {current.status.value}; "
-            "only a resolved escalation can be reopened",
-            reason="NOT_RESOLVED",
-        )
-    assert current.resolved_at is not None
-    closes = current.resolved_at + timedelta(seconds=window_seconds)
-    if now > closes:
-        raise FailedPrecondition(
-            f"cannot reopen handoff {current.id}: the reopen window closed at "
-            f"{closes.isoformat()}; create a new handoff instead",
-            reason="REOPEN_WINDOW_CLOSED",
-            metadata={"closed_at": closes.isoformat()},
-        )
 
 
 @dataclass(frozen=True)

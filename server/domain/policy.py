@@ -7,19 +7,26 @@ Three kinds of rule, all here so that they can be read together:
 - by account and, for technicians, by creator: ``scope`` says which handoffs a caller
   sees at all (every query and every stream filter applies it);
 - by relation to one handoff, once it is read: creator or admin may cancel, the holder
-  resolves, the holder or an admin releases (``authorize``, ``after_lost_race``).
+  resolves, the holder or an admin releases (``authorize``, ``after_lost_race``); the
+  holder or an admin transfers to another engineer or admin (``authorize_transfer``,
+  ``after_lost_transfer``); the technician who escalated or an admin reopens within the
+  window (``authorize_reopen``, ``after_lost_reopen``).
 
 Storage (server/models) decides nothing: it reports what is (who created a handoff, who
-holds it) and applies the conditional update ``authorize`` asks for. See ARCHITECTURE.md.
+holds it, who the account's users are) and applies the conditional update the decision
+asks for; when that update matches nothing, the ``after_lost_*`` function judges the state
+that won. See ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NoReturn
 
 from server.domain.rules import TRANSITIONS, Action, refuse_transition
-from server.domain.types import Caller, Handoff, Role, Status, UserRef
-from server.errors import PermissionDenied
+from server.domain.types import AccountUser, Caller, Handoff, Intent, Role, Status, UserRef
+from server.errors import FailedPrecondition, NotFound, PermissionDenied
 
 ANYONE = frozenset(Role)
 STAFF = frozenset({Role.ENGINEER, Role.ADMIN})
@@ -34,7 +41,7 @@ ROLES: dict[str, frozenset[Role]] = {
     "CancelHandoff": ANYONE,
     "WatchHandoffs": ANYONE,
     # A technician comments on, reopens and reads the history of their own handoffs only
-    # (``scope``); who may reopen is judged in server/domain/collab.py.
+    # (``scope``); who may reopen is judged by ``authorize_reopen``.
     "AddComment": ANYONE,
     "ReopenHandoff": ANYONE,
     "GetHandoffHistory": ANYONE,
@@ -153,3 +160,113 @@ def already_held_by(caller: Caller, current: Handoff) -> bool:
     error, so a double click or a retried request does what the engineer meant."""
     holder = current.picked_up_by
     return current.status is Status.PICKED_UP and holder is not None and holder.id == caller.user_id
+
+
+def _who(user_id: str, name: str) -> str:
+    return f"{name or user_id} ({user_id})"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A transfer the caller may make, as storage applies it: one conditional update that
+    moves the hold from ``previous_holder`` (the holder the decision was made on, which
+    the update requires and the event names) to ``to``."""
+
+    previous_holder: UserRef
+    to: AccountUser
+
+
+def authorize_transfer(
+    caller: Caller, current: Handoff, target: AccountUser | None, to_user_id: str
+) -> Transfer:
+    """A transfer moves a PICKED_UP escalation from its holder to another engineer or
+    admin the account knows (``target``, None when it knows no ``to_user_id``). The holder
+    or an admin may. Raises the error that names what stands in the way."""
+    if target is None:
+        # Also the answer for a user of another account: users are known per account.
+        raise NotFound(
+            f"no user {to_user_id} in this account; a user is known once they have "
+            "called the service (see ListAccountUsers)",
+            reason="UNKNOWN_USER",
+            metadata={"to_user_id": to_user_id},
+        )
+    if target.role not in STAFF:
+        raise FailedPrecondition(
+            f"cannot transfer handoff {current.id} to {_who(target.id, target.name)}: "
+            f"a {target.role.value} cannot hold escalations",
+            reason="NOT_AN_ENGINEER",
+            metadata={"to_user_id": target.id},
+        )
+    holder = current.picked_up_by
+    if current.status is not Status.PICKED_UP or holder is None:
+        raise FailedPrecondition(
+            f"cannot transfer handoff {current.id}: it is {current.status.value}; "
+            "only a picked-up escalation can be transferred",
+            reason="NOT_PICKED_UP",
+        )
+    if holder.id != caller.user_id and caller.role is not Role.ADMIN:
+        raise PermissionDenied(
+            f"cannot transfer handoff {current.id}: only its holder, "
+            f"{_who(holder.id, holder.name)}, or an admin may",
+            reason="NOT_HOLDER",
+            metadata={"holder_id": holder.id, "holder_name": holder.name},
+        )
+    if holder.id == target.id:
+        raise FailedPrecondition(
+            f"cannot transfer handoff {current.id}: {_who(target.id, target.name)} "
+            "already holds it",
+            reason="ALREADY_HOLDER",
+            metadata={"holder_id": holder.id},
+        )
+    return Transfer(holder, target)
+
+
+def after_lost_transfer(
+    caller: Caller, winner: Handoff, target: AccountUser | None, to_user_id: str
+) -> NoReturn:
+    """The answer when the transfer's update matched nothing: judged again on the state
+    that won, so the error names the situation as it is now. Even where the caller could
+    transfer from the new holder (an admin), it is refused: they chose with the old holder
+    in mind, and must not take it from someone new unseen."""
+    authorize_transfer(caller, winner, target, to_user_id)
+    raise FailedPrecondition(
+        f"cannot transfer handoff {winner.id}: its holder changed meanwhile; look again and retry",
+        reason="HOLDER_CHANGED",
+    )
+
+
+def authorize_reopen(
+    caller: Caller, current: Handoff, now: datetime, window_seconds: float
+) -> None:
+    """The technician who escalated (or an admin) reopens a resolved escalation while the
+    window since its resolution lasts; storage's update requires it still RESOLVED."""
+    if current.created_by.id != caller.user_id and caller.role is not Role.ADMIN:
+        raise PermissionDenied(
+            f"cannot reopen handoff {current.id}: only the technician who escalated it, "
+            f"{_who(current.created_by.id, current.created_by.name)}, or an admin may",
+            reason="NOT_CREATOR",
+        )
+    if current.intent is not Intent.ESCALATE or current.status is not Status.RESOLVED:
+        raise FailedPrecondition(
+            f"cannot reopen handoff {current.id}: it is {current.status.value}; "
+            "only a resolved escalation can be reopened",
+            reason="NOT_RESOLVED",
+        )
+    assert current.resolved_at is not None
+    closes = current.resolved_at + timedelta(seconds=window_seconds)
+    if now > closes:
+        raise FailedPrecondition(
+            f"cannot reopen handoff {current.id}: the reopen window closed at "
+            f"{closes.isoformat()}; create a new handoff instead",
+            reason="REOPEN_WINDOW_CLOSED",
+            metadata={"closed_at": closes.isoformat()},
+        )
+
+
+def after_lost_reopen(
+    caller: Caller, winner: Handoff, now: datetime, window_seconds: float
+) -> NoReturn:
+    """The answer when the reopen's update matched nothing: the state that won decides
+    (reopened by someone else meanwhile reads as not resolved)."""
+    authorize_reopen(caller, winner, now, window_seconds)
+    raise FailedPrecondition(f"cannot reopen handoff {winner.id}: it changed meanwhile")

@@ -1,13 +1,14 @@
 """Working an escalation together: known users, transfer, comments, reopen, history.
 
-Each change is a conditional update on the handoff row plus its event, in the caller's
-transaction, like the state machine's steps in ``handoffs``; the rules live in
-``server.domain.collab``.
+SQL only, like ``handoffs``: each change is a conditional update on the handoff row plus
+its event, in the caller's transaction, applying what server/domain/policy.py decided;
+an update that matches nothing returns None and the policy judges the state that won.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,8 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.schema import ACCOUNT_USERS, HANDOFFS, SLA_TIMERS
-from server.domain import policy, rules
-from server.domain.collab import STAFF_ROLES, check_reopen, check_transfer
+from server.domain.policy import Transfer
 from server.domain.types import (
     AccountUser,
     Caller,
@@ -29,9 +29,9 @@ from server.domain.types import (
     Handoff,
     Role,
     Status,
+    UserRef,
 )
-from server.errors import FailedPrecondition
-from server.models import events, handoffs, search, sla
+from server.models import events, search, sla
 from server.models.records import record_change
 
 
@@ -61,13 +61,15 @@ def _user(r: Any) -> AccountUser:
     return AccountUser(id=r.user_id, name=r.name, role=Role(r.role), last_seen_at=r.last_seen_at)
 
 
-async def staff(session: AsyncSession, account_id: str) -> list[AccountUser]:
-    """The account's engineers and admins, by name then id."""
+async def users_in_roles(
+    session: AsyncSession, account_id: str, roles: Iterable[Role]
+) -> list[AccountUser]:
+    """The account's known users of these roles, by name then id."""
     rows = await session.execute(
         select(ACCOUNT_USERS)
         .where(
             ACCOUNT_USERS.c.account_id == account_id,
-            ACCOUNT_USERS.c.role.in_([r.value for r in STAFF_ROLES]),
+            ACCOUNT_USERS.c.role.in_([r.value for r in roles]),
         )
         .order_by(ACCOUNT_USERS.c.name, ACCOUNT_USERS.c.user_id)
     )
@@ -87,57 +89,40 @@ async def user(session: AsyncSession, account_id: str, user_id: str) -> AccountU
 
 async def transfer(
     session: AsyncSession,
-    caller: Caller,
+    account_id: str,
     handoff_id: str,
-    to_user_id: str,
+    move: Transfer,
+    actor: UserRef,
     note: str,
     now: datetime,
-) -> Handoff:
-    """Move the hold from the current holder to ``to_user_id``, with a TRANSFERRED event.
+) -> Handoff | None:
+    """Move the hold as the policy allowed, with a TRANSFERRED event; None when the update
+    matched nothing.
 
     A compare-and-set on the holder that was judged: a concurrent pickup, release or
-    transfer that changed the row first makes this update match nothing, and the request
-    is judged again against the state that won. The holder is one column of one row, so
-    there is exactly one at every moment.
+    transfer that changed the row first makes this update match nothing. The holder is
+    one column of one row, so there is exactly one at every moment.
     """
-    target = await user(session, caller.account_id, to_user_id)
-    current = rules.require_escalation(
-        await handoffs.get(session, policy.scope(caller), handoff_id)
-    )
-    check_transfer(caller, current, target, to_user_id)
-    assert target is not None and current.picked_up_by is not None
     changed = await session.execute(
         update(HANDOFFS)
         .where(
             HANDOFFS.c.id == handoff_id,
-            HANDOFFS.c.account_id == caller.account_id,
+            HANDOFFS.c.account_id == account_id,
             HANDOFFS.c.status == Status.PICKED_UP.value,
-            HANDOFFS.c.picked_up_by_id == current.picked_up_by.id,
+            HANDOFFS.c.picked_up_by_id == move.previous_holder.id,
         )
         .values(
-            picked_up_by_id=target.id,
-            picked_up_by_name=target.name,
+            picked_up_by_id=move.to.id,
+            picked_up_by_name=move.to.name,
             picked_up_at=now,
             updated_at=now,
         )
         .returning(HANDOFFS.c.id)
     )
     if changed.scalar_one_or_none() is None:
-        winner = rules.require_escalation(
-            await handoffs.get(session, policy.scope(caller), handoff_id)
-        )
-        check_transfer(caller, winner, target, to_user_id)
-        # An admin's transfer whose holder changed meanwhile: the admin chose with the old
-        # holder in mind, so refuse rather than take it from someone new.
-        raise FailedPrecondition(
-            f"cannot transfer handoff {handoff_id}: its holder changed meanwhile; "
-            "look again and retry",
-            reason="HOLDER_CHANGED",
-        )
-    detail = EventDetail(actor=caller.ref, note=note, previous_holder=current.picked_up_by)
-    return await record_change(
-        session, caller.account_id, handoff_id, EventType.TRANSFERRED, now, detail
-    )
+        return None
+    detail = EventDetail(actor=actor, note=note, previous_holder=move.previous_holder)
+    return await record_change(session, account_id, handoff_id, EventType.TRANSFERRED, now, detail)
 
 
 async def add_comment(
@@ -149,14 +134,12 @@ async def add_comment(
     now: datetime,
 ) -> Comment:
     """Append a COMMENTED event carrying the comment; the log is where comments live.
+    The caller has read the handoff through their scope first (it is theirs to see).
 
     With a request_id, a retry (e.g. after a connection lost across a server restart)
     returns the first comment instead of adding another: the handoff row is locked first,
     so concurrent retries look for it one after the other.
     """
-    await handoffs.get(
-        session, policy.scope(caller), handoff_id
-    )  # the caller's account and visibility
     await session.execute(
         update(HANDOFFS)
         .where(HANDOFFS.c.id == handoff_id, HANDOFFS.c.account_id == caller.account_id)
@@ -202,21 +185,20 @@ async def _comment_by_request(
 
 async def reopen(
     session: AsyncSession,
-    caller: Caller,
+    account_id: str,
     handoff_id: str,
+    actor: UserRef,
     reason: str,
     now: datetime,
-    window_seconds: float,
     sla_target_seconds: float,
-) -> Handoff:
-    """Back to the queue: OPEN, nobody holding it, a fresh SLA clock and its timers."""
-    current = await handoffs.get(session, policy.scope(caller), handoff_id)
-    check_reopen(caller, current, now, window_seconds)
+) -> Handoff | None:
+    """Back to the queue, as the policy allowed: OPEN, nobody holding it, a fresh SLA
+    clock and its timers; None when the update matched nothing (no longer RESOLVED)."""
     changed = await session.execute(
         update(HANDOFFS)
         .where(
             HANDOFFS.c.id == handoff_id,
-            HANDOFFS.c.account_id == caller.account_id,
+            HANDOFFS.c.account_id == account_id,
             HANDOFFS.c.status == Status.RESOLVED.value,
         )
         .values(
@@ -233,23 +215,18 @@ async def reopen(
         .returning(HANDOFFS.c.id)
     )
     if changed.scalar_one_or_none() is None:
-        winner = await handoffs.get(session, policy.scope(caller), handoff_id)
-        check_reopen(caller, winner, now, window_seconds)
-        raise FailedPrecondition(f"cannot reopen handoff {handoff_id}: it changed meanwhile")
+        return None
     await search.forget(session, handoff_id)  # an open problem is nobody's fix
     await session.execute(delete(SLA_TIMERS).where(SLA_TIMERS.c.handoff_id == handoff_id))
     await session.execute(
-        insert(SLA_TIMERS), sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds)
+        insert(SLA_TIMERS), sla.timers_for(handoff_id, account_id, now, sla_target_seconds)
     )
-    detail = EventDetail(actor=caller.ref, note=reason)
-    return await record_change(
-        session, caller.account_id, handoff_id, EventType.REOPENED, now, detail
-    )
+    detail = EventDetail(actor=actor, note=reason)
+    return await record_change(session, account_id, handoff_id, EventType.REOPENED, now, detail)
 
 
 async def history(
-    session: AsyncSession, caller: Caller, handoff_id: str, after: int, limit: int
+    session: AsyncSession, account_id: str, handoff_id: str, after: int, limit: int
 ) -> list[Event]:
-    """The handoff's events after ``after`` (the caller must be able to see it)."""
-    await handoffs.get(session, policy.scope(caller), handoff_id)
-    return await events.of_handoff(session, caller.account_id, handoff_id, after, limit)
+    """The handoff's events after ``after`` (the caller has read it through their scope)."""
+    return await events.of_handoff(session, account_id, handoff_id, after, limit)
