@@ -296,6 +296,18 @@ async def test_replicas_start_while_nats_is_down_and_join_it_later(
         assert gap_free(reader)
 
 
+async def replica_processes(
+    settings: Settings, nats: NatsServer, tmp_path: Path, wakeup: str
+) -> tuple[ServerProcess, ServerProcess]:
+    """Two server processes (not started) on one database, waking each other by ``wakeup``."""
+    await nats.start()
+    env = {"RF_WAKEUP": wakeup, "RF_NATS_URL": nats.url, "RF_LOG_POLL_SECONDS": "0.3"}
+    return (
+        ServerProcess(settings.database_url, tmp_path, **env),
+        ServerProcess(settings.database_url, tmp_path, **env),
+    )
+
+
 @pytest.mark.parametrize("wakeup", ["postgres", "nats", "none"])
 async def test_sigkilled_reader_replica_resumes_with_nothing_lost_or_repeated(
     postgres_settings: Settings,
@@ -306,10 +318,7 @@ async def test_sigkilled_reader_replica_resumes_with_nothing_lost_or_repeated(
 ) -> None:
     """Server processes: writes go to a; b, holding the stream, is SIGKILLed mid-burst,
     restarted, and the stream resumes from its last sequence there."""
-    await nats_server.start()
-    env = {"RF_WAKEUP": wakeup, "RF_NATS_URL": nats_server.url, "RF_LOG_POLL_SECONDS": "0.3"}
-    a = ServerProcess(postgres_settings.database_url, tmp_path, **env)
-    b = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    a, b = await replica_processes(postgres_settings, nats_server, tmp_path, wakeup)
     try:
         await a.start()
         await b.start()
@@ -376,10 +385,7 @@ async def test_two_replicas_and_a_gateway_lose_nothing_across_a_sigkill(
     """Writes through both replicas; browsers behind a gateway whose upstream replica is
     SIGKILLed mid-burst and restarted; a gRPC stream on the other replica. Every reader
     gets every escalation once, in order, with no sequence skipped."""
-    await nats_server.start()
-    env = {"RF_WAKEUP": wakeup, "RF_NATS_URL": nats_server.url, "RF_LOG_POLL_SECONDS": "0.3"}
-    a = ServerProcess(postgres_settings.database_url, tmp_path, **env)
-    b = ServerProcess(postgres_settings.database_url, tmp_path, **env)
+    a, b = await replica_processes(postgres_settings, nats_server, tmp_path, wakeup)
     port = free_port()
     gateway = None
     browsers: list[Browser] = []
