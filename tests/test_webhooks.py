@@ -30,7 +30,8 @@ from server.db.schema import (
     WebhookDeliveryRecord,
     WebhookEndpointRecord,
 )
-from server.domain.types import Role
+from server.domain.types import EventType, Role, WebhookEndpointRef
+from server.models import events
 from server.runtime import ServerRuntime
 from server.settings import Settings
 from server.webhooks import store
@@ -457,6 +458,14 @@ async def test_past_the_retry_window_the_endpoint_is_marked_failing_until_enable
     before = ENDPOINTS_FAILING._value.get()
     await short._record(record, delivery, Outcome(False, 500, 3, "HTTP 500"))
     assert ENDPOINTS_FAILING._value.get() == before + 1
+    # Told once, as an account event in the log, with the attempt's error.
+    async with server.db.read() as s:
+        logged = await events.read_after(s, record.account_id, 0)
+    (told,) = [e for e in logged if e.type is EventType.WEBHOOK_FAILING]
+    assert told.handoff is None and told.detail is not None
+    assert told.detail.webhook_endpoint == WebhookEndpointRef(
+        endpoint.id, "127.0.0.1", "", "HTTP 500"
+    )
 
     (listed,) = await deliveries(admin, endpoint.id)
     assert listed.status == pb.WEBHOOK_DELIVERY_STATUS_FAILED

@@ -96,9 +96,7 @@ class HeuristicProvider:
             fix = _short(past.resolution_note, MAX_PAST_FIX)
             step = f"A similar escalation ({cite(past)}) was fixed by: {fix}"
             parts.append(step if step.endswith((".", "!", "?", "…")) else step + ".")
-        return Verdict(
-            summary=_short(" ".join(parts), MAX_SUMMARY), suggested_first_step=step[:MAX_STEP]
-        )
+        return Verdict(summary=" ".join(parts)[:MAX_SUMMARY], suggested_first_step=step[:MAX_STEP])
 
 
 SYSTEM_PROMPT = (

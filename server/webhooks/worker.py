@@ -351,7 +351,8 @@ class WebhookWorker:
             if now - first >= timedelta(seconds=s_.webhook_retry_window_seconds):
                 record.status = store.FAILED
                 record.next_attempt_at = None
-                await store.mark_failing(s, endpoint, outcome.error, now)
+                if not await store.mark_failing(s, endpoint, outcome.error, now):
+                    return  # already failing: marked (and told) once
                 ENDPOINTS_FAILING.inc()
                 log.warning(
                     "webhook endpoint %s of account %s marked failing: delivery %s failed "
