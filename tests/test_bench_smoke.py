@@ -72,9 +72,9 @@ def test_bench_smoke_sse_through_one_shared_stream_per_account(tmp_path):
     ours = result["ours"]
     assert ours["lost"] == ours["duplicated"] == ours["out_of_order"] == 0, ours
     assert ours["deliveries"] == 20 * 120 // 2, ours
-    # The gateway shares the queue's stream per engineer (presence counts the streams the
-    # server holds): 20 browsers of 20 engineers are 20 server streams, no more.
-    assert ours["server_streams_held"] == 20, ours
+    # The gateway shares the queue's stream per account (and reports who is watching):
+    # 20 browsers of 20 engineers over 2 accounts are 2 server streams.
+    assert ours["server_streams_held"] == 2, ours
 
 
 @pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])

@@ -1,0 +1,232 @@
+"""Presence reports: which browsers this gateway serves the escalation queue to.
+
+Why: the gateway serves an account's queue to all its browsers from one upstream stream
+(gateway.fanout), so the server cannot count who watches the queue from the streams it
+holds. The gateway opens its queue streams with ``REPORTER_KEY`` (the server then does not
+count them) and reports its browsers instead, with ``ReportPresence``: for each account,
+the tokens of the browsers attached now. The server verifies every token and records
+presence for the engineer it names, with a TTL; the gateway vouches for nobody. A report
+replaces this gateway's previous one for the accounts it names:
+
+- a connect or a disconnect is reported within ``debounce_seconds`` (the accounts that
+  changed, in one call), so presence follows browsers within a second or so;
+- everything is reported again every ``report_every_seconds`` (the server says: a third
+  of its TTL), so the rows stay alive, and a gateway that dies drops out within the TTL;
+- an account whose last browser left is reported once with no tokens.
+
+Reports go in calls of at most ``chunk_tokens`` tokens, an account never split across two
+calls (a call replaces whole accounts). Each call is authenticated by one of the tokens it
+carries (the server requires an engineer's or admin's token, and checks every reported
+one on its own): the gateway holds no credential of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import grpc
+from prometheus_client import Counter as Total
+from resolutionflow.v1 import handoff_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Metadata on a queue stream whose browsers this gateway reports (the server's key).
+REPORTER_KEY = "rf-presence-reporter"
+
+REPORTS = Total(
+    "resolutionflow_gateway_presence_reports_total",
+    "ReportPresence calls, by outcome",
+    ["outcome"],
+)
+REFUSED = Total(
+    "resolutionflow_gateway_presence_refused_total",
+    "Reported browser tokens the server refused (expired, other account, technician)",
+)
+
+
+class PresenceReporter:
+    """The browsers on queue streams, by account and token, and the task reporting them."""
+
+    def __init__(
+        self,
+        handoffs: Any,
+        *,
+        debounce_seconds: float = 0.2,
+        report_every_seconds: float = 3.0,
+        chunk_tokens: int = 1000,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        # A callable returning the HandoffService stub (the channel is made lazily).
+        self._handoffs = handoffs
+        self.reporter_id = uuid.uuid4().hex
+        self.metadata = ((REPORTER_KEY, self.reporter_id),)
+        self.debounce_seconds = debounce_seconds
+        self.report_every_seconds = report_every_seconds
+        self.chunk_tokens = chunk_tokens
+        self.timeout_seconds = timeout_seconds
+        # account -> token -> browsers attached with it (tabs of one engineer share one).
+        self.watching: dict[str, Counter[str]] = {}
+        self.expiry: dict[str, float | None] = {}
+        # The token seen last, and its expiry: the credential of a report with no tokens.
+        self._last: tuple[str, float | None] = ("", None)
+        self.changed: set[str] = set()
+        self._poke = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # ---- browsers ------------------------------------------------------------------
+
+    def add(self, account: str, authorization: str, expires_at: float | None) -> str:
+        """A browser of ``account`` is on a queue stream; returns its token (for ``remove``)."""
+        token = _token(authorization)
+        tokens = self.watching.setdefault(account, Counter())
+        tokens[token] += 1
+        self.expiry[token] = expires_at
+        self._last = (token, expires_at)
+        if tokens[token] == 1:
+            self._changed(account)
+        return token
+
+    def remove(self, account: str, token: str) -> None:
+        tokens = self.watching.get(account)
+        if tokens is None or token not in tokens:
+            return
+        tokens[token] -= 1
+        if tokens[token] <= 0:
+            del tokens[token]
+            if not any(token in t for t in self.watching.values()):
+                self.expiry.pop(token, None)
+            # Kept (empty) until reported: the server must hear that the account emptied.
+            self._changed(account)
+
+    def _changed(self, account: str) -> None:
+        self.changed.add(account)
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="presence-reports")
+        self._poke.set()
+
+    # ---- reports -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        last_full = time.monotonic()
+        while not self._closed:
+            self._poke.clear()
+            wait = max(0.0, last_full + self.report_every_seconds - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._poke.wait()
+            if self._closed:
+                return
+            full = time.monotonic() >= last_full + self.report_every_seconds
+            if not full:
+                # Connects and disconnects come in bursts (a page reload, a deploy): one
+                # report for the burst.
+                await asyncio.sleep(self.debounce_seconds)
+            accounts = list(self.watching) if full else list(self.changed)
+            self.changed.difference_update(accounts)
+            if full:
+                last_full = time.monotonic()
+            try:
+                await self.report(accounts)
+            except Exception:
+                log.exception("presence report failed")
+            if not self.watching and not self.changed:
+                # Nobody left to report: the task ends until the next browser comes.
+                self._task = None
+                return
+
+    async def report(self, accounts: list[str]) -> None:
+        """One report of ``accounts`` (in as many calls as it takes). An account that
+        could not be reported is marked changed again, to be retried."""
+        now = time.time()
+        groups: list[tuple[str, list[str]]] = []
+        for account in accounts:
+            tokens = [
+                t
+                for t in self.watching.get(account, ())
+                if (e := self.expiry.get(t)) is None or e > now
+            ]
+            groups.append((account, tokens))
+        while groups:
+            chunk: list[tuple[str, list[str]]] = []
+            size = 0
+            while groups and (not chunk or size + len(groups[0][1]) <= self.chunk_tokens):
+                account, tokens = groups.pop(0)
+                chunk.append((account, tokens))
+                size += len(tokens)
+            if not await self._send(chunk):
+                self.changed.update(a for a, _ in chunk)
+                continue
+            for account, _ in chunk:
+                if not self.watching.get(account, True):
+                    del self.watching[account]  # its emptiness is reported
+
+    async def _send(self, chunk: list[tuple[str, list[str]]]) -> bool:
+        credential = self._credential([t for _, tokens in chunk for t in tokens])
+        if credential is None:
+            # Nobody's token to call with: the rows expire by the TTL instead.
+            REPORTS.labels("no_credential").inc()
+            return True
+        request = pb.ReportPresenceRequest(
+            reporter_id=self.reporter_id,
+            accounts=[pb.PresenceGroup(account_id=a, tokens=t) for a, t in chunk],
+        )
+        try:
+            reply = await self._handoffs().ReportPresence(
+                request,
+                metadata=(("authorization", f"Bearer {credential}"),),
+                timeout=self.timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as e:
+            REPORTS.labels(e.code().name.lower()).inc()
+            log.info("presence report not taken (%s): %s", e.code().name, e.details())
+            return e.code() is not grpc.StatusCode.UNAVAILABLE
+        REPORTS.labels("ok").inc()
+        if reply.refused:
+            REFUSED.inc(len(reply.refused))
+        if reply.report_every_seconds > 0:
+            self.report_every_seconds = reply.report_every_seconds
+        return True
+
+    def _credential(self, tokens: list[str]) -> str | None:
+        """A live token to authenticate the call: the one it carries that lasts longest,
+        else the last one this gateway saw (a report that an account emptied carries
+        none), while it lasts."""
+        now = time.time()
+        best, best_until = None, now
+        for token in tokens or [self._last[0]]:
+            until = self.expiry.get(token) if tokens else self._last[1]
+            lasts = float("inf") if until is None else until
+            if token and lasts > best_until:
+                best, best_until = token, lasts
+        return best
+
+    async def close(self) -> None:
+        """On a clean stop: every account this gateway served is reported empty, so its
+        engineers drop out now rather than after the TTL."""
+        if self._closed:
+            return
+        self._closed = True
+        self._poke.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        accounts = list(self.watching)
+        for tokens in self.watching.values():
+            tokens.clear()
+        if accounts:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.report(accounts)
+
+
+def _token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else authorization
