@@ -7,8 +7,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
@@ -17,6 +17,22 @@ from server.domain.types import Role
 from server.errors import StartupError
 from server.runtime import ServerRuntime
 from server.settings import JWT_SECRET_FILE, ConfigError, Settings
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a serving process's main coroutine on uvloop (libuv; fewer CPU cycles per
+    socket event than asyncio's selector loop), unless ``RF_EVENT_LOOP=asyncio`` or uvloop
+    is not installed. grpc.aio and uvicorn both run on either loop."""
+    if os.environ.get("RF_EVENT_LOOP", "uvloop").strip().lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -72,14 +88,14 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(
+    run(
         _serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin))
     )
     return 0
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    asyncio.run(_serve_grpc(_settings(args)))
+    run(_serve_grpc(_settings(args)))
     return 0
 
 
@@ -92,7 +108,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         for key in ("http_addr", "upstream")
         if getattr(args, key, None) is not None
     }
-    asyncio.run(run_gateway(GatewaySettings(**overrides)))
+    run(run_gateway(GatewaySettings(**overrides)))
     return 0
 
 
