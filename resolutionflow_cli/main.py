@@ -88,9 +88,7 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    run(
-        _serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin))
-    )
+    run(_serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin)))
     return 0
 
 
