@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # Metadata on a queue stream whose browsers this gateway reports (the server's key).
 REPORTER_KEY = "rf-presence-reporter"
 
+# What one ReportPresence call may carry (server/domain/rules.py), and so one account.
+MAX_TOKENS_PER_ACCOUNT = 5000
+
 REPORTS = Total(
     "resolutionflow_gateway_presence_reports_total",
     "ReportPresence calls, by outcome",
@@ -152,7 +155,8 @@ class PresenceReporter:
                 for t in self.watching.get(account, ())
                 if (e := self.expiry.get(t)) is None or e > now
             ]
-            groups.append((account, tokens))
+            # The server's bound per call: an account beyond it shows its first browsers.
+            groups.append((account, tokens[:MAX_TOKENS_PER_ACCOUNT]))
         while groups:
             chunk: list[tuple[str, list[str]]] = []
             size = 0
