@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 # Metadata on a queue stream whose browsers this gateway reports (the server's key).
 REPORTER_KEY = "rf-presence-reporter"
 
-# What one ReportPresence call may carry (server/domain/rules.py), and so one account.
+# What one ReportPresence call may carry (server/domain/rules.py): tokens, and so those
+# of one account, and accounts.
 MAX_TOKENS_PER_ACCOUNT = 5000
+MAX_GROUPS = 1000
 
 REPORTS = Total(
     "resolutionflow_gateway_presence_reports_total",
@@ -103,8 +105,8 @@ class PresenceReporter:
         tokens[token] -= 1
         if tokens[token] <= 0:
             del tokens[token]
-            if not any(token in t for t in self.watching.values()):
-                self.expiry.pop(token, None)
+            # A token is of one account (the server said which), so it is nowhere else.
+            self.expiry.pop(token, None)
             # Kept (empty) until reported: the server must hear that the account emptied.
             self._changed(account)
 
@@ -119,11 +121,13 @@ class PresenceReporter:
     async def _run(self) -> None:
         last_full = time.monotonic()
         while not self._closed:
+            if not self.changed:
+                wait = max(0.0, last_full + self.report_every_seconds - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._poke.wait()
+            # Cleared before reading what changed: a change during the report pokes again.
             self._poke.clear()
-            wait = max(0.0, last_full + self.report_every_seconds - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._poke.wait()
             if self._closed:
                 return
             full = time.monotonic() >= last_full + self.report_every_seconds
@@ -136,17 +140,21 @@ class PresenceReporter:
             if full:
                 last_full = time.monotonic()
             try:
-                await self.report(accounts)
+                delivered = await self.report(accounts)
             except Exception:
                 log.exception("presence report failed")
+                delivered = False
+            if not delivered:
+                # The server is away: what failed is retried, not in a tight loop.
+                await asyncio.sleep(min(1.0, self.report_every_seconds))
             if not self.watching and not self.changed:
                 # Nobody left to report: the task ends until the next browser comes.
                 self._task = None
                 return
 
-    async def report(self, accounts: list[str]) -> None:
-        """One report of ``accounts`` (in as many calls as it takes). An account that
-        could not be reported is marked changed again, to be retried."""
+    async def report(self, accounts: list[str]) -> bool:
+        """One report of ``accounts`` (in as many calls as it takes); False if a call
+        failed, its accounts marked changed again, to be retried."""
         now = time.time()
         groups: list[tuple[str, list[str]]] = []
         for account in accounts:
@@ -157,19 +165,26 @@ class PresenceReporter:
             ]
             # The server's bound per call: an account beyond it shows its first browsers.
             groups.append((account, tokens[:MAX_TOKENS_PER_ACCOUNT]))
-        while groups:
+        delivered = True
+        at = 0
+        while at < len(groups):
             chunk: list[tuple[str, list[str]]] = []
             size = 0
-            while groups and (not chunk or size + len(groups[0][1]) <= self.chunk_tokens):
-                account, tokens = groups.pop(0)
-                chunk.append((account, tokens))
-                size += len(tokens)
+            while at < len(groups) and (
+                not chunk
+                or (size + len(groups[at][1]) <= self.chunk_tokens and len(chunk) < MAX_GROUPS)
+            ):
+                chunk.append(groups[at])
+                size += len(groups[at][1])
+                at += 1
             if not await self._send(chunk):
                 self.changed.update(a for a, _ in chunk)
+                delivered = False
                 continue
             for account, _ in chunk:
                 if not self.watching.get(account, True):
                     del self.watching[account]  # its emptiness is reported
+        return delivered
 
     async def _send(self, chunk: list[tuple[str, list[str]]]) -> bool:
         credential = self._credential([t for _, tokens in chunk for t in tokens])

@@ -18,9 +18,10 @@ import grpc
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from resolutionflow.v1 import escalation_pb2
+from resolutionflow.v1 import escalation_pb2, handoff_pb2_grpc
 from resolutionflow.v1 import handoff_pb2 as pb
 
+from gateway.presence import PresenceReporter
 from gateway.serve import RunningGateway
 from server.domain.types import Role
 from server.runtime import ServerRuntime
@@ -243,3 +244,50 @@ async def test_a_stopped_gateway_reports_its_engineers_gone_at_once(
     stopped = time.monotonic()
     await wait_until(lambda: _named(admin, []), timeout=15, what="Erin gone")
     assert time.monotonic() - stopped < server.settings.presence_ttl_seconds
+
+
+class CountingStub:
+    """The real HandoffService stub, counting the ReportPresence calls and their sizes."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = handoff_pb2_grpc.HandoffServiceStub(channel)
+        self.calls: list[list[int]] = []
+
+    def ReportPresence(self, request: pb.ReportPresenceRequest, **kwargs: object) -> object:
+        self.calls.append([len(g.tokens) for g in request.accounts])
+        return self.stub.ReportPresence(request, **kwargs)
+
+
+async def test_a_report_goes_in_calls_of_whole_accounts(
+    channel: grpc.aio.Channel, client_for: Callable[..., Client], account: str
+) -> None:
+    stub = CountingStub(channel)
+    # A debounce longer than the test: only the reports made here are sent.
+    reporter = PresenceReporter(lambda: stub, chunk_tokens=3, debounce_seconds=60)
+    accounts = [f"{account}-{n}" for n in range(3)]
+    until = time.time() + 3600
+    added = {
+        a: [
+            reporter.add(a, f"Bearer {token(a, u, Role.ENGINEER, f'{a[-1]} {u}')}", until)
+            for u in ("ann", "bob")
+        ]
+        for a in accounts
+    }
+    try:
+        assert await reporter.report(accounts)
+        # Two tokens per account, at most three per call: one account per call, never half.
+        assert stub.calls == [[2], [2], [2]]
+        for a in accounts:
+            asker = client_for(Role.ADMIN, "asker", acct=a)
+            assert await names(asker) == [f"{a[-1]} ann", f"{a[-1]} bob"]
+        for t in added[accounts[0]]:
+            reporter.remove(accounts[0], t)
+        assert await reporter.report([accounts[0]])
+        assert stub.calls[-1] == [0]  # listed empty, once
+        assert accounts[0] not in reporter.watching
+        assert await names(client_for(Role.ADMIN, "asker", acct=accounts[0])) == []
+    finally:
+        await reporter.close()
+    # Stopped cleanly: every account it served is reported empty.
+    for a in accounts[1:]:
+        assert await names(client_for(Role.ADMIN, "asker", acct=a)) == []
