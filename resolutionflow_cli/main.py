@@ -7,32 +7,17 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
 from server.db.migrate import upgrade
 from server.domain.types import Role
 from server.errors import StartupError
+from server.loops import run
 from server.runtime import ServerRuntime
 from server.settings import JWT_SECRET_FILE, ConfigError, Settings
-
-T = TypeVar("T")
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run a serving process's main coroutine on uvloop (libuv; fewer CPU cycles per
-    socket event than asyncio's selector loop), unless ``RF_EVENT_LOOP=asyncio`` or uvloop
-    is not installed. grpc.aio and uvicorn both run on either loop."""
-    if os.environ.get("RF_EVENT_LOOP", "uvloop").strip().lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
