@@ -43,6 +43,9 @@ REPORTER_KEY = "rf-presence-reporter"
 # of one account, and accounts.
 MAX_TOKENS_PER_ACCOUNT = 5000
 MAX_GROUPS = 1000
+# Tokens' bytes per call, well within the server's 1 MiB request bound (identity
+# providers' tokens can be a few KiB each).
+MAX_CALL_BYTES = 512 * 1024
 
 REPORTS = Total(
     "resolutionflow_gateway_presence_reports_total",
@@ -158,24 +161,34 @@ class PresenceReporter:
         now = time.time()
         groups: list[tuple[str, list[str]]] = []
         for account in accounts:
-            tokens = [
-                t
-                for t in self.watching.get(account, ())
-                if (e := self.expiry.get(t)) is None or e > now
-            ]
-            # The server's bound per call: an account beyond it shows its first browsers.
-            groups.append((account, tokens[:MAX_TOKENS_PER_ACCOUNT]))
+            tokens: list[str] = []
+            size = 0
+            for t in self.watching.get(account, ()):
+                if (e := self.expiry.get(t)) is not None and e <= now:
+                    continue
+                # The server's bounds per call: an account beyond them shows its first
+                # browsers.
+                if len(tokens) >= MAX_TOKENS_PER_ACCOUNT or size + len(t) > MAX_CALL_BYTES:
+                    break
+                tokens.append(t)
+                size += len(t)
+            groups.append((account, tokens))
         delivered = True
         at = 0
         while at < len(groups):
             chunk: list[tuple[str, list[str]]] = []
-            size = 0
-            while at < len(groups) and (
-                not chunk
-                or (size + len(groups[at][1]) <= self.chunk_tokens and len(chunk) < MAX_GROUPS)
-            ):
+            count = size = 0
+            while at < len(groups):
+                tokens = groups[at][1]
+                more = sum(map(len, tokens))
+                if chunk and (
+                    count + len(tokens) > self.chunk_tokens
+                    or size + more > MAX_CALL_BYTES
+                    or len(chunk) >= MAX_GROUPS
+                ):
+                    break
                 chunk.append(groups[at])
-                size += len(groups[at][1])
+                count, size = count + len(tokens), size + more
                 at += 1
             if not await self._send(chunk):
                 self.changed.update(a for a, _ in chunk)
