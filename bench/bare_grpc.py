@@ -23,6 +23,7 @@ import grpc
 
 from bench import wire
 from bench.bare_hub import BareHub
+from server import loops
 
 SERVICE = "bench.Bare"
 
@@ -81,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = json.loads(args.templates.read_text())
     templates = [(int(t), bytes.fromhex(h)) for t, h in spec["grpc"]]
-    asyncio.run(serve(args.addr, templates))
+    loops.run(serve(args.addr, templates))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ No gRPC upstream, no auth, no JSON rendering per event beyond two string replace
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from sse_starlette import EventSourceResponse
 
 from bench import wire
 from bench.bare_hub import BareHub
+from server import loops
 
 
 def create_app(templates: list[tuple[str, str]], snapshot: str) -> FastAPI:
@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = json.loads(args.templates.read_text())
     app = create_app([(str(n), str(d)) for n, d in spec["sse"]], spec["sse_snapshot"])
-    asyncio.run(
+    loops.run(
         uvicorn.Server(
             uvicorn.Config(
                 app,

@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="M",
-        help="memory run: M idle gRPC streams on a fresh server and on the bare one",
+        help="memory run: M idle streams of --transport (gRPC: on a fresh server and on the "
+        "bare grpc.aio one; SSE: through a fresh gateway and on bare sse-starlette, RSS of "
+        "the gateway)",
     )
     parser.add_argument(
         "--streams-per-channel",
@@ -128,6 +130,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         help="CreateHandoff calls in flight at rate 0 (default 8)",
+    )
+    parser.add_argument(
+        "--kill-server-after",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="--transport sse: SIGKILL the server this long into the stream phase and start "
+        "it again on the same port and database; the gateway resumes its shared streams, "
+        "and the run still requires zero lost, duplicated or out-of-order events (creates "
+        "refused while it is down are retried with their request_id)",
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling run")
     parser.add_argument(

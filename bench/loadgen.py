@@ -49,6 +49,8 @@ EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 PARSE = handoff_pb2.HandoffEvent.FromString
 HEARTBEAT = handoff_pb2.EVENT_TYPE_HEARTBEAT
 TECHNICIANS = 200
+# Create refusals worth another attempt while the server restarts (--kill-server-after).
+RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 CONTROL_TYPES = (handoff_pb2.EVENT_TYPE_SNAPSHOT, handoff_pb2.EVENT_TYPE_RESET)
 STREAM_PATH = "/resolutionflow.v1.EscalationService/StreamEscalations"
 BARE_STREAM_PATH = "/bench.Bare/Stream"
@@ -530,9 +532,18 @@ class LoadGen:
                     notes="Benchmark escalation",
                 )
                 started = time.perf_counter()
-                await stub.CreateHandoff(
-                    request, metadata=(("authorization", technician(account, k)),), timeout=30
-                )
+                metadata = (("authorization", technician(account, k)),)
+                # While the server is down (--kill-server-after) the same request, by its
+                # request_id, until it is taken: counted once whichever attempt commits.
+                retry_until = time.monotonic() + (120 if cfg.get("retry_creates") else 0)
+                while True:
+                    try:
+                        await stub.CreateHandoff(request, metadata=metadata, timeout=30)
+                        break
+                    except grpc.aio.AioRpcError as e:
+                        if time.monotonic() > retry_until or e.code() not in RETRIED:
+                            raise
+                        await asyncio.sleep(0.2)
                 self.create_latencies.append(time.perf_counter() - started)
                 self.creates[account] += 1
 

@@ -46,6 +46,42 @@ class BenchError(RuntimeError):
     pass
 
 
+class ServerKiller(threading.Thread):
+    """SIGKILLs the server ``after`` seconds into a stream phase and starts it again.
+
+    The measured CPU stays whole: the killed process's CPU up to its death is carried into
+    the phase's starting figure for the new one (``before``)."""
+
+    def __init__(
+        self, after: float, servers: dict[str, Proc], before: dict[str, float], restart: Any
+    ) -> None:
+        super().__init__(name="server-killer", daemon=True)
+        self.after = after
+        self.servers = servers
+        self.before = before
+        self.restart = restart
+        self.down_s = 0.0
+        self.error = ""
+
+    def run(self) -> None:
+        time.sleep(self.after)
+        old = self.servers["server"]
+        try:
+            used = old.cpu()
+            old.popen.kill()
+            old.popen.wait(10)
+            killed = time.monotonic()
+            new = self.restart()
+            self.down_s = time.monotonic() - killed
+            self.before["server"] -= used
+            self.servers["server"] = new
+        except Exception as e:  # reported, and the run's loss checks still apply
+            self.error = f"{type(e).__name__}: {e}"
+
+    def report(self) -> dict[str, Any]:
+        return {"after_s": self.after, "down_s": round(self.down_s, 2), "error": self.error}
+
+
 class LoadGenProc:
     """The load generator child: ``BENCH {json}`` lines out, one-word commands in."""
 
@@ -103,6 +139,8 @@ class Bench:
             raise SystemExit(
                 "bench: every account needs a subscriber (--accounts <= --subscribers)"
             )
+        if args.kill_server_after > 0 and (args.transport != "sse" or args.create_via != "grpc"):
+            raise SystemExit("bench: --kill-server-after needs --transport sse --create-via grpc")
         self.run_id = uuid.uuid4().hex[:8]
         self.tmp = Path(tempfile.mkdtemp(prefix="rf-bench-"))
         self.env = dict(os.environ)
@@ -149,12 +187,16 @@ class Bench:
             if proc in self.procs:
                 self.procs.remove(proc)
 
-    def start_server(self, extra_env: dict[str, str] | None = None) -> tuple[Proc, int]:
+    def start_server(
+        self, extra_env: dict[str, str] | None = None, port: int = 0
+    ) -> tuple[Proc, int]:
+        """A fresh server; with ``port``, a restart on that port (and metrics port)."""
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        port = procs.free_port()
-        self.metrics_port = procs.free_port()
+        if not port:
+            port = procs.free_port()
+            self.metrics_port = procs.free_port()
         extra_env = {
             "RF_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
             # Admission limits are policy, not throughput: the memory run holds up to
@@ -329,10 +371,17 @@ class Bench:
             "client": a.client,
             "create_concurrency": a.create_concurrency,
             "drain_timeout": a.drain_timeout + a.assessment_delay,
+            # The server is killed mid-run: a create refused meanwhile is tried again.
+            "retry_creates": a.kill_server_after > 0,
         }
 
     def measure(
-        self, phase: str, loadgen: LoadGenProc, servers: dict[str, Proc], timeout: float
+        self,
+        phase: str,
+        loadgen: LoadGenProc,
+        servers: dict[str, Proc],
+        timeout: float,
+        restart: Any = None,
     ) -> dict[str, Any]:
         """Run one stream phase between ``go`` and ``measured``; CPU and memory of servers."""
         ready = loadgen.expect("ready", timeout=300)
@@ -356,8 +405,15 @@ class Bench:
         machine_before = procs.machine_cpu_seconds()
         t0 = time.monotonic()
         sampler = procs.Sampler(servers, self.args.sample_every) if self.args.sample_every else None
+        killer = None
+        if restart is not None and self.args.kill_server_after > 0:
+            killer = ServerKiller(self.args.kill_server_after, servers, before, restart)
         loadgen.send("go")
+        if killer is not None:
+            killer.start()
         loadgen.expect("measured", timeout=timeout)
+        if killer is not None:
+            killer.join()
         elapsed = time.monotonic() - t0
         curve = sampler.stop() if sampler else None
         for recorder in recorders:
@@ -392,6 +448,8 @@ class Bench:
             result["server_metrics"] = scraped
         if held is not None:
             result["server_streams_held"] = held
+        if killer is not None:
+            result["server_killed"] = killer.report()
         if curve is not None:
             result["curve"] = curve
         return result
@@ -480,7 +538,13 @@ class Bench:
             self.say(f"ours: {a.subscribers} {a.transport} subscribers, {a.accounts} account(s)")
             loadgen = self.start_loadgen("loadgen-ours", cfg)
             started.append(loadgen.proc)
-            return self.measure("ours", loadgen, servers, self.phase_timeout())
+
+            def restart() -> Proc:
+                again, _ = self.start_server(extra, port)
+                started.insert(0, again)
+                return again
+
+            return self.measure("ours", loadgen, servers, self.phase_timeout(), restart)
         finally:
             self.stop(*reversed(started))
 
@@ -517,25 +581,36 @@ class Bench:
             self.stop(*reversed(started))
 
     def run_idle(self, target: str) -> dict[str, Any]:
+        """M idle streams; the RSS growth of the process holding them (over SSE, the
+        gateway's: what a browser costs at the edge)."""
         a = self.args
         accounts = self.accounts(f"idle-{target}")
-        cfg = self.base_cfg(f"memory {target}", target, "grpc", accounts)
+        cfg = self.base_cfg(f"memory {target}", target, a.transport, accounts)
         cfg.update(
             mode="idle",
             warm_streams=max(100, 2 * a.accounts),
             idle_streams=a.idle_streams,
         )
         started: list[Proc] = []
+        held: float | None = None
         try:
+            templates = self.tmp / "templates.json"
+            if target != "ours" and not templates.exists():
+                templates.write_text(json.dumps(make_templates({})))
             if target == "ours":
                 server, port = self.start_server()
+                started.append(server)
+                cfg["grpc_addr"] = f"127.0.0.1:{port}"
+                if a.transport == "sse":
+                    server, cfg["http_url"] = self.start_gateway(port)
+                    started.append(server)
+            elif a.transport == "sse":
+                server, cfg["http_url"] = self.start_bare_sse(templates)
+                started.append(server)
             else:
-                templates = self.tmp / "templates.json"
-                if not templates.exists():
-                    templates.write_text(json.dumps(make_templates({})))
                 server, port = self.start_bare_grpc(templates)
-            started.append(server)
-            cfg["grpc_addr"] = f"127.0.0.1:{port}"
+                started.append(server)
+                cfg["grpc_addr"] = f"127.0.0.1:{port}"
             loadgen = self.start_loadgen(f"loadgen-idle-{target}", cfg)
             started.append(loadgen.proc)
             warm = loadgen.expect("warm", timeout=300)
@@ -553,9 +628,14 @@ class Bench:
             time.sleep(2.0)
             after = server.rss_kib()
             peak = server.peak_rss_kib()
+            if target == "ours":
+                held = self.scrape_metrics().get("open_streams")
             loadgen.send("exit")
             loadgen.expect("result", timeout=120)
             return {
+                "transport": a.transport,
+                "measured": server.name,
+                **({"server_streams_held": held} if held is not None else {}),
                 "streams": a.idle_streams,
                 "open_s": opened.get("seconds"),
                 "rss_before_kib": base,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -280,6 +280,21 @@ class AsyncClient:
     async def presence(self) -> pb.GetPresenceResponse:
         """How many engineers watch the queue now (and, for engineers and admins, who)."""
         return await self._call(self._handoffs.GetPresence, pb.GetPresenceRequest())
+
+    @rpc("ReportPresence")
+    async def report_presence(
+        self, reporter_id: str, tokens_by_account: Mapping[str, Sequence[str]]
+    ) -> pb.ReportPresenceResponse:
+        """For an edge serving the queue from shared streams: the tokens of the browsers
+        it serves now, by account (an account listed empty: nobody there any more)."""
+        request = pb.ReportPresenceRequest(
+            reporter_id=reporter_id,
+            accounts=[
+                pb.PresenceGroup(account_id=account, tokens=list(tokens))
+                for account, tokens in tokens_by_account.items()
+            ],
+        )
+        return await self._call(self._handoffs.ReportPresence, request)
 
     # ---- webhooks (admins) ---------------------------------------------------------------
 

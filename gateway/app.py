@@ -94,6 +94,8 @@ def create_app(
             yield
         finally:
             streams.shut_down()
+            if streams.presence is not None:
+                await streams.presence.close()  # its engineers drop out now, not by TTL
             await upstream.close()
 
     app = FastAPI(

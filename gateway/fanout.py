@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 # The initial-metadata key by which the server names a stream's audience.
 AUDIENCE_KEY = "rf-stream-audience"
 EXPIRES_KEY = "rf-stream-expires"
+ACCOUNT_KEY = "rf-stream-account"
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
 BROWSERS = Gauge(
@@ -109,22 +110,28 @@ def join_snapshot(parts: list[handoff_pb2.HandoffEvent]) -> handoff_pb2.HandoffE
 TOKEN_EXPIRED = error_frame(GatewayError(grpc.StatusCode.UNAUTHENTICATED, "token expired"))
 
 
-def announced(metadata: Any) -> tuple[str, float | None]:
-    """The audience and token expiry the server announced in a stream's initial metadata.
+def announced(metadata: Any) -> tuple[str, float | None, str]:
+    """The audience, token expiry and account the server announced in a stream's initial
+    metadata.
 
-    The server names both (server/streaming/streams.py): which browsers see the same
-    events, and when this browser's token runs out. The gateway reads no token itself.
+    The server names them (server/streaming/streams.py): which browsers see the same
+    events, when this browser's token runs out, and whose account it is (presence is
+    reported by account). The gateway reads no token itself.
     """
-    audience, expires = "", None
+    audience, expires, account = "", None, ""
     for key, value in metadata or ():
-        if key == AUDIENCE_KEY and isinstance(value, str):
+        if not isinstance(value, str):
+            continue
+        if key == AUDIENCE_KEY:
             audience = value
-        elif key == EXPIRES_KEY and isinstance(value, str):
+        elif key == ACCOUNT_KEY:
+            account = value
+        elif key == EXPIRES_KEY:
             try:
                 expires = float(value)
             except ValueError:
                 expires = None
-    return audience, expires
+    return audience, expires, account
 
 
 class Browser:

@@ -1,10 +1,10 @@
-"""uvicorn's HTTP/1.1 protocol with bounds on how slowly a client may send a request.
+"""uvicorn's HTTP/1.1 protocols with bounds on how slowly a client may send a request.
 
 uvicorn bounds an idle kept-alive connection (``timeout_keep_alive``) but not a request
 in progress: its keep-alive timer stops at the first byte, so a client that sends its
 headers one byte every few seconds (slowloris) holds a connection, and a slot of the
-process's descriptors, for as long as it likes. uvicorn has no option for it, so this
-subclass of its h11 protocol keeps two timers on each connection:
+process's descriptors, for as long as it likes. uvicorn has no option for it, so these
+subclasses of its protocols keep two timers on each connection:
 
 - the request line and headers must be complete within ``header_timeout`` of the
   connection opening, or of the previous response on a kept-alive connection;
@@ -17,19 +17,23 @@ Either way the connection is closed and one INFO line logged.
 Each request's ASGI scope also carries ``extensions["gateway.abort"]``: a way for the SSE
 fan-out (gateway.fanout) to drop the connection of a browser that stopped reading. ASGI
 itself can only end a response politely, which waits for the unread bytes to drain, that
-is forever for a reader that is stuck. The h11 protocol is used
-always (not uvicorn's "auto" choice of httptools when installed), so the bounds hold
-whatever extras are installed.
+is forever for a reader that is stuck.
+
+Both of uvicorn's parsers get the same bounds: httptools (llhttp, in C; the default,
+``RF_HTTP_PARSER=httptools``, since it parses and frames with less CPU per request) and
+h11 (pure Python; ``RF_HTTP_PARSER=h11``). The choice is always explicit, never uvicorn's
+"auto", so the bounds hold whatever extras are installed: an unbounded protocol is never
+picked by accident.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("gateway.protocol")
 
@@ -40,50 +44,35 @@ BODY_BACKSTOP_GRACE_SECONDS = 1.0
 ABORT = "gateway.abort"
 
 
-class BoundedH11Protocol(H11Protocol):
+class _Bounds:
+    """The two timers, for a protocol that says which part of a request it awaits."""
+
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
+    _header_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+    def _awaiting(self) -> str:
+        """ "headers" (between requests, or in them), "body", or "" (the app's turn)."""
+        raise NotImplementedError
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._update_timers()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        self._cancel_body_timer()
-        super().connection_lost(exc)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        cycle = self.cycle
-        if cycle is not None and "extensions" not in cycle.scope:
-            # The request's task has not started yet: the app sees this entry.
-            cycle.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
-        self._update_timers()
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._update_timers()
+    def _request_begun(self) -> bool:
+        """Whether any byte of the awaited request has arrived."""
+        raise NotImplementedError
 
     def _update_timers(self) -> None:
         """Arm the timer of the part of a request being waited for; stop the other."""
         if self.transport is None or self.transport.is_closing():
             return
-        state = self.conn.their_state
-        if state is h11.IDLE:
+        awaiting = self._awaiting()
+        if awaiting == "headers":
             self._cancel_body_timer()
             if self._header_timer is None:
                 self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
-        elif state is h11.SEND_BODY:
+        elif awaiting == "body":
             self._cancel_header_timer()
             if self._body_timer is None:
                 self._body_timer = self.loop.call_later(
@@ -92,6 +81,10 @@ class BoundedH11Protocol(H11Protocol):
         else:
             self._cancel_header_timer()
             self._cancel_body_timer()
+
+    def _cancel_timers(self) -> None:
+        self._cancel_header_timer()
+        self._cancel_body_timer()
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -105,10 +98,9 @@ class BoundedH11Protocol(H11Protocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or self._awaiting() != "headers":
             return
-        pending, _ = self.conn.trailing_data
-        if pending:
+        if self._request_begun():
             # A request was under way: worth a line. An idle kept-alive connection that
             # simply sent nothing more is routine and closed quietly.
             log.info(
@@ -120,7 +112,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def _body_late(self) -> None:
         self._body_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+        if self.transport.is_closing() or self._awaiting() != "body":
             return
         log.info(
             "closed a connection whose request body did not arrive within %ss",
@@ -129,15 +121,107 @@ class BoundedH11Protocol(H11Protocol):
         )
         self.transport.close()
 
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class BoundedH11Protocol(_Bounds, H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._update_timers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        cycle = self.cycle
+        if cycle is not None and "extensions" not in cycle.scope:
+            # The request's task has not started yet: the app sees this entry.
+            cycle.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
+        self._update_timers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._update_timers()
+
+    def _awaiting(self) -> str:
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            return "headers"
+        return "body" if state is h11.SEND_BODY else ""
+
+    def _request_begun(self) -> bool:
+        pending, _ = self.conn.trailing_data
+        return bool(pending)
+
+
+class BoundedHttpToolsProtocol(_Bounds, HttpToolsProtocol):
+    """The same bounds on uvicorn's httptools protocol, from its parser callbacks: the
+    header timer runs from the connection (or the previous response) to the end of the
+    headers, the body timer from there to the end of the message."""
+
+    _phase = "headers"
+    _begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._update_timers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._begun = True
+        # The scope the request's cycle will carry (its task starts after the headers).
+        self.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = "body"
+        self._update_timers()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = ""
+        self._update_timers()
+
+    def on_response_complete(self) -> None:
+        # A pipelined request already parsed starts now: the app's turn, not the client's.
+        pipelined = bool(self.pipeline)
+        super().on_response_complete()
+        if self._phase == "" and not pipelined:
+            self._phase, self._begun = "headers", False
+        self._update_timers()
+
+    def _awaiting(self) -> str:
+        return self._phase
+
+    def _request_begun(self) -> bool:
+        return self._begun
+
 
 def _client(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
-def bounded_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
+PARSERS: dict[str, type[H11Protocol] | type[HttpToolsProtocol]] = {
+    "h11": BoundedH11Protocol,
+    "httptools": BoundedHttpToolsProtocol,
+}
+
+
+def bounded_protocol(
+    header_timeout: float, body_timeout: float, parser: str = "httptools"
+) -> type[H11Protocol] | type[HttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with these bounds."""
+    base = PARSERS[parser]
     return type(
-        "GatewayH11Protocol",
-        (BoundedH11Protocol,),
+        f"Gateway{base.__name__}",
+        (base,),
         {"header_timeout": header_timeout, "body_timeout": body_timeout},
     )

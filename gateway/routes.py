@@ -18,7 +18,8 @@ with no hand-written route. The binding rules are the convention's:
 What an annotation cannot say (201 and ``Location`` for a create, the summaries and the
 error statuses the document lists) is in ``OPERATIONS``, keyed by RPC name; an RPC
 without an entry gets defaults. Server-streaming RPCs are served as Server-Sent Events
-at the paths in ``STREAMS``: the one place an RPC is declared stream-only.
+at the paths in ``STREAMS``: the one place an RPC is declared stream-only; the RPCs of
+``INTERNAL`` are the gateway's own and have no route.
 """
 
 from __future__ import annotations
@@ -169,6 +170,12 @@ STREAMS: dict[str, Stream] = {
         "The account's escalation queue, live (StreamEscalations as SSE)",
     ),
 }
+
+
+# Unary RPCs with no REST route, on purpose: what the gateway itself calls for its
+# browsers. ReportPresence carries other callers' tokens, which only an edge holds; a
+# browser reports itself by holding its queue stream open.
+INTERNAL: frozenset[str] = frozenset({"ReportPresence"})
 
 
 def api_services() -> list[ServiceDescriptor]:
@@ -494,6 +501,13 @@ def _install_stream(
 ) -> None:
     request_class = _message_class(method.input_type)
     rpc = _call(upstream, f"/{method.containing_service.full_name}/{method.name}", method, True)
+    # The queue's browsers share one stream per account: this gateway reports who they
+    # are (gateway.presence), and says so on the calls, so the server does not count them.
+    reported = (
+        streams.presence.metadata
+        if streams.presence is not None and method.name == "StreamEscalations"
+        else ()
+    )
 
     # The request's other fields (e.g. StreamEscalations' filters) come from the query
     # string, as for a unary GET.
@@ -520,7 +534,7 @@ def _install_stream(
         cursor = _cursor(request, after)
         if cursor is not None:
             message.after_sequence = cursor  # type: ignore[attr-defined]
-        call = rpc()(message, metadata=metadata(request))
+        call = rpc()(message, metadata=(*metadata(request), *reported))
         return await streams.respond(
             call,
             # The shared feed of the browser's audience reopens its stream through this,
@@ -529,6 +543,7 @@ def _install_stream(
             request=message,
             cursor=cursor,
             authorization=request.headers.get("authorization"),
+            reported=reported,
         )
 
     app.add_api_route(

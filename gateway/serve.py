@@ -92,9 +92,11 @@ async def start_gateway(
         log_level=log_level,
         access_log=access_log,
         ws="none",
-        # h11 with bounds on slow headers and bodies (gateway.protocol), never httptools.
+        # Bounds on slow headers and bodies (gateway.protocol), whichever the parser.
         http=bounded_protocol(
-            settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+            settings.http_header_timeout_seconds,
+            settings.http_body_timeout_seconds,
+            settings.http_parser,
         ),
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )

@@ -7,7 +7,7 @@ Names the two share (``RF_HTTP_ADDR``, ``RF_UPSTREAM``, ``RF_HEARTBEAT_SECONDS``
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -53,6 +53,9 @@ class GatewaySettings(BaseSettings):
     # (a late body gets 408 first). A slowloris client holds a connection that long at most.
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_body_timeout_seconds: float = Field(default=30, gt=0)
+    # uvicorn's HTTP/1.1 parser, both with the bounds above (gateway/protocol.py):
+    # httptools (C, less CPU per request and per frame sent) or h11 (pure Python).
+    http_parser: Literal["httptools", "h11"] = "httptools"
 
     # Deadline of each unary upstream call (REST request) and of the health check.
     upstream_timeout_seconds: float = Field(default=10, gt=0)

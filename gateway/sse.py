@@ -79,6 +79,7 @@ from gateway.fanout import (
     error_frame,
     join_snapshot,
 )
+from gateway.presence import PresenceReporter
 from gateway.protocol import ABORT
 from gateway.upstream import Upstream
 
@@ -174,6 +175,9 @@ class SSEStreams:
             initial_backoff=settings.upstream_initial_backoff_seconds,
             max_backoff=settings.upstream_max_backoff_seconds,
         )
+        # With shared feeds, the server cannot count who watches the queue from its
+        # streams: the gateway reports its queue browsers (gateway.presence).
+        self.presence = PresenceReporter(lambda: upstream.handoffs) if fanout else None
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
         self.browsers: set[Browser] = set()
@@ -194,12 +198,16 @@ class SSEStreams:
         request: Any = None,
         cursor: int | None = None,
         authorization: str | None = None,
+        reported: tuple[tuple[str, str], ...] = (),
     ) -> Response:
         """The HTTP response for a just-started upstream server-streaming ``call``.
 
         ``rpc`` and ``request`` (its message, ``after_sequence`` aside) let the browser
         move over to the shared feed of its audience (gateway.fanout); without them the
-        browser is served from its own call for the whole stream.
+        browser is served from its own call for the whole stream. ``reported``: the
+        metadata that ``call`` was opened with to say that this gateway reports its
+        browser's presence (``presence.metadata``; a queue stream), which the shared
+        call then carries too.
         """
         self.upstream.track(call)
         UPSTREAM_STREAMS.labels("own").inc()
@@ -226,11 +234,18 @@ class SSEStreams:
         browser.position = cursor
         open_call: OpenCall | None = None
         if self.sharing and rpc is not None and request is not None and authorization:
-            open_call = _opener(self, rpc, request)
-        return SSEResponse(self, call, first, cursor, browser, open_call=open_call)
+            open_call = _opener(self, rpc, request, reported)
+        return SSEResponse(
+            self, call, first, cursor, browser, open_call=open_call, reported=bool(reported)
+        )
 
 
-def _opener(streams: SSEStreams, rpc: Callable[..., Any], request: Any) -> OpenCall:
+def _opener(
+    streams: SSEStreams,
+    rpc: Callable[..., Any],
+    request: Any,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> OpenCall:
     """How a feed (re)opens its shared call: the same RPC, from a sequence, as a caller."""
     kind = type(request)
 
@@ -238,7 +253,7 @@ def _opener(streams: SSEStreams, rpc: Callable[..., Any], request: Any) -> OpenC
         message = kind()
         message.CopyFrom(request)
         message.after_sequence = after
-        call = rpc(message, metadata=(("authorization", authorization),))
+        call = rpc(message, metadata=(("authorization", authorization), *extra))
         streams.upstream.track(call)
         return call
 
@@ -262,6 +277,7 @@ class SSEResponse(Response):
         browser: Browser | None,
         failure: GatewayError | None = None,
         open_call: OpenCall | None = None,
+        reported: bool = False,
     ) -> None:
         # Like StreamingResponse: no body, so no content-length; the stream is chunked.
         self.status_code = 200
@@ -275,6 +291,9 @@ class SSEResponse(Response):
         self.browser = browser
         self.failure = failure
         self.open_call = open_call
+        self.reported = reported
+        # Where this browser is in the gateway's presence report (account, token).
+        self.watching: tuple[str, str] | None = None
         # Ends the browser when its token expires (set once the server has said when).
         self.expiry: asyncio.TimerHandle | None = None
 
@@ -341,6 +360,9 @@ class SSEResponse(Response):
         finally:
             if self.expiry is not None:
                 self.expiry.cancel()
+            if self.watching is not None and streams.presence is not None:
+                streams.presence.remove(*self.watching)
+                self.watching = None
             streams.browsers.discard(browser)
             if browser.feed is not None:
                 browser.feed.detach(browser)
@@ -375,7 +397,11 @@ class SSEResponse(Response):
         parts: list[handoff_pb2.HandoffEvent] = []
         try:
             # The server's word on who shares this stream and when its token runs out.
-            audience, expires = announced(await call.initial_metadata())
+            audience, expires, account = announced(await call.initial_metadata())
+            if self.reported and account and streams.presence is not None and not browser.gone:
+                # Authorized by the server: from now on this browser is in the reports.
+                token = streams.presence.add(account, browser.authorization, expires)
+                self.watching = (account, token)
             if expires is not None:
                 # Ended then, as the server ends its streams, also once on the shared feed.
                 browser.expires_at = expires

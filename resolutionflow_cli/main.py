@@ -14,6 +14,7 @@ from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
 from server.domain.types import Role
 from server.errors import StartupError
+from server.loops import run
 from server.settings import JWT_SECRET_FILE, ConfigError, Settings
 
 
@@ -76,14 +77,12 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(
-        _serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin))
-    )
+    run(_serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin)))
     return 0
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    asyncio.run(_serve_grpc(_settings(args)))
+    run(_serve_grpc(_settings(args)))
     return 0
 
 
@@ -96,7 +95,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         for key in ("http_addr", "upstream")
         if getattr(args, key, None) is not None
     }
-    asyncio.run(run_gateway(GatewaySettings(**overrides)))
+    run(run_gateway(GatewaySettings(**overrides)))
     return 0
 
 

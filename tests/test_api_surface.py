@@ -43,6 +43,8 @@ def test_every_rpc_has_a_rest_route_or_is_a_declared_stream() -> None:
         if method.name in routes.STREAMS:
             assert method.server_streaming, f"{method.name} is declared a stream but is unary"
             assert binding is None, f"{method.name}: a stream has its SSE route, not an option"
+        elif method.name in routes.INTERNAL:
+            assert binding is None, f"{method.name} is declared internal but has a route"
         elif binding is None:
             missing.append(method.full_name)
         else:
@@ -51,6 +53,7 @@ def test_every_rpc_has_a_rest_route_or_is_a_declared_stream() -> None:
         f"RPCs without a google.api.http option (give them one in the .proto): {missing}"
     )
     assert set(routes.STREAMS) <= set(rpc_names()), "STREAMS names an RPC that does not exist"
+    assert set(rpc_names()) >= routes.INTERNAL, "INTERNAL names an RPC that does not exist"
 
 
 def test_routes_are_unique_and_reach_the_app() -> None:

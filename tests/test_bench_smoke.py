@@ -73,9 +73,38 @@ def test_bench_smoke_sse_through_one_shared_stream_per_account(tmp_path):
     ours = result["ours"]
     assert ours["lost"] == ours["duplicated"] == ours["out_of_order"] == 0, ours
     assert ours["deliveries"] == 20 * 120 // 2, ours
-    # The gateway shares the queue's stream per engineer (presence counts the streams the
-    # server holds): 20 browsers of 20 engineers are 20 server streams, no more.
-    assert ours["server_streams_held"] == 20, ours
+    # The gateway shares the queue's stream per account (and reports who is watching):
+    # 20 browsers of 20 engineers over 2 accounts are 2 server streams.
+    assert ours["server_streams_held"] == 2, ours
+
+
+def test_bench_smoke_sse_with_the_server_killed_mid_run_and_idle_browsers(tmp_path):
+    """The upstream SIGKILLed and restarted while events flow: the gateway resumes its
+    shared streams and no browser loses, repeats or reorders one; then the memory run
+    over SSE measures the gateway."""
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "resolutionflow_cli", "bench", "--transport", "sse"),
+            *("--subscribers", "10", "--accounts", "2", "--events", "400", "--rate", "40"),
+            *("--kill-server-after", "2", "--idle-streams", "40", "--no-ceiling"),
+            "--json-only",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout)
+    ours = result["ours"]
+    assert ours["lost"] == ours["duplicated"] == ours["out_of_order"] == 0, ours
+    assert ours["stream_errors"] == 0, ours
+    assert ours["server_killed"]["error"] == "", ours["server_killed"]
+    assert ours["server_killed"]["down_s"] > 0, ours["server_killed"]
+    memory = result["memory"]
+    assert memory["ours"]["measured"] == "gateway"
+    assert memory["ours"]["server_streams_held"] == 2, memory
+    assert memory["ours"]["streams"] == memory["ceiling"]["streams"] == 40
 
 
 @pytest.mark.parametrize("event_type", [handoff_pb2.EVENT_TYPE_CREATED, wire.SNAPSHOT])

@@ -93,15 +93,16 @@ def ids_after_snapshot(reader: SSEReader) -> list[int]:
 # ---- sharing ----------------------------------------------------------------------------
 
 
-async def test_browsers_of_one_engineer_share_one_upstream_stream(
+async def test_browsers_of_one_account_share_one_upstream_stream(
     gw: RunningGateway, client: httpx.AsyncClient, server: ServerRuntime, account: str
 ) -> None:
-    """Eight tabs of one engineer: one server stream. (Engineers do not share the queue's
-    stream with each other: presence counts the queue streams the server holds.)"""
+    """Eight tabs of four engineers and an admin's: one server stream. (Presence is reported
+    by the gateway, tests/test_gateway_presence.py.)"""
     before = await metrics(client)
+    users = [(Role.ENGINEER, f"e{n % 4}") for n in range(7)] + [(Role.ADMIN, "a0")]
     readers = [
-        SSEReader(client, "/v1/escalations/stream", bearer(account, Role.ENGINEER, "e0"))
-        for _ in range(8)
+        SSEReader(client, "/v1/escalations/stream", bearer(account, role, user))
+        for role, user in users
     ]
     try:
         for reader in readers:
@@ -116,7 +117,7 @@ async def test_browsers_of_one_engineer_share_one_upstream_stream(
         assert after[own] - before.get(own, 0) == 0
         browsers = "resolutionflow_gateway_sse_browsers"
         assert after[browsers] - before.get(browsers, 0) == 8
-        assert list(gw.app.state.streams.fanout.feeds) == [f"escalations/{account}/user/e0"]
+        assert list(gw.app.state.streams.fanout.feeds) == [f"escalations/{account}"]
 
         await write_escalations(server, account, 3)
         for reader in readers:

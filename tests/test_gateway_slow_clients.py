@@ -35,13 +35,17 @@ BODY_TIMEOUT = 1.0
 SLACK = 3.0
 
 
-@pytest.fixture
-async def slow_gateway(server: ServerRuntime) -> AsyncIterator[RunningGateway]:
+@pytest.fixture(params=["httptools", "h11"])
+async def slow_gateway(
+    server: ServerRuntime, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningGateway]:
+    """Each of uvicorn's parsers, with the same bounds (gateway/protocol.py)."""
     async with gateway_support.running_gateway(
         f"127.0.0.1:{server.port}",
         http_header_timeout_seconds=HEADER_TIMEOUT,
         http_body_timeout_seconds=BODY_TIMEOUT,
         heartbeat_seconds=0.3,
+        http_parser=request.param,
     ) as gw:
         yield gw
 

@@ -80,7 +80,9 @@ def create_grpc_server(
             ("grpc.http2.max_ping_strikes", 0),
         ],
     )
-    _register(server, HandoffService(core, streams), handoff_pb2.DESCRIPTOR, "HandoffService")
+    _register(
+        server, HandoffService(core, streams, verifier), handoff_pb2.DESCRIPTOR, "HandoffService"
+    )
     _register(
         server, EscalationService(core, streams), escalation_pb2.DESCRIPTOR, "EscalationService"
     )

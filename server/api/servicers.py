@@ -15,12 +15,14 @@ from resolutionflow.v1 import handoff_pb2_grpc as pb_grpc
 
 from server.api import convert
 from server.api.interceptors import current_caller
+from server.auth import RecentTokens, TokenVerifier
 from server.core import Core
 from server.domain import collab as collab_rules
-from server.domain import rules
-from server.domain.types import Role
-from server.errors import FieldViolation, InvalidArgument
+from server.domain import policy, rules
+from server.domain.types import Caller, Role
+from server.errors import FieldViolation, InvalidArgument, Unauthenticated
 from server.models import handoffs
+from server.streaming.presence import REPORTER_KEY
 from server.streaming.streams import StreamKind, Streams
 
 
@@ -69,9 +71,11 @@ def _cursor(request: pb.WatchHandoffsRequest | esc_pb.StreamEscalationsRequest) 
 
 
 class HandoffService(pb_grpc.HandoffServiceServicer):
-    def __init__(self, core: Core, streams: Streams) -> None:
+    def __init__(self, core: Core, streams: Streams, verifier: TokenVerifier) -> None:
         self.core = core
         self.streams = streams
+        # The tokens of edges' presence reports: the same ones every few seconds.
+        self.watchers = RecentTokens(verifier)
 
     async def CreateHandoff(
         self, request: pb.CreateHandoffRequest, context: grpc.aio.ServicerContext
@@ -146,6 +150,41 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
         handoff = await self.core.reopen(current_caller(), handoff_id, reason)
         return pb.ReopenHandoffResponse(handoff=convert.handoff(handoff))
 
+    async def ReportPresence(
+        self, request: pb.ReportPresenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportPresenceResponse:
+        groups = request.accounts
+        reporter = rules.validate_presence_report(
+            request.reporter_id, len(groups), sum(len(g.tokens) for g in groups)
+        )
+        presence = self.streams.presence
+        assert presence is not None
+        # Each browser is vouched for by its own token, verified here: the edge only
+        # carries them, and a token of another account or role records nothing.
+        accepted: list[Caller] = []
+        refused: list[pb.RefusedToken] = []
+        for group in groups:
+            for index, token in enumerate(group.tokens):
+                try:
+                    watcher = await self.watchers.verify(token)
+                except Unauthenticated as e:
+                    reason = e.message
+                else:
+                    reason = policy.presence_refusal(watcher, group.account_id)
+                if reason:
+                    refused.append(
+                        pb.RefusedToken(account_id=group.account_id, index=index, reason=reason)
+                    )
+                else:
+                    accepted.append(watcher)
+        resync = await presence.report(reporter, [g.account_id for g in groups], accepted)
+        return pb.ReportPresenceResponse(
+            accepted=len(accepted),
+            refused=refused,
+            report_every_seconds=presence.ttl / 3,
+            resync=resync,
+        )
+
     async def GetPresence(
         self, request: pb.GetPresenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPresenceResponse:
@@ -203,8 +242,12 @@ class EscalationService(esc_grpc.EscalationServiceServicer):
             ),
             held_by_me=request.held_by_me,
         )
+        # An edge that reports its browsers' presence itself (ReportPresence) says so: its
+        # stream stands for many engineers, not for the one whose token opened it.
+        metadata = context.invocation_metadata() or ()
+        counted = not any(key == REPORTER_KEY for key, _ in metadata)
         return self.streams.open(
-            StreamKind.ESCALATIONS, current_caller(), _cursor(request), context, narrowed
+            StreamKind.ESCALATIONS, current_caller(), _cursor(request), context, narrowed, counted
         )
 
     async def ListEscalations(

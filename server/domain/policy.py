@@ -47,6 +47,9 @@ ROLES: dict[str, frozenset[Role]] = {
     "GetHandoffHistory": ANYONE,
     # Technicians see how many engineers are online; engineers and admins also who.
     "GetPresence": ANYONE,
+    # An edge reports the browsers it serves the queue to; it calls with one of their
+    # tokens, and each reported token is judged by ``presence_refusal``.
+    "ReportPresence": STAFF,
     "StreamEscalations": STAFF,
     "ListEscalations": STAFF,
     "PickUpEscalation": STAFF,
@@ -68,6 +71,17 @@ ROLES: dict[str, frozenset[Role]] = {
     "GetEscalationPolicy": ADMINS,
     "UpdateEscalationPolicy": ADMINS,
 }
+
+
+def presence_refusal(watcher: Caller, account_id: str) -> str:
+    """Why a reported token does not make its user present in ``account_id`` ("" if it
+    does). Presence is the account's engineers and admins watching its queue, as their own
+    token proves: never another account's user, whoever reports them."""
+    if watcher.account_id != account_id:
+        return "another account"
+    if watcher.role not in STAFF:
+        return "not an engineer or admin"
+    return ""
 
 
 @dataclass(frozen=True)

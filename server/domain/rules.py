@@ -9,6 +9,7 @@ makes concurrent pickups safe: only one update can match an OPEN row.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -121,6 +122,25 @@ def validate_handoff_id(value: str, field: str = "handoff_id") -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidArgument([FieldViolation(field, "must be a handoff id (UUID)")]) from None
+
+
+_REPORTER_ID = re.compile(r"[A-Za-z0-9_-]{1,48}")
+# Per ReportPresence call: the edge splits bigger reports (a request is at most 1 MiB).
+MAX_PRESENCE_GROUPS = 1000
+MAX_PRESENCE_TOKENS = 5000
+
+
+def validate_presence_report(reporter_id: str, groups: int, tokens: int) -> str:
+    v: list[FieldViolation] = []
+    if not _REPORTER_ID.fullmatch(reporter_id):
+        v.append(FieldViolation("reporter_id", "1 to 48 letters, digits, '-' or '_'"))
+    if groups > MAX_PRESENCE_GROUPS:
+        v.append(FieldViolation("accounts", f"at most {MAX_PRESENCE_GROUPS} per report"))
+    if tokens > MAX_PRESENCE_TOKENS:
+        v.append(FieldViolation("accounts", f"at most {MAX_PRESENCE_TOKENS} tokens per report"))
+    if v:
+        raise InvalidArgument(v)
+    return reporter_id
 
 
 def validate_resolution_note(value: str) -> str:

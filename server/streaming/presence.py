@@ -12,6 +12,15 @@ two tables) within the TTL without anyone cleaning up after it; whoever refreshe
 deletes the dead server's rows. A clean stop deletes its rows at once. Presence is
 deliberately not in the event log: it is a fact about now, not history, and it would wake
 every stream at every connect. Why this shape: README, "Design notes".
+
+An edge that serves the queue to many browsers from one shared stream per account (the
+gateway) cannot be counted that way: its one stream stands for many engineers. It opens
+its queue streams with ``REPORTER_KEY`` in the metadata, so this server does not count
+them, and reports its browsers instead (``report``, from the ``ReportPresence`` RPC), each
+by its own token, which the server verifies. The reporter is kept alive like a server, by
+one liveness row: a report that names accounts replaces the reporter's rows of those
+accounts; one that names none only pushes the liveness forward. So an edge's refresh
+costs one row too, and a connect or disconnect costs the rows of one account.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, distinct, select, tuple_
@@ -32,6 +42,12 @@ from server.db.schema import PRESENCE, PRESENCE_REPLICAS
 from server.domain.types import Caller, UserRef
 
 log = logging.getLogger(__name__)
+
+# Metadata of a queue stream whose presence its opener reports itself (``report``).
+REPORTER_KEY = "rf-presence-reporter"
+# Rows of reported presence carry the reporter's id under this prefix: no reporter can
+# name (and so replace) a server's own rows.
+EDGE_PREFIX = "edge:"
 
 # Rows removed per DELETE: the (account, user) pairs go into one IN list.
 _DELETE_CHUNK = 500
@@ -140,6 +156,51 @@ class Presence:
         self._written = current
         if due or (current and added):
             self._alive_at = now_mono
+
+    async def report(
+        self, reporter: str, accounts: Iterable[str], watchers: Iterable[Caller]
+    ) -> bool:
+        """An edge's report: for each account in ``accounts`` the reporter's rows become
+        exactly the ``watchers`` of that account (callers proven by their own tokens), and
+        the reporter's liveness moves forward. Returns True when the reporter had lapsed
+        (its rows may have been forgotten as a dead one's): it must report every account."""
+        replica = EDGE_PREFIX + reporter
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=self.ttl)
+        named = sorted(set(accounts))
+        rows = {(w.account_id, w.user_id): w.name for w in watchers if w.account_id in named}
+        insert = sqlite_insert if self.db.is_sqlite else pg_insert
+        async with self.db.write() as s:
+            alive_until = await s.scalar(
+                select(PRESENCE_REPLICAS.c.expires_at).where(
+                    PRESENCE_REPLICAS.c.replica_id == replica
+                )
+            )
+            alive = insert(PRESENCE_REPLICAS)
+            await s.execute(
+                alive.values(replica_id=replica, expires_at=expires).on_conflict_do_update(
+                    index_elements=["replica_id"], set_={"expires_at": expires}
+                )
+            )
+            for i in range(0, len(named), _DELETE_CHUNK):
+                await s.execute(
+                    delete(PRESENCE).where(
+                        PRESENCE.c.replica_id == replica,
+                        PRESENCE.c.account_id.in_(named[i : i + _DELETE_CHUNK]),
+                    )
+                )
+            if rows:
+                await s.execute(
+                    insert(PRESENCE).on_conflict_do_nothing(),
+                    [
+                        {"account_id": a, "user_id": u, "replica_id": replica, "name": n}
+                        for (a, u), n in rows.items()
+                    ],
+                )
+            # Servers whose engineers all come through edges have no presence tick of their
+            # own with rows to keep: reports sweep dead reporters too.
+            await self._forget_dead(s, now)
+        return alive_until is None or alive_until < now
 
     async def _forget_dead(self, s: AsyncSession, now: datetime) -> None:
         """Rows of servers that stopped refreshing (killed), and their liveness rows."""

@@ -41,6 +41,9 @@ AUDIENCE_KEY = "rf-stream-audience"
 # a browser from a shared one: it ends that browser then, as this server would. The
 # server says it because only the server reads tokens (claim names are its settings).
 EXPIRES_KEY = "rf-stream-expires"
+# The caller's account, for an edge that reports who it serves the queue to by account
+# (ReportPresence): it reads no token, so the server says.
+ACCOUNT_KEY = "rf-stream-account"
 
 
 class Announcer(Protocol):
@@ -100,16 +103,12 @@ def audience(kind: StreamKind, caller: Caller, narrowed: QueueFilter | None = No
     if kind is StreamKind.HANDOFFS and seen.creator_id is not None:
         return f"{kind.value}/{seen.account_id}/user/{seen.creator_id}"
     name = f"{kind.value}/{seen.account_id}"
-    if kind is StreamKind.ESCALATIONS:
-        # Per engineer, not per account: presence ("who watches the queue") is counted
-        # from the queue streams this server holds, and a stream shared by several
-        # engineers would count one of them. One engineer's tabs still share one stream.
-        # Sharing the account's queue across engineers needs the edge to report who is
-        # attached (README, "one upstream stream per audience").
-        name += f"/user/{caller.user_id}"
     if narrowed is not None and narrowed.narrows:
         # A filtered queue carries other events than the account's: only callers with the
-        # same filter share it, and "held by me" is the caller's own.
+        # same filter share it, and "held by me" is the caller's own. (Presence does not
+        # care: an edge sharing the queue reports its browsers, see streaming/presence.py.)
+        if narrowed.held_by_me:
+            name += f"/user/{caller.user_id}/held"
         priorities = ",".join(sorted(p.value for p in narrowed.priorities))
         name += f"/priorities={priorities}"
     return name
@@ -126,7 +125,8 @@ class Streams:
         self.db = db
         self.hub = hub
         self.encoder = encoder
-        # Counts open queue streams per engineer (who is watching the queue).
+        # Counts open queue streams per engineer (who is watching the queue), and records
+        # what edges report (ReportPresence).
         self.presence = presence
 
     async def _snapshot(
@@ -203,7 +203,10 @@ class Streams:
         after: int | None,
         announce: Announcer | None = None,
         narrowed: QueueFilter | None = None,
+        counted: bool = True,
     ) -> AsyncIterator[bytes]:
+        """``counted``: a queue stream makes its caller present while it is open, unless
+        its opener reports the presence of those it serves itself (an edge)."""
         # Subscribe first, so a stream over its limit is refused before any byte is sent.
         # The subscription starts out lagging: nothing is pushed to it until it has read
         # the log from its position, which is only settled below.
@@ -218,7 +221,10 @@ class Streams:
             # Headers go out now, before any event: the caller learns at once that the
             # stream is authorized and open, even when it has nothing to replay.
             try:
-                said = [(AUDIENCE_KEY, audience(kind, caller, narrowed))]
+                said = [
+                    (AUDIENCE_KEY, audience(kind, caller, narrowed)),
+                    (ACCOUNT_KEY, caller.account_id),
+                ]
                 if caller.expires_at is not None:
                     said.append((EXPIRES_KEY, f"{caller.expires_at:.3f}"))
                 await announce.send_initial_metadata(tuple(said))
@@ -227,7 +233,7 @@ class Streams:
                 raise
         delivered = telemetry.EVENTS_DELIVERED
         unreported = 0
-        watching = self.presence if kind is StreamKind.ESCALATIONS else None
+        watching = self.presence if kind is StreamKind.ESCALATIONS and counted else None
         if watching is not None:
             watching.joined(caller)
         try:

@@ -370,3 +370,41 @@ class GetPresenceResponse(_message.Message):
     engineers_online: int
     engineers: _containers.RepeatedCompositeFieldContainer[UserRef]
     def __init__(self, engineers_online: _Optional[int] = ..., engineers: _Optional[_Iterable[_Union[UserRef, _Mapping]]] = ...) -> None: ...
+
+class ReportPresenceRequest(_message.Message):
+    __slots__ = ("reporter_id", "accounts")
+    REPORTER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    reporter_id: str
+    accounts: _containers.RepeatedCompositeFieldContainer[PresenceGroup]
+    def __init__(self, reporter_id: _Optional[str] = ..., accounts: _Optional[_Iterable[_Union[PresenceGroup, _Mapping]]] = ...) -> None: ...
+
+class PresenceGroup(_message.Message):
+    __slots__ = ("account_id", "tokens")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_id: _Optional[str] = ..., tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReportPresenceResponse(_message.Message):
+    __slots__ = ("accepted", "refused", "report_every_seconds", "resync")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_EVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedToken]
+    report_every_seconds: float
+    resync: bool
+    def __init__(self, accepted: _Optional[int] = ..., refused: _Optional[_Iterable[_Union[RefusedToken, _Mapping]]] = ..., report_every_seconds: _Optional[float] = ..., resync: _Optional[bool] = ...) -> None: ...
+
+class RefusedToken(_message.Message):
+    __slots__ = ("account_id", "index", "reason")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    index: int
+    reason: str
+    def __init__(self, account_id: _Optional[str] = ..., index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

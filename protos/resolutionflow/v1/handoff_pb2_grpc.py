@@ -79,6 +79,11 @@ class HandoffServiceStub:
                 request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
                 response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
                 _registered_method=True)
+        self.ReportPresence = channel.unary_unary(
+                '/resolutionflow.v1.HandoffService/ReportPresence',
+                request_serializer=resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceRequest.SerializeToString,
+                response_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceResponse.FromString,
+                _registered_method=True)
 
 
 class HandoffServiceServicer:
@@ -154,6 +159,22 @@ class HandoffServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportPresence(self, request, context):
+        """For an edge that serves the escalation queue to browsers from one shared stream per
+        account (the gateway): which browsers are attached now, each by its own token. The
+        server verifies every token itself and records presence for the engineer or admin
+        it names, in the account it names, for RF_PRESENCE_TTL_SECONDS; a token that does
+        not verify, names another account than its group or a technician is refused (that
+        token only). A report replaces the reporter's previous one for the accounts it
+        lists, so a browser that left drops out at the next report; a reporter that stops
+        reporting drops out within the TTL. Queue streams opened with the metadata
+        "rf-presence-reporter" are not counted by the server themselves. Internal: no REST
+        route (only an edge holds other callers' tokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HandoffServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +222,11 @@ def add_HandoffServiceServicer_to_server(servicer, server):
                     servicer.GetPresence,
                     request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.FromString,
                     response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'ReportPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportPresence,
+                    request_deserializer=resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceRequest.FromString,
+                    response_serializer=resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +472,33 @@ class HandoffService:
             '/resolutionflow.v1.HandoffService/GetPresence',
             resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceRequest.SerializeToString,
             resolutionflow_dot_v1_dot_handoff__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/resolutionflow.v1.HandoffService/ReportPresence',
+            resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceRequest.SerializeToString,
+            resolutionflow_dot_v1_dot_handoff__pb2.ReportPresenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
