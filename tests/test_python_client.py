@@ -26,6 +26,7 @@ from clients import (
 )
 from server.domain.types import Role
 from server.runtime import ServerRuntime
+from server.settings import Settings
 from server.webhooks import store
 from tests.processes import ServerProcess
 from tests.support import token, wait_until
@@ -141,9 +142,11 @@ async def test_reset_is_surfaced(connect: Callable[..., AsyncClient]) -> None:
 
 
 async def test_resuming_stream_survives_sigkill_and_restart(
-    database_url: str, tmp_path: Path, account: str
+    own_settings: Settings, tmp_path: Path, account: str
 ) -> None:
-    server = ServerProcess(database_url, tmp_path)
+    # A database of its own: in the shared one, a server of another test that dies holding
+    # the claim on this test's pending assessments would delay their events past the wait.
+    server = ServerProcess(own_settings.database_url, tmp_path)
     await server.start()
     eng = AsyncClient(server.address, token=token(account, "erin", Role.ENGINEER))
     tech = AsyncClient(server.address, token=token(account, "tina", Role.TECHNICIAN))
