@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from resolutionflow_cli.workers import announce_ready, run_workers
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
 from server.db.migrate import upgrade
@@ -29,10 +30,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-async def _serve_grpc(settings: Settings) -> None:
-    runtime = ServerRuntime(settings)
+async def _serve_grpc(
+    settings: Settings, worker: int | None = None, ready_fd: int | None = None
+) -> None:
+    runtime = ServerRuntime(settings, worker)
     await runtime.start()
-    print(f"resolutionflow: gRPC on {settings.grpc_addr}, database {runtime.db.url!r}", flush=True)
+    who = "" if worker is None else f" (worker {worker}, pid {os.getpid()})"
+    print(
+        f"resolutionflow: gRPC on {settings.grpc_addr}{who}, database {runtime.db.url!r}",
+        flush=True,
+    )
+    announce_ready(ready_fd)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,9 +86,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    return int(args.workers)
+
+
 def cmd_server(args: argparse.Namespace) -> int:
-    asyncio.run(_serve_grpc(_settings(args)))
-    return 0
+    settings = _settings(args)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        asyncio.run(_serve_grpc(settings, args.worker_index, args.ready_fd))
+        return 0
+    if settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time and "
+            "wakes only the streams of its own process, so run one server process on it "
+            "(--workers 1)"
+        )
+    return run_workers(
+        "server",
+        workers,
+        ("RF_GRPC_ADDR", settings.grpc_addr),
+        {"RF_DATABASE_URL": settings.database_url},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+        # Once, before the workers: each would otherwise migrate (they would take turns).
+        before=lambda: asyncio.run(upgrade(settings.database_url)),
+    )
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -92,8 +125,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         for key in ("http_addr", "upstream")
         if getattr(args, key, None) is not None
     }
-    asyncio.run(run_gateway(GatewaySettings(**overrides)))
-    return 0
+    settings = GatewaySettings(**overrides)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        asyncio.run(
+            run_gateway(settings, reuse_port=args.worker_index is not None, ready_fd=args.ready_fd)
+        )
+        return 0
+    return run_workers(
+        "gateway",
+        workers,
+        ("RF_HTTP_ADDR", settings.http_addr),
+        {"RF_UPSTREAM": settings.upstream},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+    )
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -258,6 +304,19 @@ def _nonblank(value: str) -> str:
     return value
 
 
+def _add_workers(parser: argparse.ArgumentParser, note: str) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"N processes on one port (SO_REUSEPORT), one core each; default 1 ({note})",
+    )
+    # Set by the parent of --workers N on each worker it starts.
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resolutionflow", description="ResolutionFlow Escalations"
@@ -281,11 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run the gRPC server only")
     server.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
     server.add_argument("--database-url", help="(RF_DATABASE_URL)")
+    _add_workers(server, "PostgreSQL only: SQLite has one writer")
     server.set_defaults(func=cmd_server)
 
     gateway = sub.add_parser("gateway", help="run the HTTP gateway (REST + SSE) only")
     gateway.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
     gateway.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
+    _add_workers(gateway, "each with its own connections upstream")
     gateway.set_defaults(func=cmd_gateway)
 
     db = sub.add_parser("db", help="database maintenance")
