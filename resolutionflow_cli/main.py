@@ -50,12 +50,18 @@ async def _serve_grpc(
     await runtime.stop()
 
 
-async def _serve_all(settings: Settings, http_addr: str | None, local_admin: bool = False) -> None:
+async def _serve_all(
+    settings: Settings,
+    http_addr: str | None,
+    local_admin: bool = False,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+) -> None:
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
     from gateway.serve import start_gateway, upstream_for, wait_for_signal
     from gateway.settings import GatewaySettings
 
-    runtime = ServerRuntime(settings)
+    runtime = ServerRuntime(settings, worker)
     await runtime.start()
     overrides: dict[str, Any] = {"http_addr": http_addr} if http_addr else {}
     gateway_settings = GatewaySettings(
@@ -65,7 +71,9 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
     codec = TokenCodec(settings.resolved_jwt_secret())
     local = LocalSignIn(codec, allow_admin=local_admin)
     try:
-        gateway = await start_gateway(gateway_settings, local_sign_in=local)
+        gateway = await start_gateway(
+            gateway_settings, local_sign_in=local, reuse_port=worker is not None
+        )
     except BaseException:
         await runtime.stop()
         raise
@@ -74,16 +82,40 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
         f"database {runtime.db.url!r}",
         flush=True,
     )
+    announce_ready(ready_fd)
     await wait_for_signal(gateway.task)
     print("resolutionflow: shutting down", flush=True)
     await asyncio.gather(gateway.stop(), runtime.stop(), return_exceptions=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(
-        _serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin))
+    settings = _settings(args)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        asyncio.run(
+            _serve_all(
+                settings,
+                getattr(args, "http_addr", None),
+                bool(args.local_admin),
+                args.worker_index,
+                args.ready_fd,
+            )
+        )
+        return 0
+    _require_postgresql(settings, workers)
+    from gateway.settings import GatewaySettings
+
+    http_addr = args.http_addr or GatewaySettings().http_addr
+    return run_workers(
+        "serve",
+        workers,
+        {"RF_GRPC_ADDR": settings.grpc_addr, "RF_HTTP_ADDR": http_addr},
+        {"RF_DATABASE_URL": settings.database_url},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+        before=lambda: asyncio.run(upgrade(settings.database_url)),
+        flags=["--local-admin"] if args.local_admin else [],
     )
-    return 0
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -92,22 +124,26 @@ def _workers(args: argparse.Namespace) -> int:
     return int(args.workers)
 
 
-def cmd_server(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    workers = _workers(args)
-    if args.worker_index is not None or workers == 1:
-        asyncio.run(_serve_grpc(settings, args.worker_index, args.ready_fd))
-        return 0
+def _require_postgresql(settings: Settings, workers: int) -> None:
     if settings.database_url.startswith("sqlite"):
         raise ConfigError(
             f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time and "
             "wakes only the streams of its own process, so run one server process on it "
             "(--workers 1)"
         )
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        asyncio.run(_serve_grpc(settings, args.worker_index, args.ready_fd))
+        return 0
+    _require_postgresql(settings, workers)
     return run_workers(
         "server",
         workers,
-        ("RF_GRPC_ADDR", settings.grpc_addr),
+        {"RF_GRPC_ADDR": settings.grpc_addr},
         {"RF_DATABASE_URL": settings.database_url},
         verbose=args.verbose,
         stop_timeout=settings.shutdown_grace_seconds + 20,
@@ -135,7 +171,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return run_workers(
         "gateway",
         workers,
-        ("RF_HTTP_ADDR", settings.http_addr),
+        {"RF_HTTP_ADDR": settings.http_addr},
         {"RF_UPSTREAM": settings.upstream},
         verbose=args.verbose,
         stop_timeout=settings.shutdown_grace_seconds + 20,
@@ -335,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the page's local sign-in hand out admin tokens too (off: never admin)",
     )
+    _add_workers(serve, "PostgreSQL only: SQLite has one writer")
     serve.set_defaults(func=cmd_serve)
 
     server = sub.add_parser("server", help="run the gRPC server only")

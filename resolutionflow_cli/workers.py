@@ -225,25 +225,32 @@ class Supervisor:
 def run_workers(
     command: str,
     n: int,
-    addr: tuple[str, str],
+    addrs: dict[str, str],
     env: dict[str, str],
     *,
     verbose: bool,
     stop_timeout: float,
     before: Callable[[], None] | None = None,
+    flags: Sequence[str] = (),
 ) -> int:
-    """``command --workers n``: reserve the address (``addr``: its variable and value),
-    run ``before`` (with the port held), then the workers until a signal; the exit code."""
-    variable, wanted = addr
-    hold, bound = reserve(wanted)
+    """``command --workers n``: reserve the addresses (``addrs``: setting variable ->
+    address), run ``before`` (with the ports held), then the workers (each with ``flags``
+    too) until a signal; returns the exit code."""
+    held: list[socket.socket] = []
     try:
+        bound = {}
+        for variable, wanted in addrs.items():
+            hold, bound[variable] = reserve(wanted)
+            held.append(hold)
         if before is not None:
             before()
-        print(f"resolutionflow: {command} on {bound}, {n} workers", flush=True)
+        where = ", ".join(bound.values())
+        print(f"resolutionflow: {command} on {where}, {n} workers", flush=True)
         # This same program and Python; settings reach the workers through the environment.
         argv = [sys.executable, "-m", "resolutionflow_cli", *(["-v"] if verbose else [])]
         return Supervisor(
-            command, n, [*argv, command], {**os.environ, **env, variable: bound}, stop_timeout
+            command, n, [*argv, command, *flags], {**os.environ, **env, **bound}, stop_timeout
         ).run()
     finally:
-        hold.close()
+        for hold in held:
+            hold.close()

@@ -179,12 +179,13 @@ async def test_two_workers_share_a_port_replicate_restart_and_stop_cleanly(
             await stop_cli(parent)
 
 
-async def test_workers_need_postgresql(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["server", "serve"])
+async def test_workers_need_postgresql(database_url: str, tmp_path: Path, command: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("the SQLite refusal")
     proc = await start_cli(
         tmp_path,
-        *("server", "--workers", "2", "--grpc-addr", f"127.0.0.1:{free_port()}"),
+        *(command, "--workers", "2", "--grpc-addr", f"127.0.0.1:{free_port()}"),
         *("--database-url", database_url),
     )
     assert await within(30, proc.wait(), "the refusal") == 2
@@ -232,6 +233,36 @@ async def test_gateway_workers_serve_on_one_port_and_stop(
         children_file = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
         children = (await asyncio.to_thread(children_file.read_text)).split()
         assert len(children) == 2
+        assert await within(40, stop_cli(parent), "the parent to exit") == 0
+    finally:
+        if parent.returncode is None:
+            await stop_cli(parent)
+
+
+async def test_serve_workers_share_both_ports(
+    pg_url: str, tmp_path: Path, account: str, http: httpx.AsyncClient
+) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    parent = await start_cli(
+        tmp_path,
+        *("serve", "--workers", "2", "--grpc-addr", f"127.0.0.1:{grpc_port}"),
+        *("--http-addr", f"127.0.0.1:{http_port}", "--database-url", pg_url),
+        env={"RF_SHUTDOWN_GRACE_SECONDS": "2"},
+    )
+    try:
+
+        async def serving() -> bool:
+            assert parent.returncode is None, (tmp_path / "cli.log").read_text()[-3000:]
+            return "2 workers serving" in (tmp_path / "cli.log").read_text()
+
+        await wait_until(serving, timeout=60, what="both serve workers")
+        bearer = token(account, "tech", Role.TECHNICIAN)
+        for _ in range(4):  # a connection of its own each: whichever worker takes it
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as fresh:
+                reply = await fresh.get(
+                    "/v1/handoffs", headers={"Authorization": f"Bearer {bearer}"}
+                )
+                assert reply.status_code == 200, reply.text
         assert await within(40, stop_cli(parent), "the parent to exit") == 0
     finally:
         if parent.returncode is None:
