@@ -28,6 +28,7 @@ import asyncio
 import errno
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
@@ -37,7 +38,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from server.db.bounds import PgBounds, ms
@@ -81,9 +82,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
                 connect_args={"server_settings": self.pg_bounds.server_settings()},
             )
+            _ping_when_idle(self.engine)
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
             _track_backend_pids(self.engine, self.backend_pids)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -286,6 +287,40 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
 )
+
+
+# A pooled connection unused for this long is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """``pool_pre_ping``, but only for a connection that sat idle in the pool.
+
+    A ping is one round trip per transaction, about a tenth of a busy server's CPU per
+    write. A connection back in the pool within the last second was working then; one
+    that idled longer may have been cut (the database restarted, a proxy timed out) and is
+    pinged, and replaced if the ping fails, as ``pool_pre_ping`` would. A connection that
+    breaks within the second fails its statement: UNAVAILABLE, and the pool replaces it.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:
+            # The pool discards the connection and checks out another (a new one if none).
+            raise DisconnectionError(str(e)) from e
+
+
+_IDLE_SINCE = "rf_idle_since"
 
 
 def _track_backend_pids(engine: AsyncEngine, pids: set[int]) -> None:
