@@ -608,6 +608,7 @@ class Bench:
                 "assessment_delay": a.assessment_delay,
                 "create_via": a.create_via,
                 "client": a.client,
+                "workers": a.workers,
                 "database": "",
             },
             "machine": procs.machine(),
@@ -708,6 +709,7 @@ def summary(out: dict[str, Any]) -> str:
             f"  {name:8} {r['deliveries_per_s']:>10,.0f} deliveries/s  latency p50 {lat['p50']} "
             f"p99 {lat['p99']} max {lat['max']} ms  lost {r['lost']} dup {r['duplicated']} "
             f"ooo {r['out_of_order']}  cpu {r['cpu_s_per_1000_deliveries']} s/1k  "
+            f"{r['deliveries_per_core_s']:,} deliveries per core-second  "
             f"busy {r['cpu_busy']}  peak {rss}"
         )
 
