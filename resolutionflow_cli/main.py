@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from resolutionflow_cli.workers import announce_ready, run_workers
+from resolutionflow_cli.workers import announce_ready, follow_parent, run_workers
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
 from server.db.migrate import upgrade
@@ -119,6 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace) -> int:
+    """How many workers to start (1: none, this process serves); a worker follows its
+    parent (it ends when the parent does)."""
+    if args.worker_index is not None:
+        follow_parent()
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     return int(args.workers)

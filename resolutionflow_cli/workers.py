@@ -13,6 +13,7 @@ is being restarted no other program can take it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import selectors
@@ -74,6 +75,21 @@ def reserve(addr: str) -> tuple[socket.socket, str]:
         hold.close()
         raise StartupError(f"cannot listen on {addr}: {e.strerror or e}") from e
     return hold, join_addr(host, int(hold.getsockname()[1]))
+
+
+def follow_parent() -> None:
+    """In a worker: end (SIGTERM, so gracefully) when the parent dies, whatever killed it,
+    rather than serve on as an orphan that holds the port. Linux only; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def announce_ready(fd: int | None) -> None:

@@ -267,3 +267,37 @@ async def test_serve_workers_share_both_ports(
     finally:
         if parent.returncode is None:
             await stop_cli(parent)
+
+
+async def test_workers_end_when_their_parent_is_killed(tmp_path: Path, database_url: str) -> None:
+    """No orphan keeps serving on the port after a SIGKILL of the parent."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("no database involved: once is enough")
+    parent = await start_cli(
+        tmp_path,
+        *("gateway", "--workers", "2", "--http-addr", f"127.0.0.1:{free_port()}"),
+        *("--upstream", f"127.0.0.1:{free_port()}"),
+    )
+    children_file = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+
+    async def serving() -> bool:
+        assert parent.returncode is None, (tmp_path / "cli.log").read_text()[-3000:]
+        return "2 workers serving" in (tmp_path / "cli.log").read_text()
+
+    await wait_until(serving, timeout=60, what="both gateway workers")
+    children = [int(c) for c in (await asyncio.to_thread(children_file.read_text)).split()]
+    assert len(children) == 2
+    parent.kill()
+    await parent.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited (no reaper here)
+
+    def gone() -> bool:
+        return not any(running(pid) for pid in children)
+
+    await wait_until(gone, timeout=30, what="the orphaned workers to exit")
