@@ -36,7 +36,6 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.errors import DomainError
 from server.models import collab, handoffs, metrics, search
 from server.settings import Settings
 
@@ -44,12 +43,6 @@ log = logging.getLogger(__name__)
 # Users remembered as recorded, per process; past this many the memory starts over (a
 # few extra upserts, never a wrong answer).
 _SEEN_MAX = 100_000
-
-
-# At most this many creates share a transaction (the counter row of an account is held
-# until its commit; a batch is as long as its slowest statement times its size).
-_CREATES_PER_TRANSACTION = 32
-_PendingCreate = tuple[Caller, NewHandoff, "asyncio.Future[tuple[Handoff, bool]]"]
 
 
 def utcnow() -> datetime:
@@ -73,82 +66,17 @@ class Core:
         # (account, user) -> (when recorded, monotonic seconds; name; role) in this process.
         self._seen: dict[tuple[str, str], tuple[float, str, str]] = {}
         self._recording: dict[tuple[str, str], asyncio.Future[None]] = {}
-        # Creates waiting for the next shared transaction, and the task committing them.
-        self._creates: list[_PendingCreate] = []
-        self._committing: asyncio.Future[None] | None = None
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
-        """Group commit: the creates that arrive while a create transaction runs wait for
-        it to end and then share the next one (``_commit_creates``)."""
+        """In a transaction shared with concurrent creates (``Database.write_grouped``)."""
         self.create_limit.take(caller.account_id, caller.user_id)
-        done: asyncio.Future[tuple[Handoff, bool]] = asyncio.get_running_loop().create_future()
-        self._creates.append((caller, new, done))
-        if self._committing is None:
-            self._committing = asyncio.ensure_future(self._commit_creates())
-        # Shielded: a caller going away must not cancel the transaction the others share.
-        handoff, created = await asyncio.shield(done)
-        return handoff, created
-
-    async def _commit_creates(self) -> None:
-        try:
-            while self._creates:
-                batch = self._creates[:_CREATES_PER_TRANSACTION]
-                del self._creates[:_CREATES_PER_TRANSACTION]
-                await self._create_together(batch)
-        finally:
-            self._committing = None
-
-    async def _create_together(self, batch: list[_PendingCreate]) -> None:
-        """One transaction for the whole batch: one BEGIN and COMMIT, and the account's
-        counter row taken once for all of its creates. Sorted by account, so replicas'
-        batches lock counter rows in one order. A create that fails with its own error
-        (an idempotency key reused with another body) fails alone; a database error in
-        any statement rolls the batch back and each create runs again in a transaction
-        of its own, so one create's failure is never another's. A failed commit fails
-        them all, as it would have failed each (their outcome is unknown: retry)."""
-        batch.sort(key=lambda item: item[0].account_id)
-        outcomes: list[tuple[Handoff, bool] | DomainError] = []
-        statements_done = False
-        try:
-            async with self.db.write() as s:
-                for caller, new, _ in batch:
-                    try:
-                        outcomes.append(await self._create_in(s, caller, new))
-                    except DomainError as e:
-                        outcomes.append(e)
-                statements_done = True
-        except Exception as e:
-            if statements_done or len(batch) == 1:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(e)
-                return
-            for caller, new, done in batch:
-                await self._create_alone(caller, new, done)
-            return
-        for (_, _, done), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, DomainError):
-                done.set_exception(outcome)
-                continue
-            if outcome[1]:
-                for listener in self.created_listeners:
-                    listener(outcome[0])
-            if not done.done():
-                done.set_result(outcome)
-
-    async def _create_alone(
-        self, caller: Caller, new: NewHandoff, done: asyncio.Future[tuple[Handoff, bool]]
-    ) -> None:
-        try:
-            async with self.db.write() as s:
-                handoff, created = await self._create_in(s, caller, new)
-        except Exception as e:
-            done.set_exception(e)
-            return
+        handoff, created = await self.db.write_grouped(
+            caller.account_id, lambda s: self._create_in(s, caller, new)
+        )
         if created:
             for listener in self.created_listeners:
                 listener(handoff)
-        done.set_result((handoff, created))
+        return handoff, created
 
     async def _create_in(
         self, s: AsyncSession, caller: Caller, new: NewHandoff
