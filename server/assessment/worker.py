@@ -210,7 +210,7 @@ class AssessmentWorker:
             )
         telemetry.ASSESSMENT_SECONDS.observe(time.monotonic() - started)
         telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
-        await self._uncut(self._save_with_retries(handoff.account_id, handoff_id, result))
+        await self._uncut(self._save_with_retries(handoff_id, result))
 
     async def _uncut(self, write: Coroutine[Any, Any, T]) -> T:
         """Run a write shielded, and awaited by stop(): stopping must not cut a write
@@ -221,14 +221,12 @@ class AssessmentWorker:
         future.add_done_callback(self._saving.discard)
         return await asyncio.shield(future)
 
-    async def _save_with_retries(
-        self, account_id: str, handoff_id: str, result: Assessment
-    ) -> None:
+    async def _save_with_retries(self, handoff_id: str, result: Assessment) -> None:
         """Save the outcome, retrying with bounded backoff while our claim lasts."""
         pause = FIRST_SAVE_RETRY_SECONDS
         while True:
             try:
-                await self._save(account_id, handoff_id, result)
+                await self._save(handoff_id, result)
                 return
             except Exception as e:
                 held_until = self._held.get(handoff_id)
@@ -254,8 +252,9 @@ class AssessmentWorker:
                 await asyncio.wait_for(self._stop.wait(), pause)
             pause = min(pause * 2, self.retry_every)
 
-    async def _save(self, account_id: str, handoff_id: str, result: Assessment) -> None:
-        # Shared with concurrent saves and creates (group commit), ordered by account.
-        await self.db.write_grouped(
-            account_id, lambda s: handoffs.save_assessment(s, handoff_id, result, self.clock())
-        )
+    async def _save(self, handoff_id: str, result: Assessment) -> None:
+        # A transaction of its own, not Database.write_grouped: the save updates a row that
+        # a pick-up or resolve may hold while it waits for the account's counter row, which
+        # a group would already hold (a deadlock).
+        async with self.db.write() as s:
+            await handoffs.save_assessment(s, handoff_id, result, self.clock())

@@ -135,6 +135,11 @@ class Database:
         database error in any write rolls the group back and each write runs again in a
         transaction of its own, so one write's failure is never another's; a failed
         commit fails the whole group, as it would have failed each (outcome unknown).
+
+        Only for writes that change no existing row before they take the counter row
+        (creates: their inserts wait for no one). The group holds an account's counter
+        row from its first write to its commit; a later write of the group that waited
+        for a row held by a transaction waiting for that counter row would deadlock.
         """
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._grouped.append((key, work, done))
