@@ -66,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="--mode idle/writers: length of each measured window (default 20)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="resolutionflow server --workers N (N > 1 needs a PostgreSQL --database-url); "
+        "server CPU is summed over its processes",
+    )
     parser.add_argument("--transport", choices=("grpc", "sse"), default="grpc")
     parser.add_argument("--subscribers", "-n", type=int, default=100, metavar="N")
     parser.add_argument("--accounts", "-a", type=int, default=1, metavar="A")

@@ -205,6 +205,11 @@ def run_writers(bench: Bench) -> dict[str, Any]:
                         **measured,
                     }
                 )
+                row = rows[-1]
+                # Server CPU per escalation (create and assessment, both transactions).
+                row["server_cpu_ms_per_escalation"] = round(
+                    row["server_cores"] * 1000 / max(row["creates_per_s"], 1e-9), 3
+                )
             results[wakeup] = rows
         finally:
             bench.stop(*reversed(started))
@@ -225,7 +230,8 @@ def summary(out: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"  writers ({wakeup}) W={row['writers']}: {row['creates_per_s']} creates/s, "
                     f"p50 {row['create_ms']['p50']} p99 {row['create_ms']['p99']} ms, "
-                    f"server {row['server_cores']} cores, "
+                    f"server {row['server_cores']} cores "
+                    f"({row['server_cpu_ms_per_escalation']} ms per escalation), "
                     f"{row.get('db_transactions_per_s', '-')} db transactions/s, "
                     f"errors {row['create_errors']}"
                 )

@@ -518,9 +518,15 @@ class LoadGen:
                 self.creates[account] += 1
 
         else:
-            stub = handoff_pb2_grpc.HandoffServiceStub(self.new_channel(cfg["grpc_addr"]))
+            # Several connections when the server runs several workers: the kernel gives
+            # each connection to one worker.
+            stubs = [
+                handoff_pb2_grpc.HandoffServiceStub(self.new_channel(cfg["grpc_addr"]))
+                for _ in range(int(cfg.get("create_channels", 1)))
+            ]
 
             async def one(k: int) -> None:
+                stub = stubs[k % len(stubs)]
                 account = self.accounts[k % len(self.accounts)]
                 request = handoff_pb2.CreateHandoffRequest(
                     request_id=uuid.uuid4().hex,

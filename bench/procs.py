@@ -25,6 +25,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a ``--workers N`` parent and its workers)."""
+    found = [pid]
+    for one in found:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{one}/task"):
+                with open(f"/proc/{one}/task/{task}/children") as f:
+                    found += [int(child) for child in f.read().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live descendants, summed."""
+    total = 0.0
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(one)
+    return total
+
+
 def status_kib(pid: int, key: str) -> int:
     """A ``kB`` line of ``/proc/<pid>/status``: ``VmRSS`` (now) or ``VmHWM`` (peak)."""
     with open(f"/proc/{pid}/status") as f:
@@ -42,10 +62,24 @@ def machine_cpu_seconds() -> float:
     return busy / CLK_TCK
 
 
-def free_port() -> int:
+def free_port(consecutive: int = 1) -> int:
+    """A free port P (with P + 1 .. P + consecutive - 1 free as well)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if all(_bindable(port + i) for i in range(1, consecutive)):
+                return port
+    raise RuntimeError(f"no {consecutive} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def machine() -> dict[str, object]:
@@ -102,13 +136,14 @@ class Proc:
         return self.popen.poll() is None
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """Its CPU seconds with its children's (the workers of ``--workers N``)."""
+        return tree_cpu_seconds(self.pid)
 
     def peak_rss_kib(self) -> int:
-        return status_kib(self.pid, "VmHWM")
+        return sum(status_kib(pid, "VmHWM") for pid in tree(self.pid))
 
     def rss_kib(self) -> int:
-        return status_kib(self.pid, "VmRSS")
+        return sum(status_kib(pid, "VmRSS") for pid in tree(self.pid))
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))

@@ -26,11 +26,13 @@ def py_spy() -> str:
 
 
 class Recorder:
-    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 200, subprocesses: bool = False) -> None:
+        """``subprocesses``: the workers of a ``--workers N`` parent too."""
         self.out = out
         self.popen = subprocess.Popen(
             [
                 *(py_spy(), "record", "--pid", str(pid), "--format", "raw"),
+                *(["--subprocesses"] if subprocesses else []),
                 *("--rate", str(rate), "--gil", "--nonblocking", "--output", str(out)),
             ],
             stdout=subprocess.DEVNULL,

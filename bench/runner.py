@@ -141,6 +141,10 @@ class Bench:
             )
         if args.kill_server_after > 0 and (args.transport != "sse" or args.create_via != "grpc"):
             raise SystemExit("bench: --kill-server-after needs --transport sse --create-via grpc")
+        if args.workers < 1:
+            raise SystemExit("bench: --workers must be at least 1")
+        if args.workers > 1 and not (args.database_url or "").startswith("postgresql"):
+            raise SystemExit("bench: --workers N > 1 needs a PostgreSQL --database-url")
         self.run_id = uuid.uuid4().hex[:8]
         self.tmp = Path(tempfile.mkdtemp(prefix="rf-bench-"))
         self.env = dict(os.environ)
@@ -196,7 +200,8 @@ class Bench:
 
         if not port:
             port = procs.free_port()
-            self.metrics_port = procs.free_port()
+            # Worker i serves its metrics on this port + i.
+            self.metrics_port = procs.free_port(self.args.workers)
         extra_env = {
             "RF_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
             # Admission limits are policy, not throughput: the memory run holds up to
@@ -209,7 +214,7 @@ class Bench:
             "server",
             [
                 *(PY, "-m", "resolutionflow_cli", "server", "--grpc-addr", f"127.0.0.1:{port}"),
-                *("--database-url", self.database_url),
+                *("--database-url", self.database_url, "--workers", str(self.args.workers)),
             ],
             env={**self.env, **(extra_env or {})},
         )
@@ -222,6 +227,16 @@ class Bench:
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
         procs.wait_until(serving, proc, "gRPC health SERVING", timeout=90)
+        if self.args.workers > 1:
+            procs.wait_until(
+                lambda: (
+                    len(procs.tree(proc.pid)) > self.args.workers
+                    and all(procs.tcp_open(self.metrics_port + i) for i in range(self.args.workers))
+                ),
+                proc,
+                "every worker's metrics",
+                timeout=90,
+            )
         return proc, port
 
     def start_gateway(self, upstream_port: int) -> tuple[Proc, str]:
@@ -370,6 +385,7 @@ class Bench:
             "create_via": a.create_via,
             "client": a.client,
             "create_concurrency": a.create_concurrency,
+            "create_channels": 1 if a.workers == 1 else 4 * a.workers,
             "drain_timeout": a.drain_timeout + a.assessment_delay,
             # The server is killed mid-run: a create refused meanwhile is tried again.
             "retry_creates": a.kill_server_after > 0,
@@ -397,7 +413,9 @@ class Bench:
             out = Path(self.args.profile)
             out.mkdir(parents=True, exist_ok=True)
             for name, p in servers.items():
-                recorders.append(Recorder(p.pid, out / f"{phase}-{a_name(name)}.txt"))
+                recorders.append(
+                    Recorder(p.pid, out / f"{phase}-{a_name(name)}.txt", subprocesses=True)
+                )
             time.sleep(0.5)  # py-spy attaches
         before = {name: p.cpu() for name, p in servers.items()}
         lg_before = loadgen.proc.cpu()
@@ -436,6 +454,8 @@ class Bench:
             peak_rss_kib=peaks,
             cpu_s=cpu,
             cpu_s_per_1000_deliveries=round(sum(cpu.values()) / deliveries * 1000, 4),
+            # Deliveries per second per core the servers kept busy (all their processes).
+            deliveries_per_core_s=round(deliveries / max(sum(cpu.values()), 1e-9)),
             cpu_busy={
                 **{name: round(cpu[name] / elapsed, 2) for name in servers},
                 "loadgen": round((lg_after - lg_before) / elapsed, 2),
@@ -491,17 +511,21 @@ class Bench:
             "resolutionflow_delivery_lag_seconds_sum",
             "resolutionflow_delivery_lag_seconds_count",
         )
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            return {}
         found: dict[str, float] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in wanted:
-                found[name.removeprefix("resolutionflow_")] = float(value)
-            elif name.startswith("resolutionflow_open_streams{"):
-                found["open_streams"] = found.get("open_streams", 0.0) + float(value)
+        # Per worker process: each of --workers N on its own port, summed here.
+        for i in range(self.args.workers):
+            try:
+                url = f"http://127.0.0.1:{self.metrics_port + i}/metrics"
+                text = httpx.get(url, timeout=5).text
+            except httpx.HTTPError:
+                return {}
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in wanted:
+                    key = name.removeprefix("resolutionflow_")
+                    found[key] = found.get(key, 0.0) + float(value)
+                elif name.startswith("resolutionflow_open_streams{"):
+                    found["open_streams"] = found.get("open_streams", 0.0) + float(value)
         return found
 
     def phase_timeout(self) -> float:
@@ -664,6 +688,7 @@ class Bench:
                 "assessment_delay": a.assessment_delay,
                 "create_via": a.create_via,
                 "client": a.client,
+                "workers": a.workers,
                 "database": "",
             },
             "machine": procs.machine(),
@@ -768,6 +793,7 @@ def summary(out: dict[str, Any]) -> str:
             f"  {name:8} {r['deliveries_per_s']:>10,.0f} deliveries/s  latency p50 {lat['p50']} "
             f"p99 {lat['p99']} max {lat['max']} ms  lost {r['lost']} dup {r['duplicated']} "
             f"ooo {r['out_of_order']}  cpu {r['cpu_s_per_1000_deliveries']} s/1k  "
+            f"{r['deliveries_per_core_s']:,} deliveries per core-second  "
             f"busy {r['cpu_busy']}  peak {rss}"
         )
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import socket
 from collections.abc import Generator
@@ -57,7 +58,7 @@ class RunningGateway:
             await self.task
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
     # and accepted ones inherit it. Without it Nagle holds each response's body behind its
@@ -65,6 +66,8 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # a worker of ``gateway --workers N``: the parent checked the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()
@@ -80,10 +83,11 @@ async def start_gateway(
     log_level: str = "info",
     startup_timeout: float = 30,
     local_sign_in: LocalSignIn | None = None,
+    reuse_port: bool = False,
 ) -> RunningGateway:
     app = create_app(settings, local_sign_in=local_sign_in)
     host, port = split_addr(settings.http_addr)
-    sock = _bind(host, port)
+    sock = _bind(host, port, reuse_port)
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,
@@ -144,10 +148,18 @@ async def wait_for_signal(*also: asyncio.Future[Any]) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def run_gateway(settings: GatewaySettings) -> None:
-    """``resolutionflow gateway``: the gateway alone, until SIGTERM/SIGINT."""
-    gateway = await start_gateway(settings)
+async def run_gateway(
+    settings: GatewaySettings, *, reuse_port: bool = False, ready_fd: int | None = None
+) -> None:
+    """``resolutionflow gateway``: the gateway alone, until SIGTERM/SIGINT.
+
+    ``reuse_port`` and ``ready_fd``: a worker of ``gateway --workers N`` shares the port
+    and writes one byte to ``ready_fd`` once it serves."""
+    gateway = await start_gateway(settings, reuse_port=reuse_port)
     print(f"resolutionflow: gateway on {gateway.url}, upstream {settings.upstream}", flush=True)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
     await wait_for_signal(gateway.task)
     print("resolutionflow: shutting down", flush=True)
     await gateway.stop()

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from resolutionflow_cli.workers import announce_ready, follow_parent, run_workers
 from server import logs, tracing
 from server.auth import LocalSignIn, TokenCodec
 from server.domain.types import Role
@@ -28,15 +29,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-async def _serve_grpc(settings: Settings) -> None:
+async def _serve_grpc(
+    settings: Settings, worker: int | None = None, ready_fd: int | None = None
+) -> None:
     # Imported by the commands that run a server only: the server and its migrations
     # (SQLAlchemy, Alembic, gRPC services) are most of this program's start-up time, and
     # `token`, `watch` and `gateway` start often (scripts, the tests).
     from server.runtime import ServerRuntime
 
-    runtime = ServerRuntime(settings)
+    runtime = ServerRuntime(settings, worker)
     await runtime.start()
-    print(f"resolutionflow: gRPC on {settings.grpc_addr}, database {runtime.db.url!r}", flush=True)
+    who = "" if worker is None else f" (worker {worker}, pid {os.getpid()})"
+    print(
+        f"resolutionflow: gRPC on {settings.grpc_addr}{who}, database {runtime.db.url!r}",
+        flush=True,
+    )
+    announce_ready(ready_fd)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,13 +54,19 @@ async def _serve_grpc(settings: Settings) -> None:
     await runtime.stop()
 
 
-async def _serve_all(settings: Settings, http_addr: str | None, local_admin: bool = False) -> None:
+async def _serve_all(
+    settings: Settings,
+    http_addr: str | None,
+    local_admin: bool = False,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+) -> None:
     """``serve``: the gRPC server and the HTTP gateway in one process and event loop."""
     from gateway.serve import start_gateway, upstream_for, wait_for_signal
     from gateway.settings import GatewaySettings
     from server.runtime import ServerRuntime
 
-    runtime = ServerRuntime(settings)
+    runtime = ServerRuntime(settings, worker)
     await runtime.start()
     overrides: dict[str, Any] = {"http_addr": http_addr} if http_addr else {}
     gateway_settings = GatewaySettings(
@@ -62,7 +76,9 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
     codec = TokenCodec(settings.resolved_jwt_secret())
     local = LocalSignIn(codec, allow_admin=local_admin)
     try:
-        gateway = await start_gateway(gateway_settings, local_sign_in=local)
+        gateway = await start_gateway(
+            gateway_settings, local_sign_in=local, reuse_port=worker is not None
+        )
     except BaseException:
         await runtime.stop()
         raise
@@ -71,19 +87,84 @@ async def _serve_all(settings: Settings, http_addr: str | None, local_admin: boo
         f"database {runtime.db.url!r}",
         flush=True,
     )
+    announce_ready(ready_fd)
     await wait_for_signal(gateway.task)
     print("resolutionflow: shutting down", flush=True)
     await asyncio.gather(gateway.stop(), runtime.stop(), return_exceptions=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    run(_serve_all(_settings(args), getattr(args, "http_addr", None), bool(args.local_admin)))
-    return 0
+    settings = _settings(args)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        run(
+            _serve_all(
+                settings,
+                getattr(args, "http_addr", None),
+                bool(args.local_admin),
+                args.worker_index,
+                args.ready_fd,
+            )
+        )
+        return 0
+    _require_postgresql(settings, workers)
+    from gateway.settings import GatewaySettings
+
+    http_addr = args.http_addr or GatewaySettings().http_addr
+    return run_workers(
+        "serve",
+        workers,
+        {"RF_GRPC_ADDR": settings.grpc_addr, "RF_HTTP_ADDR": http_addr},
+        {"RF_DATABASE_URL": settings.database_url},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+        before=lambda: _upgrade(settings.database_url),
+        flags=["--local-admin"] if args.local_admin else [],
+    )
+
+
+def _upgrade(database_url: str) -> None:
+    from server.db.migrate import upgrade
+
+    asyncio.run(upgrade(database_url))
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """How many workers to start (1: none, this process serves); a worker follows its
+    parent (it ends when the parent does)."""
+    if args.worker_index is not None:
+        follow_parent()
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    return int(args.workers)
+
+
+def _require_postgresql(settings: Settings, workers: int) -> None:
+    if settings.database_url.startswith("sqlite"):
+        raise ConfigError(
+            f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time and "
+            "wakes only the streams of its own process, so run one server process on it "
+            "(--workers 1)"
+        )
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    run(_serve_grpc(_settings(args)))
-    return 0
+    settings = _settings(args)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        run(_serve_grpc(settings, args.worker_index, args.ready_fd))
+        return 0
+    _require_postgresql(settings, workers)
+    return run_workers(
+        "server",
+        workers,
+        {"RF_GRPC_ADDR": settings.grpc_addr},
+        {"RF_DATABASE_URL": settings.database_url},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+        # Once, before the workers: each would otherwise migrate (they would take turns).
+        before=lambda: _upgrade(settings.database_url),
+    )
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -95,8 +176,19 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         for key in ("http_addr", "upstream")
         if getattr(args, key, None) is not None
     }
-    run(run_gateway(GatewaySettings(**overrides)))
-    return 0
+    settings = GatewaySettings(**overrides)
+    workers = _workers(args)
+    if args.worker_index is not None or workers == 1:
+        run(run_gateway(settings, reuse_port=args.worker_index is not None, ready_fd=args.ready_fd))
+        return 0
+    return run_workers(
+        "gateway",
+        workers,
+        {"RF_HTTP_ADDR": settings.http_addr},
+        {"RF_UPSTREAM": settings.upstream},
+        verbose=args.verbose,
+        stop_timeout=settings.shutdown_grace_seconds + 20,
+    )
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -267,6 +359,19 @@ def _nonblank(value: str) -> str:
     return value
 
 
+def _add_workers(parser: argparse.ArgumentParser, note: str) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"N processes on one port (SO_REUSEPORT), one core each; default 1 ({note})",
+    )
+    # Set by the parent of --workers N on each worker it starts.
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resolutionflow", description="ResolutionFlow Escalations"
@@ -285,16 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the page's local sign-in hand out admin tokens too (off: never admin)",
     )
+    _add_workers(serve, "PostgreSQL only: SQLite has one writer")
     serve.set_defaults(func=cmd_serve)
 
     server = sub.add_parser("server", help="run the gRPC server only")
     server.add_argument("--grpc-addr", help="default 127.0.0.1:50051 (RF_GRPC_ADDR)")
     server.add_argument("--database-url", help="(RF_DATABASE_URL)")
+    _add_workers(server, "PostgreSQL only: SQLite has one writer")
     server.set_defaults(func=cmd_server)
 
     gateway = sub.add_parser("gateway", help="run the HTTP gateway (REST + SSE) only")
     gateway.add_argument("--http-addr", help="default 127.0.0.1:8080 (RF_HTTP_ADDR)")
     gateway.add_argument("--upstream", help="gRPC server, default 127.0.0.1:50051 (RF_UPSTREAM)")
+    _add_workers(gateway, "each with its own connections upstream")
     gateway.set_defaults(func=cmd_gateway)
 
     db = sub.add_parser("db", help="database maintenance")

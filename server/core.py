@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from server.db.database import Database
 from server.domain import policy, rules
 from server.domain.context import HandoffContext, build_context
@@ -66,21 +68,28 @@ class Core:
         self._recording: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
+        """In a transaction shared with concurrent creates (``Database.write_grouped``)."""
         self.create_limit.take(caller.account_id, caller.user_id)
-        async with self.db.write() as s:
-            handoff, created = await handoffs.create(
-                s,
-                caller,
-                new,
-                self.clock(),
-                self.settings.sla_target_seconds(new.priority),
-                self.settings.assessment_lease_seconds(),
-                self.assessment_owner,
-            )
+        handoff, created = await self.db.write_grouped(
+            caller.account_id, lambda s: self._create_in(s, caller, new)
+        )
         if created:
             for listener in self.created_listeners:
                 listener(handoff)
         return handoff, created
+
+    async def _create_in(
+        self, s: AsyncSession, caller: Caller, new: NewHandoff
+    ) -> tuple[Handoff, bool]:
+        return await handoffs.create(
+            s,
+            caller,
+            new,
+            self.clock(),
+            self.settings.sla_target_seconds(new.priority),
+            self.settings.assessment_lease_seconds(),
+            self.assessment_owner,
+        )
 
     async def get_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
         async with self.db.read() as s:

@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 
 class ServerRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: int | None = None) -> None:
+        """``worker``: this process's index among the workers of one ``server --workers N``,
+        which share the gRPC port (SO_REUSEPORT); None for a server that owns its port."""
         self.settings = settings
+        self.worker = worker
         self.db = Database(
             settings.database_url,
             pg_bounds=settings.pg_bounds(),
@@ -73,6 +76,7 @@ class ServerRuntime:
             webhooks=WebhookService(self.db, self.webhooks.policy, self.core.clock),
             policies=EscalationPolicyService(self.db, self.breach_policy, self.core.clock),
             max_request_bytes=settings.max_request_bytes,
+            reuse_port=worker is not None,
         )
         self.assessments = AssessmentWorker(
             self.db,
@@ -139,15 +143,21 @@ class ServerRuntime:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="pg-listener"))
         if self.nats is not None:
             self._tasks.append(asyncio.create_task(self.nats.run(), name="nats-wakeup"))
-        self.core.assessment_owner = f"{socket.gethostname()}:{self.port}"
+        # Workers share the port: the index keeps their names apart, and a restarted
+        # worker takes back the claims of the one it replaces (and no sibling's).
+        worker = "" if self.worker is None else f"/w{self.worker}"
+        self.core.assessment_owner = f"{socket.gethostname()}:{self.port}{worker}"
         await self.assessments.start(self.core.assessment_owner)
         # Per process, not per address: workers sharing a port must not take each
         # other's endpoints for their own (a killed server's are free after the lease).
         await self.webhooks.start(f"{self.core.assessment_owner}:{os.getpid()}")
         if s.metrics_addr:
             host, _, port = s.metrics_addr.rpartition(":")
-            self._metrics_http, _ = start_http_server(int(port), host)
+            # Metrics are per process: worker i serves its own on the given port + i.
+            offset = (self.worker or 0) if int(port) else 0
+            self._metrics_http, _ = start_http_server(int(port) + offset, host)
             self.metrics_port = self._metrics_http.server_port
+            telemetry.WORKER.labels(str(self.worker or 0), str(os.getpid())).set(1)
         await self.grpc.start()
         self._serving = SERVING
         for name in ("", *SERVICE_NAMES):

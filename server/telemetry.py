@@ -46,6 +46,12 @@ ASSESSMENT_SECONDS = Histogram(
     "Time a provider took for one assessment",
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
 )
+WORKER = Gauge(
+    PREFIX + "worker",
+    "1 for this process: its worker index (0 without --workers) and pid; metrics are per "
+    "worker process, each on its own port",
+    ["index", "pid"],
+)
 SLA_EVENTS = Counter(PREFIX + "sla_events_total", "SLA warnings and breaches", ["kind"])
 
 

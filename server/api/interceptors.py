@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -124,7 +124,17 @@ class ServiceInterceptor(AsyncServerInterceptor):
         """The handler as grpc-interceptor builds it, with a request parser that does not
         raise (only for unary requests: a streamed request is parsed message by message
         inside the servicer's iterator, where a marker could not be answered for)."""
-        handler = await super().intercept_service(continuation, handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is not None and handler.response_streaming:
+            # Streamed responses: one generator of ours is the handler itself, instead of
+            # grpc-interceptor's wrapper around ours (one generator hop less per event
+            # per subscriber). Also reflection's bidirectional stream.
+            field = "stream_stream" if handler.request_streaming else "unary_stream"
+            wrapped = self._streaming(getattr(handler, field), handler_call_details.method)
+            handler = handler._replace(**{field: wrapped})
+        else:
+            found = handler
+            handler = await super().intercept_service(lambda _: _ready(found), handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
         parse = handler.request_deserializer
@@ -143,21 +153,8 @@ class ServiceInterceptor(AsyncServerInterceptor):
         try:
             try:
                 await self._begin(context, method_name)
-                if isinstance(request, Undecodable):
-                    # The caller's mistake, answered like any bad input: no parser internals
-                    # in the answer, and only the access log line in the log.
-                    raise InvalidArgument(
-                        [
-                            FieldViolation(
-                                "request",
-                                f"{request.size} bytes that do not decode as the request of {name}",
-                            )
-                        ]
-                    )
-                response = method(request, context)
-                if hasattr(response, "__aiter__"):
-                    return self._stream(response, context, method_name, name, started)
-                result = await response
+                _decoded(request, name)
+                result = await method(request, context)
             except Exception as e:
                 await _abort(context, e, method_name)
         except BaseException:
@@ -185,29 +182,65 @@ class ServiceInterceptor(AsyncServerInterceptor):
             raise PermissionDenied(f"{method_name.rsplit('/', 1)[-1]} requires role {roles}")
         _caller.set(caller)
 
-    async def _stream(
-        self,
-        responses: AsyncIterator[Any],
-        context: Any,
-        method_name: str,
-        name: str,
-        started: float,
-    ) -> AsyncIterator[Any]:
+    def _streaming(
+        self, method: Callable[[Any, Any], AsyncIterator[Any]], method_name: str
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        """A server-streaming handler: what ``intercept`` does for a unary call, then the
+        servicer's messages passed through, counted, and its error mapped to a status."""
+        name = method_name.rsplit("/", 1)[-1]
         gauge = telemetry.OPEN_STREAMS.labels(name)
-        gauge.inc()
-        failed = True
-        sent = 0
-        try:
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            started = time.perf_counter()
             try:
-                async for item in responses:
-                    sent += 1
-                    yield item
-                failed = False
-            except Exception as e:
-                await _abort(context, e, method_name)
-        finally:
-            gauge.dec()
-            _finished(name, _code(context, failed), started, streaming=True, sent=sent)
+                try:
+                    await self._begin(context, method_name)
+                    _decoded(request, name)
+                    responses = method(request, context)
+                    if not hasattr(responses, "__aiter__"):
+                        # A handler that writes with context.write (health's Watch).
+                        await cast(Awaitable[None], responses)
+                except Exception as e:
+                    await _abort(context, e, method_name)
+            except BaseException:
+                _finished(name, _code(context, failed=True), started, streaming=False)
+                raise
+            if not hasattr(responses, "__aiter__"):
+                _finished(name, "OK", started, streaming=False)
+                return
+            gauge.inc()
+            failed = True
+            sent = 0
+            try:
+                try:
+                    async for item in responses:
+                        sent += 1
+                        yield item
+                    failed = False
+                except Exception as e:
+                    await _abort(context, e, method_name)
+            finally:
+                gauge.dec()
+                _finished(name, _code(context, failed), started, streaming=True, sent=sent)
+
+        return stream
+
+
+async def _ready(handler: Any) -> Any:
+    return handler
+
+
+def _decoded(request: Any, name: str) -> None:
+    """Raise for a request that did not parse: the caller's mistake, answered like any bad
+    input (no parser internals in the answer, and only the access log line in the log)."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "request", f"{request.size} bytes that do not decode as the request of {name}"
+                )
+            ]
+        )
 
 
 def _finished(name: str, code: str, started: float, streaming: bool, sent: int = 0) -> None:

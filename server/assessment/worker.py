@@ -265,5 +265,8 @@ class AssessmentWorker:
             pause = min(pause * 2, self.retry_every)
 
     async def _save(self, handoff_id: str, result: Assessment) -> None:
+        # A transaction of its own, not Database.write_grouped: the save updates a row that
+        # a pick-up or resolve may hold while it waits for the account's counter row, which
+        # a group would already hold (a deadlock).
         async with self.db.write() as s:
             await handoffs.save_assessment(s, handoff_id, result, self.clock())

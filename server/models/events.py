@@ -31,6 +31,14 @@ _BUMP = (
     .values(last_sequence=AccountSequence.last_sequence + 1)
     .returning(AccountSequence.last_sequence)
 )
+# PostgreSQL with NOTIFY wake-ups: the same bump queues the account's notification, one
+# round trip instead of two (identical notifications of one transaction are delivered
+# once, so a second change of the account in the transaction adds none; the notification
+# leaves at commit either way, so it costs the counter row's holder nothing).
+_BUMP_NOTIFY = _BUMP.returning(
+    AccountSequence.last_sequence,
+    func.pg_notify(NOTIFY_CHANNEL, bindparam("account")),
+)
 _APPEND = insert(EVENTS)
 _READ_AFTER = (
     select(EVENTS)
@@ -47,15 +55,22 @@ async def next_sequence(session: AsyncSession, account_id: str) -> int:
     here and commits after us: sequences become visible in order, never with a hole.
     """
     params = {"account": account_id}
-    value = (await session.execute(_BUMP, params)).scalar_one_or_none()
+    bump = _BUMP_NOTIFY if _notifies(session) else _BUMP
+    conn = await session.connection()
+    value = (await conn.execute(bump, params)).scalar_one_or_none()
     if value is None:
-        await session.execute(
+        await conn.execute(
             (pg_insert if _dialect(session) == "postgresql" else sqlite_insert)(AccountSequence)
             .values(account_id=account_id, last_sequence=0)
             .on_conflict_do_nothing(index_elements=["account_id"])
         )
-        value = (await session.execute(_BUMP, params)).scalar_one()
+        value = (await conn.execute(bump, params)).scalar_one()
     return value
+
+
+def _notifies(session: AsyncSession) -> bool:
+    """Whether this transaction wakes other replicas by NOTIFY (PostgreSQL)."""
+    return bool(session.info.get(PG_NOTIFY)) and _dialect(session) == "postgresql"
 
 
 async def append(
@@ -70,7 +85,8 @@ async def append(
     A Core insert rather than ``session.add``: the ORM's unit of work was the largest
     share of a write's CPU, and nothing here needs identity tracking.
     """
-    await session.execute(
+    # On the session's connection: Core statements skip the ORM's execution layer.
+    await (await session.connection()).execute(
         _APPEND,
         {
             "account_id": handoff.account_id,
@@ -133,7 +149,7 @@ async def announce(session: AsyncSession, account_id: str) -> None:
     commit wherever it was queued, so queueing it first keeps one round trip out of the
     time the row is held.
     """
-    if not session.info.get(PG_NOTIFY) or _dialect(session) != "postgresql":
+    if not _notifies(session):
         return  # another wake-up transport (or none) announces commits
     announced: set[str] = session.info.setdefault(ANNOUNCED_ACCOUNTS, set())
     if account_id in announced:

@@ -70,6 +70,7 @@ _INSERT_NEW = text(
     f"VALUES ({', '.join(':' + c.name for c in HANDOFFS.c)}) "
     "ON CONFLICT (account_id, created_by_id, request_id) DO NOTHING RETURNING id"
 ).bindparams(*(bindparam(c.name, type_=c.type) for c in HANDOFFS.c))
+_INSERT_TIMERS = insert(SLA_TIMERS)
 
 
 async def create(
@@ -105,7 +106,8 @@ async def create(
     # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
     # or concurrent request with this request_id won) reads the winner, before touching the
     # account's sequence row, so a repeat never costs a sequence.
-    inserted = await session.scalar(_INSERT_NEW, values)
+    conn = await session.connection()  # Core statements: no ORM execution layer
+    inserted = await conn.scalar(_INSERT_NEW, values)
     if inserted is None:
         assert new.request_id is not None  # without a key nothing can conflict
         row = await _by_request_id(session, caller, new.request_id)
@@ -121,8 +123,8 @@ async def create(
             )
         return to_domain(row), False
     if escalation:
-        await session.execute(
-            insert(SLA_TIMERS),
+        await conn.execute(
+            _INSERT_TIMERS,
             sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds),
         )
     return await record_change(session, caller.account_id, handoff_id, EventType.CREATED, now), True
@@ -354,26 +356,48 @@ async def release_assessments(session: AsyncSession, held: dict[str, datetime]) 
         )
 
 
+# Built once, run on the session's connection (Core, not the ORM's bulk-update path).
+_SAVE_ASSESSMENT = (
+    update(HANDOFFS)
+    .where(
+        HANDOFFS.c.id == bindparam("handoff"),
+        HANDOFFS.c.assessment_status == bindparam("pending"),
+    )
+    .values(
+        {
+            name: bindparam("new_" + name)
+            for name in (
+                "assessment_status",
+                "assessment_summary",
+                "assessment_first_step",
+                "assessment_provider",
+                "assessment_failure_reason",
+                "assessment_completed_at",
+                "updated_at",
+            )
+        }
+    )
+    .returning(HANDOFFS.c.account_id)
+)
+
+
 async def save_assessment(
     session: AsyncSession, handoff_id: str, result: Assessment, now: datetime
 ) -> Handoff | None:
     """Record the outcome once (only over PENDING) with its ASSESSMENT_READY event."""
-    changed = await session.execute(
-        update(HANDOFFS)
-        .where(
-            HANDOFFS.c.id == handoff_id,
-            HANDOFFS.c.assessment_status == AssessmentStatus.PENDING.value,
-        )
-        .values(
-            assessment_status=result.status.value,
-            assessment_summary=result.summary,
-            assessment_first_step=result.suggested_first_step,
-            assessment_provider=result.provider,
-            assessment_failure_reason=result.failure_reason,
-            assessment_completed_at=result.completed_at,
-            updated_at=now,
-        )
-        .returning(HANDOFFS.c.account_id)
+    changed = await (await session.connection()).execute(
+        _SAVE_ASSESSMENT,
+        {
+            "handoff": handoff_id,
+            "pending": AssessmentStatus.PENDING.value,
+            "new_assessment_status": result.status.value,
+            "new_assessment_summary": result.summary,
+            "new_assessment_first_step": result.suggested_first_step,
+            "new_assessment_provider": result.provider,
+            "new_assessment_failure_reason": result.failure_reason,
+            "new_assessment_completed_at": result.completed_at,
+            "new_updated_at": now,
+        },
     )
     account_id = changed.scalar_one_or_none()
     if account_id is None:

@@ -131,9 +131,10 @@ async def record_change(
     writer of the account, so only what needs the number (numbering the handoff, its
     event) runs between taking it and the commit.
     """
-    await events.announce(session, account_id)
+    # The bump also queues the NOTIFY that wakes other replicas (events.next_sequence).
     sequence = await events.next_sequence(session, account_id)
-    row = (await session.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
+    conn = await session.connection()
+    row = (await conn.execute(_NUMBER, {"handoff": handoff_id, "number": sequence})).one()
     handoff = to_domain(row)
     await events.append(session, event_type, handoff, now, detail)
     return handoff
