@@ -23,6 +23,7 @@ class Load:
     events_per_escalation: float = 4  # CREATED, ASSESSMENT_READY, PICKED_UP, RESOLVED
     sse_share: float = 0.5  # streams that come through the gateway (the web page)
     replicas: int = 2  # server processes
+    gateways: int = 1  # gateway processes (each holds one upstream stream per account)
     wakeup: str = "postgres"  # postgres | nats | none
     log_poll_seconds: float = 1.0
     sla_check_seconds: float = 1.0
@@ -31,17 +32,30 @@ class Load:
 
 @dataclass(frozen=True)
 class Costs:
-    # Server CPU seconds per event delivered to one stream (gRPC fan-out, 1,000 streams:
-    # 37-41 ms per 1,000 deliveries).
-    server_per_delivery: float = 40e-6
-    # Gateway CPU seconds per SSE delivery (SSE total 146 ms per 1,000 minus the server's).
-    gateway_per_delivery: float = 105e-6
-    # Server CPU seconds per event written (a create and its assessment: a few ms).
-    server_per_event_written: float = 2e-3
+    # Measured 2026-11-30 on the README's 2-core machine, PostgreSQL ("Figures of
+    # 2026-11-30"). Server CPU seconds per event delivered to one stream (gRPC fan-out,
+    # 1,000 streams: 28-33 ms per 1,000 deliveries, writes included).
+    server_per_delivery: float = 30e-6
+    # Gateway CPU seconds per SSE delivery (1,000 browsers: the gateway at 0.95 of a core
+    # for 15,500 deliveries/s).
+    gateway_per_delivery: float = 61e-6
+    # Server CPU seconds per event written (an escalation, create and assessment, about
+    # 5.2 ms, is two events).
+    server_per_event_written: float = 2.6e-3
     # Server CPU seconds for a replica that did not write an event to read it back once.
     server_per_event_read: float = 0.5e-3
-    # Server cores per idle stream (heartbeats; 2,000 idle streams: 0.015 core).
-    server_per_idle_stream: float = 7.5e-6
+    # Server cores per idle stream (heartbeats every 15 s; 10,000 idle streams: 0.04 core).
+    server_per_idle_stream: float = 4e-6
+    # Server cores per online account (the log check's arrays: about 6 ms a tick at
+    # 10,000 accounts, one tick a second).
+    server_per_online_account: float = 0.6e-6
+    # Server cores for the periodic jobs whatever the load (10,000 idle accounts: 0.108
+    # core in all, less the two terms above).
+    server_idle_base: float = 0.06
+    # Database transactions per second per replica besides the log check, SLA clock,
+    # health check and LISTEN ping (presence, assessment and webhook sweeps, pool pings:
+    # 7.6 measured in all at 10,000 idle accounts).
+    periodic_other_per_s: float = 4.9
     # Server memory per open stream (10,000 idle streams: 29 KiB each) and at rest.
     kib_per_stream: float = 29.0
     server_base_mib: float = 100.0
@@ -59,26 +73,36 @@ def model(load: Load, costs: Costs = Costs()) -> dict[str, float | int | str]:
     events_per_s = load.escalations_per_s * load.events_per_escalation
     # Each event goes to every stream of its account (an upper bound: filters skip some).
     deliveries_per_s = events_per_s * load.engineers
-    per_replica_streams = streams / load.replicas
     # Every replica that did not write an event reads it once (its feed for the account),
     # whatever the wake-up; only where it has watchers, which the model assumes everywhere.
     reads_per_s = events_per_s * (load.replicas - 1)
+    # Browsers share their gateway's one upstream stream per account: the server delivers
+    # each event once per gRPC stream and once per gateway that serves the account.
+    grpc_streams_per_account = load.engineers * (1 - load.sse_share)
+    upstreams_per_account = load.gateways if load.sse_share > 0 else 0
+    server_streams = load.accounts * (grpc_streams_per_account + upstreams_per_account)
+    server_deliveries_per_s = events_per_s * (grpc_streams_per_account + upstreams_per_account)
     server_cores = (
-        # SSE streams are gRPC streams to the gateway: the server's cost is the same.
-        deliveries_per_s * costs.server_per_delivery
+        server_deliveries_per_s * costs.server_per_delivery
         + events_per_s * costs.server_per_event_written
         + reads_per_s * costs.server_per_event_read
-        + streams * costs.server_per_idle_stream
+        + server_streams * costs.server_per_idle_stream
+        # Each replica's log check covers the accounts online on it: at most all of them.
+        + load.accounts * load.replicas * costs.server_per_online_account
+        + load.replicas * costs.server_idle_base
     )
     gateway_cores = deliveries_per_s * load.sse_share * costs.gateway_per_delivery
     # Periodic transactions per replica: log check, SLA clock, health ping, LISTEN ping.
     periodic = 1 / load.log_poll_seconds + 1 / load.sla_check_seconds
     periodic += 1 / load.health_check_seconds + (0.2 if load.wakeup == "postgres" else 0.0)
+    periodic += costs.periodic_other_per_s
     writes_per_s = events_per_s  # one write transaction per event
     database_tps = writes_per_s + reads_per_s + periodic * load.replicas
     replicas_needed = max(1, math.ceil(server_cores / costs.usable_cores))
     gateways_needed = max(1, math.ceil(gateway_cores / costs.usable_cores))
-    server_mib = costs.server_base_mib + per_replica_streams * costs.kib_per_stream / 1024
+    server_mib = (
+        costs.server_base_mib + server_streams / load.replicas * costs.kib_per_stream / 1024
+    )
     pressures = {
         "server processes": server_cores / (load.replicas * costs.usable_cores),
         "gateway processes": gateway_cores / costs.usable_cores,
@@ -95,6 +119,7 @@ def model(load: Load, costs: Costs = Costs()) -> dict[str, float | int | str]:
     }[first]
     return {
         "streams": round(streams),
+        "server_streams": round(server_streams),
         "events_per_s": round(events_per_s, 2),
         "deliveries_per_s": round(deliveries_per_s, 2),
         "server_cores_total": round(server_cores, 3),
