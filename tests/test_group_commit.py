@@ -8,11 +8,16 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from resolutionflow.v1 import handoff_pb2 as pb
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.database import Database
+from server.db.migrate import upgrade
 from server.domain.types import Event, EventType, Role
+from server.errors import Unavailable
 from server.models import events
 from server.runtime import ServerRuntime
-from tests.support import Client, token
+from server.settings import Settings
+from tests.support import Client, token, wait_until
 
 CONCURRENT = 24
 
@@ -72,3 +77,32 @@ async def test_concurrent_creates_share_transactions_and_fail_alone(
     assert sorted(
         e.handoff.id for e in logged if e.type is EventType.CREATED and e.handoff is not None
     ) == sorted(ids | {first.id})
+
+
+async def test_a_group_ended_early_leaves_no_caller_waiting(own_settings: Settings) -> None:
+    """A cancelled round of groups (a shutdown) answers every write it held, and those
+    queued behind it, with UNAVAILABLE instead of leaving their callers waiting for ever."""
+    db = Database(own_settings.database_url)
+    try:
+        await upgrade(own_settings.database_url)
+        entered = asyncio.Event()
+
+        async def stuck(_s: AsyncSession) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # a write that never finishes on its own
+
+        async def quick(_s: AsyncSession) -> int:
+            return 1
+
+        first = asyncio.ensure_future(db.write_grouped("a", stuck))
+        await asyncio.wait_for(entered.wait(), 10)
+        queued = asyncio.ensure_future(db.write_grouped("b", quick))
+        await wait_until(lambda: len(db._grouped) == 1, what="queued behind the group")
+        assert db._grouping is not None
+        db._grouping.cancel()
+        for call in (first, queued):
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(call, 10)
+        assert await asyncio.wait_for(db.write_grouped("c", quick), 10) == 1  # a new round
+    finally:
+        await db.dispose()

@@ -150,11 +150,21 @@ class Database:
         return result
 
     async def _write_groups(self) -> None:
+        group: list[_Grouped] = []
         try:
             while self._grouped:
                 group = self._grouped[:WRITES_PER_GROUP]
                 del self._grouped[:WRITES_PER_GROUP]
                 await self._write_group(sorted(group, key=lambda item: item[0]))
+        except BaseException as e:
+            # Whatever ended the rounds early (a cancellation at shutdown, an error outside
+            # the group's own handling): no caller may wait for ever on its shielded future.
+            # Each gets UNAVAILABLE (outcome unknown, retried with its request id).
+            failure = Unavailable(f"write interrupted: {type(e).__name__}")
+            for _, _, done in [*group, *self._grouped]:
+                _settle(done, error=failure)
+            self._grouped.clear()
+            raise
         finally:
             self._grouping = None
 
