@@ -16,7 +16,7 @@ from server.domain.types import EventType, Role
 from server.runtime import ServerRuntime
 from server.webhooks import store
 from tests import browser_support, gateway_support
-from tests.browser_support import wait_for_js
+from tests.browser_support import screenshot, wait_for_js
 from tests.support import Client
 
 pytest.importorskip("playwright.async_api")
@@ -163,6 +163,9 @@ async def test_a_raised_priority_and_a_failing_webhook_show_on_the_page(
         await expect(banner).to_be_visible()
         await expect(banner).to_contain_text("Webhook hooks.example (Ops channel) is failing")
         await expect(banner).to_contain_text("HTTP 503")
+        await screenshot(admin_page, "web-webhook-failing.png")
+        await admin_page.set_viewport_size({"width": 390, "height": 844})
+        await screenshot(admin_page, "web-webhook-failing-390.png")
         marker = await technician.create(problem_summary="after the failure")
         await expect(engineer_page.locator(f'#queue .card[data-id="{marker.id}"]')).to_be_attached()
         await expect(engineer_page.locator("#banner-webhook")).to_be_hidden()
