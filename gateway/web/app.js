@@ -593,7 +593,9 @@ function tickCard(item, now) {
       state = "warning";
     }
     sla.textContent =
-      state === "breached" ? `SLA breached ${duration((now - due) / 1000)} ago`
+      // The server says breached while the due time is still ahead by this browser's clock
+      // (clocks differ): no "– ago".
+      state === "breached" ? (now >= due ? `SLA breached ${duration((now - due) / 1000)} ago` : "SLA breached")
         : `SLA ${state === "warning" ? "at risk: " : ""}due in ${duration((due - now) / 1000)}`;
   } else {
     sla.textContent = state === "due" ? "" : `SLA ${state}`;
