@@ -59,6 +59,7 @@ class ServerRuntime:
             capacity=settings.stream_buffer,
             max_per_user=settings.max_streams_per_user,
             max_per_account=settings.max_streams_per_account,
+            full_check_seconds=settings.log_full_check_seconds,
         )
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)

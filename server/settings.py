@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # How often each replica re-checks the log heads, healing a missed wake-up (with
     # wakeup=none, the only way other replicas' commits are seen).
     log_poll_seconds: float = Field(default=1.0, gt=0)
+    # Most log checks ask only which accounts moved lately (constant cost however many
+    # accounts are online); this often one compares every followed account's position
+    # with its head, covering a commit that came long after its counter moved.
+    log_full_check_seconds: float = Field(default=30.0, gt=0)
     sla_check_seconds: float = Field(default=1.0, gt=0)
     # How often the database is pinged; gRPC health is NOT_SERVING while it fails.
     health_check_seconds: float = Field(default=2.0, gt=0)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, or_, select
+from sqlalchemy import event, func, or_, select, update
 
 from server.db.database import Database
-from server.db.schema import HANDOFFS
+from server.db.schema import HANDOFFS, AccountSequence
 from server.domain.types import Caller, Intent, NewHandoff, Priority, Role
 from server.models import handoffs
 from server.runtime import ServerRuntime
@@ -31,6 +31,8 @@ ONLINE = 500
 # Only the log check runs during these tests; every other clock is out of the way.
 QUIET = {
     "log_poll_seconds": 0.05,
+    # The full comparison runs at a feed's first tick only, unless a test asks for it.
+    "log_full_check_seconds": 3600,
     "sla_check_seconds": 3600,
     "health_check_seconds": 3600,
     "prune_interval_seconds": 3600,
@@ -106,14 +108,27 @@ async def quiet_runtime(settings: Settings, update: dict[str, Any]) -> AsyncIter
 def statements(db: Database) -> Iterator[list[str]]:
     """Every statement the engine sends while inside (transaction control left out)."""
     seen: list[str] = []
+    with _recording(db, lambda statement, _parameters: seen.append(statement)):
+        yield seen
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+
+@contextmanager
+def statements_and_parameters(db: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The same, each with its parameters."""
+    sent: list[tuple[str, Any]] = []
+    with _recording(db, lambda statement, parameters: sent.append((statement, parameters))):
+        yield sent
+
+
+@contextmanager
+def _recording(db: Database, keep: Callable[[str, Any], None]) -> Iterator[None]:
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
-            seen.append(statement)
+            keep(statement, parameters)
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", record)
     try:
-        yield seen
+        yield
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
@@ -166,15 +181,20 @@ async def test_idle_log_check_is_one_statement_per_tick_for_500_accounts(
     for account in accounts[:3]:
         await escalate(silent_writer, account)
     await online(runtime, accounts)
-    await wait_until(lambda: runtime.hub.heals > 0, what="a first log check")
+    # The first tick that sees the feeds compares every position with its head.
+    await wait_until(lambda: runtime.hub.full_heals > 0, what="a first, full log check")
 
-    with statements(runtime.db) as seen:
+    with statements_and_parameters(runtime.db) as sent:
         first = runtime.hub.heals
         await wait_until(lambda: runtime.hub.heals >= first + 10, what="ten log checks")
         ticks = runtime.hub.heals - first
-    # One statement per tick (a tick may straddle either edge of the window).
-    assert len(seen) <= ticks + 1, seen[:5]
-    assert all("account_sequences" in s for s in seen), seen[:5]
+    # One statement per tick (a tick may straddle either edge of the window), and nothing
+    # in it grows with the accounts online: no list of positions travels, only where the
+    # previous tick stood on the database's clock.
+    assert len(sent) <= ticks + 1, sent[:5]
+    assert all("account_sequences" in statement for statement, _ in sent), sent[:5]
+    for statement, parameters in sent:
+        assert len(str(parameters)) < 100, (statement, str(parameters)[:200])
     assert not any(f.wake.is_set() for f in runtime.hub.feeds.values())
 
 
@@ -198,6 +218,59 @@ async def test_a_missed_wake_up_is_healed_and_only_that_feed_reads(
     assert 1 <= len(reads) <= 2, reads
     assert len(seen) - len(reads) <= ticks + 1
     assert all(not s.buffer for s in subs if s is not target)
+
+
+async def test_a_commit_seen_long_after_its_counter_moved_is_found_by_the_full_check(
+    still_runtime: ServerRuntime, silent_writer: Database
+) -> None:
+    """The short check reaches back only an overlap before its previous tick: a commit that
+    became visible later than that after its bump is the full comparison's to find."""
+    hub = still_runtime.hub
+    prefix = f"late-{uuid.uuid4().hex[:8]}"
+    subs = await online(still_runtime, [f"{prefix}-{i}" for i in range(20)])
+    target = subs[7]
+    await hub.heal()  # the first tick with feeds compares every position
+    assert hub.full_heals == 1
+
+    await escalate(silent_writer, target.account_id)
+    async with silent_writer.write() as s:  # as if it was bumped an hour ago
+        await s.execute(
+            update(AccountSequence)
+            .where(AccountSequence.account_id == target.account_id)
+            .values(moved_at_ms=AccountSequence.moved_at_ms - 3_600_000)
+        )
+    assert await hub.heal() == 0  # a short tick: not in its window
+    assert hub.full_heals == 1 and not target.buffer
+
+    hub.full_check_seconds = 0  # the full comparison is due
+    assert await hub.heal() == 1
+    assert hub.full_heals == 2
+    await wait_until(lambda: [s for s, _ in target.buffer] == [1], what="the event arrives")
+    assert all(not s.buffer for s in subs if s is not target)
+
+
+async def test_the_short_check_finds_a_commit_within_the_overlap(
+    still_runtime: ServerRuntime, silent_writer: Database
+) -> None:
+    """A commit whose counter moved shortly before the previous tick's clock reading (its
+    writer was still committing when that tick looked) is found by the next short tick."""
+    hub = still_runtime.hub
+    prefix = f"overlap-{uuid.uuid4().hex[:8]}"
+    subs = await online(still_runtime, [f"{prefix}-{i}" for i in range(20)])
+    target = subs[3]
+    await hub.heal()
+    await hub.heal()
+    await escalate(silent_writer, target.account_id)
+    async with silent_writer.write() as s:  # bumped a few seconds before the last tick
+        await s.execute(
+            update(AccountSequence)
+            .where(AccountSequence.account_id == target.account_id)
+            .values(moved_at_ms=AccountSequence.moved_at_ms - 5_000)
+        )
+    full = hub.full_heals
+    assert await hub.heal() == 1
+    assert hub.full_heals == full
+    await wait_until(lambda: [s for s, _ in target.buffer] == [1], what="the event arrives")
 
 
 async def test_log_check_with_nobody_online_sends_nothing(runtime: ServerRuntime) -> None:

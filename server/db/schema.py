@@ -116,9 +116,14 @@ class AccountSequence(Base):
     """
 
     __tablename__ = "account_sequences"
+    # The log check reads the accounts that moved since its last tick by this index.
+    __table_args__ = (Index("ix_account_sequences_moved", "moved_at_ms"),)
 
     account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_sequence: Mapped[int] = mapped_column(BigInteger)
+    # When the counter last moved, by the database's clock (ms since the epoch): the one
+    # clock every replica shares. Set by the bump itself, inside the writing transaction.
+    moved_at_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class EventRecord(Base):

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from server.db.database import APPENDED_EVENTS, PG_NOTIFY
 from server.db.schema import EVENTS, HISTORY, AccountSequence, EventRecord
@@ -23,12 +40,39 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+class DatabaseClockMs(FunctionElement[int]):
+    """The database's wall clock in ms since the epoch, read when the statement runs.
+
+    The log check compares it across replicas, so it must be one clock for all of them:
+    the database's, never a replica's own.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+# clock_timestamp(), not now(): now() is the transaction's start, which can be well before
+# the bump in a long transaction.
+_PG_CLOCK_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+_SQLITE_CLOCK_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+
+@compiles(DatabaseClockMs, "postgresql")
+def _pg_clock_ms(_element: DatabaseClockMs, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return _PG_CLOCK_MS
+
+
+@compiles(DatabaseClockMs, "sqlite")
+def _sqlite_clock_ms(_element: DatabaseClockMs, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return _SQLITE_CLOCK_MS
+
+
 # Hot statements are built once: constructing a statement costs more than running it
 # from SQLAlchemy's compiled cache.
 _BUMP = (
     update(AccountSequence)
     .where(AccountSequence.account_id == bindparam("account"))
-    .values(last_sequence=AccountSequence.last_sequence + 1)
+    .values(last_sequence=AccountSequence.last_sequence + 1, moved_at_ms=DatabaseClockMs())
     .returning(AccountSequence.last_sequence)
 )
 # PostgreSQL with NOTIFY wake-ups: the same bump queues the account's notification, one
@@ -169,33 +213,65 @@ async def head(session: AsyncSession, account_id: str) -> int:
     return value or 0
 
 
-# The heal's one statement: of the accounts a replica follows, those whose counter passed
-# what the replica has seen. The positions travel as parameters (two arrays on PostgreSQL,
-# one JSON object on SQLite), so the statement text stays the same however many accounts
-# are online and the answer holds only the accounts that moved: idle costs one indexed
-# lookup per online account inside the database, and nothing per account on the wire.
+# The log check's statements. Usually the short one: the accounts whose counter moved
+# since a point on the database's clock (an index range, so an idle tick reads nothing
+# however many accounts are online), with that clock's reading in the same statement so
+# the next tick starts where this one stood. Now and then the full one: of the accounts a
+# replica follows, those whose counter passed what it has seen (positions as parameters,
+# two arrays on PostgreSQL, one JSON object on SQLite, so the text stays the same however
+# many accounts are online); it covers what the short one cannot (a writer whose commit
+# came later than the overlap after its bump, a clock stepped back).
+_MOVED_SINCE = union_all(
+    select(
+        cast(null(), String).label("account_id"),
+        cast(null(), BigInteger).label("last_sequence"),
+        DatabaseClockMs().label("moved_at_ms"),
+    ),
+    select(
+        AccountSequence.account_id, AccountSequence.last_sequence, AccountSequence.moved_at_ms
+    ).where(AccountSequence.moved_at_ms >= bindparam("since")),
+)
 _MOVED_POSTGRES = text(
-    "SELECT s.account_id, s.last_sequence FROM account_sequences AS s"
+    f"SELECT NULL AS account_id, NULL AS last_sequence, {_PG_CLOCK_MS} AS now"
+    " UNION ALL SELECT s.account_id, s.last_sequence, NULL FROM account_sequences AS s"
     " JOIN unnest(CAST(:accounts AS text[]), CAST(:seen AS bigint[])) AS t(account_id, seen)"
     " ON s.account_id = t.account_id WHERE s.last_sequence > t.seen"
 )
 _MOVED_SQLITE = text(
-    "SELECT s.account_id, s.last_sequence FROM json_each(:seen) AS t"
+    f"SELECT NULL AS account_id, NULL AS last_sequence, {_SQLITE_CLOCK_MS} AS now"
+    " UNION ALL SELECT s.account_id, s.last_sequence, NULL FROM json_each(:seen) AS t"
     " JOIN account_sequences AS s ON s.account_id = t.key WHERE s.last_sequence > t.value"
 )
 
 
-async def heads_moved(session: AsyncSession, seen: dict[str, int]) -> dict[str, int]:
-    """Of ``seen`` (account -> last sequence seen), the accounts whose head is past it."""
-    if not seen:
-        return {}
+async def heads_moved(session: AsyncSession, seen: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """The database's clock now (ms since the epoch), and of ``seen`` (account -> last
+    sequence seen) the accounts whose head is past it."""
     if _dialect(session) == "postgresql":
         rows = await session.execute(
             _MOVED_POSTGRES, {"accounts": list(seen), "seen": list(seen.values())}
         )
     else:
         rows = await session.execute(_MOVED_SQLITE, {"seen": json.dumps(seen)})
-    return {account: int(head) for account, head in rows.tuples()}
+    return _clock_and_heads(rows.tuples())
+
+
+async def moved_since(session: AsyncSession, since_ms: int) -> tuple[int, dict[str, int]]:
+    """The database's clock now, and the head of every account whose counter moved at or
+    after ``since_ms`` on that clock (every account of the database, followed or not)."""
+    return _clock_and_heads((await session.execute(_MOVED_SINCE, {"since": since_ms})).tuples())
+
+
+def _clock_and_heads(rows: Iterable[tuple[Any, Any, Any]]) -> tuple[int, dict[str, int]]:
+    """Splits the log check's answer: one row holds only the clock, the others heads."""
+    now = 0
+    moved: dict[str, int] = {}
+    for account, head, clock in rows:
+        if account is None:
+            now = int(clock)
+        else:
+            moved[account] = int(head)
+    return now, moved
 
 
 async def oldest(session: AsyncSession, account_id: str) -> int | None:
