@@ -60,6 +60,7 @@ class ServerRuntime:
             max_per_user=settings.max_streams_per_user,
             max_per_account=settings.max_streams_per_account,
             full_check_seconds=settings.log_full_check_seconds,
+            idle_heartbeat_sweeps=idle_heartbeat_sweeps(settings),
         )
         self.db.on_commit(self.hub.publish)
         self.db.on_commit(telemetry.events_committed)
@@ -264,6 +265,13 @@ class ServerRuntime:
             pruned = await events.prune(s, cutoff)
         if pruned:
             log.info("pruned %d events older than %s", pruned, cutoff.isoformat())
+
+
+def idle_heartbeat_sweeps(settings: Settings) -> int:
+    """Quiet sweeps before an unchanged stream's heartbeat, so that one comes within
+    ``idle_heartbeat_seconds`` of the stream's last message (the sweep after that message
+    starts the count, hence one interval less)."""
+    return max(1, int(settings.idle_heartbeat_seconds // settings.heartbeat_seconds) - 1)
 
 
 def _every(

@@ -93,7 +93,13 @@ class Settings(BaseSettings):
     breach_raise_priority: bool = False
     breach_renotify_seconds: int = Field(default=900, ge=0)
 
+    # Every heartbeat interval, a stream that sent nothing since the last one and whose
+    # position moved (events it does not carry) hears its new position in a HEARTBEAT.
     heartbeat_seconds: float = Field(default=15, gt=0)
+    # The longest a stream goes without any message (a HEARTBEAT with an unchanged
+    # position), for proxies that end streams quiet for a while (60 s is a common default);
+    # HTTP/2 keepalive pings show connections alive without it.
+    idle_heartbeat_seconds: float = Field(default=45, gt=0)
     # Limits, per server process: open streams per user and per account, and creates per
     # user (a token bucket: a burst, refilled at the per-minute rate).
     max_streams_per_user: int = Field(default=20, ge=1)

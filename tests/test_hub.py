@@ -16,7 +16,8 @@ import pytest
 from server.db.database import APPENDED_EVENTS, Database
 from server.domain.types import Caller, Event, Intent, NewHandoff, Priority, Role
 from server.models import handoffs
-from server.runtime import ServerRuntime
+from server.runtime import ServerRuntime, idle_heartbeat_sweeps
+from server.settings import Settings
 from server.streaming.hub import Hub, Subscription
 from tests.support import wait_until
 
@@ -82,3 +83,45 @@ async def test_out_of_order_and_repeated_publishes_deliver_each_event_once_in_or
         assert received(sub) == [3, 4, 5, 6, 7]
     finally:
         hub.unsubscribe(sub)
+
+
+async def test_a_quiet_stream_hears_its_moved_position_at_once_and_else_only_when_idle_long(
+    db: Database, account: str
+) -> None:
+    """``Hub.sweep_idle``: a heartbeat that tells the client nothing new waits for the idle
+    interval; one that carries a position the client was not told does not."""
+    hub = Hub(db, lambda e: str(e.sequence).encode(), capacity=100, idle_heartbeat_sweeps=3)
+    still, _ = hub.subscribe(account, "still", 5, lambda e: True)
+    moved, _ = hub.subscribe(account, "moved", 5, lambda e: True)
+    busy, _ = hub.subscribe(account, "busy", 5, lambda e: True)
+    try:
+        hub.sweep_idle()  # opening counts as sending
+        assert not any(s.heartbeat_due for s in (still, moved, busy))
+
+        moved.position = 7  # events this stream does not carry moved it
+        busy.sent = True  # as the stream does for each event it sends
+        busy.position = busy.told = 8
+        hub.sweep_idle()
+        assert moved.heartbeat_due and moved.wake.is_set()
+        assert not still.heartbeat_due and not busy.heartbeat_due
+        moved.heartbeat_due, moved.told = False, moved.position  # as the stream sends it
+
+        quiet_sweeps = []
+        for sweep in range(2, 8):
+            hub.sweep_idle()
+            if still.heartbeat_due:
+                quiet_sweeps.append(sweep)
+                still.heartbeat_due = False
+        # Every third quiet sweep, counted from the first sweep after its last message.
+        assert quiet_sweeps == [3, 6]
+    finally:
+        for sub in (still, moved, busy):
+            hub.unsubscribe(sub)
+
+
+def test_an_idle_stream_hears_something_within_the_idle_heartbeat_interval() -> None:
+    for heartbeat, idle, sweeps in ((15, 45, 2), (15, 60, 3), (15, 20, 1), (0.3, 0.9, 2)):
+        settings = Settings(heartbeat_seconds=heartbeat, idle_heartbeat_seconds=idle)
+        assert idle_heartbeat_sweeps(settings) == sweeps
+        # The last message, then at most one interval to the sweep that starts the count.
+        assert (sweeps + 1) * heartbeat <= idle or sweeps == 1

@@ -313,6 +313,32 @@ async def test_heartbeats_carry_the_stream_position(
         reader.cancel()
 
 
+async def test_an_idle_stream_hears_its_unchanged_position_after_the_idle_interval(
+    settings: Settings, account: str
+) -> None:
+    runtime = ServerRuntime(
+        settings.model_copy(update={"heartbeat_seconds": 0.2, "idle_heartbeat_seconds": 0.6})
+    )
+    await runtime.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as ch:
+            tech = Client(ch, token(account, "t", Role.TECHNICIAN), account, "t")
+            eng = Client(ch, token(account, "e", Role.ENGINEER), account, "e")
+            first = await tech.create()
+            await settled(tech, first.id)
+            reader = stream_escalations(eng)
+            await reader.wait_for(lambda r: len(r.events) >= 1)
+            snapshot = reader.messages[0].sequence
+            await reader.wait_for(
+                lambda r: any(m.type == pb.EVENT_TYPE_HEARTBEAT for m in r.messages)
+            )
+            beats = [m for m in reader.messages if m.type == pb.EVENT_TYPE_HEARTBEAT]
+            assert beats[0].sequence == snapshot
+            reader.cancel()
+    finally:
+        await runtime.stop(0)
+
+
 async def test_streams_are_isolated_by_account(
     client_for: Callable[..., Client], technician: Client
 ) -> None:

@@ -244,7 +244,7 @@ class Streams:
                 for data in parts:
                     delivered.inc()
                     yield data
-                sub.position = sequence
+                sub.position = sub.told = sequence
             elif problem := await self._cursor_problem(caller.account_id, after):
                 snap = await self._snapshot(kind, caller, narrowed)
                 for data in self.encoder.snapshot(
@@ -252,7 +252,7 @@ class Streams:
                 ):
                     delivered.inc()
                     yield data
-                sub.position = snap.sequence
+                sub.position = sub.told = snap.sequence
             while True:
                 if sub.closed:
                     raise Unavailable(
@@ -269,6 +269,7 @@ class Streams:
                         sub.position = sequence
                         if data:
                             sub.sent = True
+                            sub.told = sequence
                             unreported += 1
                             yield data
                     continue
@@ -287,6 +288,7 @@ class Streams:
                 if sub.heartbeat_due:
                     sub.heartbeat_due = False
                     delivered.inc()
+                    sub.told = sub.position
                     yield self.encoder.control(EventType.HEARTBEAT, sub.position)
                     continue
                 # Live events are counted per burst, not one by one: the counter takes a
@@ -309,6 +311,8 @@ class Streams:
             for event in batch:
                 sub.position = event.sequence
                 if sub.accepts(event):
+                    sub.sent = True
+                    sub.told = event.sequence
                     yield self.hub.encode(event)
             if len(batch) < READ_BATCH:
                 return
