@@ -106,7 +106,7 @@ async def test_a_quiet_stream_hears_its_moved_position_at_once_and_else_only_whe
         assert not still.heartbeat_due and not busy.heartbeat_due
         moved.heartbeat_due, moved.told = False, moved.position  # as the stream sends it
 
-        quiet_sweeps = []
+        quiet_sweeps: list[int] = []
         for sweep in range(2, 8):
             hub.sweep_idle()
             if still.heartbeat_due:
