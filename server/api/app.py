@@ -78,6 +78,11 @@ def create_grpc_server(
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 0),
+            # And ping them: a connection's liveness is shown (and a dead peer found, its
+            # streams freed) by one HTTP/2 PING handled below Python, not by a heartbeat
+            # message per stream (docs: README, "A heartbeat only when it tells something").
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
         ],
     )
     _register(
