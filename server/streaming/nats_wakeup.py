@@ -125,6 +125,10 @@ class NatsWakeup:
             error_cb=error,
         )
         await client.subscribe(SUBJECT_PREFIX + ">", cb=self._received)
+        # A round trip: the server has taken the subscription before this replica counts
+        # as connected. Without it, a wake-up published right after could reach the server
+        # first and miss us (then only the log check would bring that commit).
+        await client.flush(timeout=5)
         self._connected()
         return client
 
