@@ -82,6 +82,7 @@ def create_app(
         fanout=settings.sse_fanout,
         send_timeout_seconds=settings.sse_send_timeout_seconds,
         queue_frames=settings.sse_queue_frames,
+        buffer_bytes=settings.sse_buffer_bytes,
         ring_frames=settings.sse_ring_frames,
         linger_seconds=settings.sse_feed_linger_seconds,
         resume_seconds=settings.sse_upstream_resume_seconds,

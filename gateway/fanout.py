@@ -11,8 +11,13 @@ locally; this module is that shape (docs/design.md §6).
   a technician's own handoffs, which only that technician shares). The gateway never
   decides who sees what: the server's policy names the audience.
 - The feed renders each event once (``Framer``), keeps a bounded ring of recent frames
-  with their sequences, and appends each frame to the bounded queue of every attached
-  ``Browser``. A browser's writer drains its own queue; nothing waits for a slow one.
+  with their sequences, and hands each frame to every attached ``Browser``: written
+  straight to the browser's connection when nothing of its own is pending (the direct
+  writer of gateway.protocol, synchronously, no task woken), else appended to its bounded
+  queue, which the browser's writer drains. Nothing ever waits for a slow browser: one
+  whose connection holds more than its byte bound unsent, or holds unsent bytes that do
+  not shrink for the send timeout (``SSEStreams``' sweep), is disconnected and resumes
+  from its ``Last-Event-ID``.
 - A browser is authorized by the server, never by the gateway alone: it connects with
   its own upstream call and its own token. That call gives it its snapshot (or replay,
   or RESET) up to a position P, and proves the token. It then joins the feed when the
@@ -49,6 +54,7 @@ from prometheus_client import Counter, Gauge
 from resolutionflow.v1 import handoff_pb2
 
 from gateway.errors import GatewayError, error_json, from_rpc_error
+from gateway.protocol import DirectWriter
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,10 @@ UPSTREAM_STREAMS = Gauge(
 )
 FRAMES_SENT = Counter(
     "resolutionflow_gateway_sse_frames_sent_total", "SSE frames written to browsers"
+)
+FRAMES_DIRECT = Counter(
+    "resolutionflow_gateway_sse_frames_direct_total",
+    "SSE frames a feed wrote straight to a browser's connection (part of frames sent)",
 )
 SLOW_DISCONNECTS = Counter(
     "resolutionflow_gateway_sse_slow_disconnects_total",
@@ -138,23 +148,49 @@ class Browser:
     """One attached SSE response: a bounded queue of frames and where it stands."""
 
     __slots__ = (
+        "active",
         "authorization",
+        "buffer_limit",
+        "direct",
         "drained",
         "end",
         "expires_at",
         "feed",
         "gone",
+        "last_buffered",
         "limit",
         "overflowed",
         "position",
         "queue",
+        "stalled",
+        "stuck_since",
         "wake",
+        "writing",
     )
 
-    def __init__(self, authorization: str, expires_at: float | None, limit: int) -> None:
+    def __init__(
+        self,
+        authorization: str,
+        expires_at: float | None,
+        limit: int,
+        buffer_limit: int = 1024 * 1024,
+    ) -> None:
         self.authorization = authorization
         self.expires_at = expires_at
         self.limit = limit
+        # Direct writes (``DirectWriter``), once the response has started and the browser
+        # is on a shared feed: at most ``buffer_limit`` bytes may wait unsent.
+        self.direct: DirectWriter | None = None
+        self.buffer_limit = buffer_limit
+        # The writer is passing queued frames to the connection: direct writes wait (in
+        # the queue) so that frames keep their order.
+        self.writing = False
+        # Something was written directly since the writer last looked (no ping needed).
+        self.active = False
+        # The sweep's view of unsent bytes: since when they have not shrunk, and how many.
+        self.stuck_since: float | None = None
+        self.last_buffered = 0
+        self.stalled = False
         self.queue: list[bytes] = []
         # The last sequence queued for it (what it has, once the queue is written).
         self.position: int | None = None
@@ -168,18 +204,39 @@ class Browser:
         self.gone = False
         self.feed: Feed | None = None
 
-    def push(self, sequence: int, frame: bytes, whole: bool = False) -> None:
-        """Queue a frame unless the browser already has it. ``whole``: a SNAPSHOT or
-        RESET, which replaces what the browser holds whatever its position."""
+    def push(self, sequence: int, frame: bytes, whole: bool = False) -> bool:
+        """Hand over a frame unless the browser already has it. ``whole``: a SNAPSHOT or
+        RESET, which replaces what the browser holds whatever its position. True if it
+        was written straight to the connection, False if queued (or not needed)."""
         if not whole and self.position is not None and sequence <= self.position:
-            return
+            return False
         self.position = sequence
+        direct = self.direct
+        if (
+            direct is not None
+            and self.feed is not None
+            and not self.queue
+            and not self.writing
+            and self.end is None
+            and not self.overflowed
+        ):
+            if not direct.write(frame):
+                self.gone = True
+                self.wake.set()
+                return False
+            self.active = True
+            if direct.buffered() > self.buffer_limit:
+                # Never wait for it: it is disconnected and resumes from what it has read.
+                self.overflowed = True
+                self.wake.set()
+            return True
         if len(self.queue) >= self.limit:
             # Never wait for it: it is disconnected and resumes from what it has read.
             self.overflowed = True
         else:
             self.queue.append(frame)
         self.wake.set()
+        return False
 
     async def room(self) -> None:
         """Until the queue is at most half full (or the stream is ending)."""
@@ -371,8 +428,13 @@ class Feed:
                 self.ring_bytes -= len(old)
                 self.floor = dropped
         self.position = sequence
+        written = 0
         for browser in self.browsers:
-            browser.push(sequence, frame, whole)
+            if browser.push(sequence, frame, whole):
+                written += 1
+        if written:
+            FRAMES_SENT.inc(written)
+            FRAMES_DIRECT.inc(written)
 
     def _fail(self, frame: bytes) -> None:
         """The shared call cannot go on: its browsers get ``frame`` and reconnect."""

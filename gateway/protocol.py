@@ -19,6 +19,15 @@ fan-out (gateway.fanout) to drop the connection of a browser that stopped readin
 itself can only end a response politely, which waits for the unread bytes to drain, that
 is forever for a reader that is stuck.
 
+With httptools, the scope also carries ``extensions["gateway.direct"]``: given the scope,
+a ``DirectWriter`` that writes body chunks of the started (chunked) response straight to
+the connection. The SSE fan-out writes each event to every browser with it, synchronously
+from the feed, instead of waking each browser's task to pass the frame through the ASGI
+middleware chain and uvicorn's ``send`` (which was most of the gateway's CPU per
+delivery). It frames chunks exactly as uvicorn does; the response's start and end still
+go through ``send``. h11 keeps its own state of the response, so it offers no such writer
+and its streams take the ASGI path.
+
 Both of uvicorn's parsers get the same bounds: httptools (llhttp, in C; the default,
 ``RF_HTTP_PARSER=httptools``, since it parses and frames with less CPU per request) and
 h11 (pure Python; ``RF_HTTP_PARSER=h11``). The choice is always explicit, never uvicorn's
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -42,6 +52,30 @@ log = logging.getLogger("gateway.protocol")
 BODY_BACKSTOP_GRACE_SECONDS = 1.0
 # The scope extension that drops the connection at once (unsent bytes are discarded).
 ABORT = "gateway.abort"
+# The scope extension that gives a started chunked response's direct writer.
+DIRECT = "gateway.direct"
+
+
+class DirectWriter:
+    """Body chunks of one started chunked response, written straight to its transport."""
+
+    __slots__ = ("_cycle", "_transport")
+
+    def __init__(self, cycle: Any, transport: asyncio.Transport) -> None:
+        self._cycle = cycle
+        self._transport = transport
+
+    def write(self, chunk: bytes) -> bool:
+        """Write one chunk (never waits); False if the connection is gone."""
+        if self._cycle.disconnected or self._transport.is_closing():
+            return False
+        # uvicorn's chunked framing, in one write.
+        self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        return True
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the socket."""
+        return self._transport.get_write_buffer_size()
 
 
 class _Bounds:
@@ -178,7 +212,23 @@ class BoundedHttpToolsProtocol(_Bounds, HttpToolsProtocol):
         super().on_message_begin()
         self._begun = True
         # The scope the request's cycle will carry (its task starts after the headers).
-        self.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
+        extensions: dict[str, Any] = {ABORT: self._abort, DIRECT: self._direct_writer}
+        self.scope["extensions"] = extensions
+
+    def _direct_writer(self, scope: Any) -> DirectWriter | None:
+        """The direct writer of ``scope``'s response, once it has started chunked (None
+        if it has not, has ended, or is not the response this connection is on)."""
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+            or scope.get("method") == "HEAD"
+        ):
+            return None
+        return DirectWriter(cycle, self.transport)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

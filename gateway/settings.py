@@ -36,6 +36,9 @@ class GatewaySettings(BaseSettings):
     # than sse_queue_frames frames waiting, is disconnected (it resumes by Last-Event-ID).
     sse_send_timeout_seconds: float = Field(default=10, gt=0)
     sse_queue_frames: int = Field(default=1000, ge=1)
+    # Bytes written straight to a browser's connection that may wait unsent (beyond what
+    # the socket took) before it is disconnected as not reading.
+    sse_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Recent frames each shared feed keeps, so that joining browsers need no replay.
     sse_ring_frames: int = Field(default=1024, ge=1)
     # How long a feed's upstream stream outlives its last browser (a page reload rejoins).

@@ -80,7 +80,7 @@ from gateway.fanout import (
     join_snapshot,
 )
 from gateway.presence import PresenceReporter
-from gateway.protocol import ABORT
+from gateway.protocol import ABORT, DIRECT
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class SSEStreams:
         fanout: bool = True,
         send_timeout_seconds: float = 10.0,
         queue_frames: int = 1000,
+        buffer_bytes: int = 1024 * 1024,
         ring_frames: int = 1024,
         ring_bytes: int = 8 * 1024 * 1024,
         linger_seconds: float = 1.0,
@@ -164,6 +165,10 @@ class SSEStreams:
         self.sharing = fanout
         self.send_timeout_seconds = send_timeout_seconds
         self.queue_frames = queue_frames
+        self.buffer_bytes = buffer_bytes
+        # One timer for the whole gateway finds browsers whose unsent bytes stopped
+        # draining (``_sweep``), instead of a timeout around every write.
+        self._sweeper: asyncio.TimerHandle | None = None
         settings = upstream.settings
         self.fanout = Fanout(
             self.framer,
@@ -181,6 +186,38 @@ class SSEStreams:
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
         self.browsers: set[Browser] = set()
+
+    def watch(self, browser: Browser) -> None:
+        """Keep ``browser`` under the sweep for as long as it is open."""
+        self.browsers.add(browser)
+        if self._sweeper is None:
+            self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        interval = min(1.0, self.send_timeout_seconds / 4)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Disconnect browsers whose connection holds unsent bytes that have not shrunk
+        for the send timeout: they stopped reading (they resume from what they read)."""
+        self._sweeper = None
+        now = time.monotonic()
+        limit = self.send_timeout_seconds
+        for browser in self.browsers:
+            direct = browser.direct
+            if direct is None:
+                continue
+            unsent = direct.buffered()
+            if unsent == 0:
+                browser.stuck_since = None
+            elif browser.stuck_since is None or unsent < browser.last_buffered:
+                browser.stuck_since = now
+            elif now - browser.stuck_since >= limit and not browser.stalled:
+                browser.stalled = True
+                browser.wake.set()
+            browser.last_buffered = unsent
+        if self.browsers:
+            self._arm_sweep()
 
     def shut_down(self) -> None:
         """Every open stream ends with a resumable error; no feed outlives the gateway."""
@@ -230,7 +267,7 @@ class SSEStreams:
                 call.cancel()
                 raise error
         # Its token's expiry comes with the stream's initial metadata (``_own``).
-        browser = Browser(authorization or "", None, self.queue_frames)
+        browser = Browser(authorization or "", None, self.queue_frames, self.buffer_bytes)
         browser.position = cursor
         open_call: OpenCall | None = None
         if self.sharing and rpc is not None and request is not None and authorization:
@@ -313,7 +350,10 @@ class SSEResponse(Response):
             if self.failure is not None:
                 self.call.cancel()
         browser = self.browser
-        streams.browsers.add(browser)
+        # From here on the feed may write this browser's frames straight to its connection.
+        direct = scope.get("extensions", {}).get(DIRECT)
+        browser.direct = direct(scope) if direct is not None else None
+        streams.watch(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
         pump = asyncio.ensure_future(self._own(browser))
@@ -326,16 +366,22 @@ class SSEResponse(Response):
                 if browser.overflowed:
                     await self._drop(scope, "its queue passed the bound")
                     return
+                if browser.stalled:
+                    await self._drop(scope, f"it read nothing for {send_timeout}s")
+                    return
                 if browser.queue:
                     frames, browser.queue = browser.queue, []
                     browser.drained.set()
                     chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    browser.writing = True
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, chunk)
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
+                    finally:
+                        browser.writing = False
                     FRAMES_SENT.inc(len(frames))
                     continue
                 if browser.end is not None:
@@ -349,6 +395,9 @@ class SSEResponse(Response):
                     async with asyncio.timeout(streams.heartbeat_seconds):
                         await browser.wake.wait()
                 except TimeoutError:
+                    if browser.active:  # the feed wrote to it meanwhile: not idle
+                        browser.active = False
+                        continue
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, PING)
@@ -364,6 +413,7 @@ class SSEResponse(Response):
                 streams.presence.remove(*self.watching)
                 self.watching = None
             streams.browsers.discard(browser)
+            browser.direct = None
             if browser.feed is not None:
                 browser.feed.detach(browser)
             # Cancel the upstream call at once: the server frees its subscriber.

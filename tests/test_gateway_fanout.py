@@ -123,7 +123,12 @@ async def test_browsers_of_one_account_share_one_upstream_stream(
         for reader in readers:
             await reader.wait_for(lambda r: len(r.of("created")) == 3)
         sent = "resolutionflow_gateway_sse_frames_sent_total"
-        assert (await metrics(client))[sent] - before.get(sent, 0) >= 8 * 4
+        direct = "resolutionflow_gateway_sse_frames_direct_total"
+        now = await metrics(client)
+        assert now[sent] - before.get(sent, 0) >= 8 * 4
+        # Once joined, each event went from the feed straight to every browser's
+        # connection (no browser task woken per frame).
+        assert now[direct] - before.get(direct, 0) >= 8 * 3
         assert len({tuple(e.data for e in r.of("created")) for r in readers}) == 1
     finally:
         for reader in readers:
