@@ -222,6 +222,9 @@ class SSEStreams:
     def shut_down(self) -> None:
         """Every open stream ends with a resumable error; no feed outlives the gateway."""
         self.closing.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         frame = _shutting_down()
         for browser in list(self.browsers):
             browser.finish(frame)
