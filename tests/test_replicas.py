@@ -167,7 +167,9 @@ async def test_sla_warning_and_breach_fire_once_each_with_two_replicas(
 ) -> None:
     account = f"sla-{uuid.uuid4().hex[:8]}"
     fast_sla = {
-        "RF_SLA_URGENT_SECONDS": "1",
+        # The warning comes at 80 % (3.2 s): room for two creates and a pick-up on a busy
+        # machine before the second escalation's own warning would be due.
+        "RF_SLA_URGENT_SECONDS": "4",
         "RF_SLA_CHECK_SECONDS": "0.1",
         "RF_LOG_POLL_SECONDS": "0.2",
     }
