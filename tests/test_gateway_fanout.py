@@ -140,6 +140,36 @@ async def test_browsers_of_one_account_share_one_upstream_stream(
     assert final[browsers] == before.get(browsers, 0)
 
 
+async def test_with_the_h11_parser_browsers_are_served_through_their_queues(
+    server: ServerRuntime, account: str
+) -> None:
+    """h11 keeps its own state of a response, so no frame is written past it: every frame
+    goes through the browser's writer and ASGI, and arrives all the same."""
+    async with (
+        running_gateway(f"127.0.0.1:{server.port}", http_parser="h11") as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+    ):
+        before = await metrics(client)
+        readers = [
+            SSEReader(client, "/v1/escalations/stream", bearer(account, Role.ENGINEER, f"e{n}"))
+            for n in range(3)
+        ]
+        try:
+            for reader in readers:
+                await reader.wait_for(lambda r: bool(r.of("snapshot")))
+            await wait_until(lambda: subscribers(server, account) == 1, timeout=5)
+            await write_escalations(server, account, 3)
+            for reader in readers:
+                await reader.wait_for(lambda r: len(r.of("created")) == 3)
+            assert len({tuple(e.data for e in r.of("created")) for r in readers}) == 1
+            after = await metrics(client)
+            direct = "resolutionflow_gateway_sse_frames_direct_total"
+            assert after.get(direct, 0) == before.get(direct, 0)
+        finally:
+            for reader in readers:
+                await reader.close()
+
+
 async def test_technicians_share_only_their_own_handoffs(
     gw: RunningGateway, client: httpx.AsyncClient, server: ServerRuntime, account: str
 ) -> None:
