@@ -285,8 +285,10 @@ class SSEResponse(Response):
         self.background = None
         self.init_headers(HEADERS)
         self.streams = streams
-        self.call = call
-        self.first = first
+        # The browser's own upstream call and its first read: released (None) once the
+        # browser has joined its feed, so that an idle browser holds no gRPC call.
+        self.call: Any = call
+        self.first: asyncio.Future[Any] | None = first
         self.cursor = cursor
         self.browser = browser
         self.failure = failure
@@ -367,7 +369,8 @@ class SSEResponse(Response):
             if browser.feed is not None:
                 browser.feed.detach(browser)
             # Cancel the upstream call at once: the server frees its subscriber.
-            self.call.cancel()
+            if self.call is not None:
+                self.call.cancel()
             for task in (pump, disconnect):
                 _discard(task)
 
@@ -417,6 +420,7 @@ class SSEResponse(Response):
                 and fanout.join(browser, audience, open_call, verified=False)
             ):
                 return
+            assert self.first is not None
             message = await self.first
             while message is not EOF:
                 if message.snapshot_continues:
@@ -441,7 +445,15 @@ class SSEResponse(Response):
             browser.finish(error_frame(GatewayError(grpc.StatusCode.INTERNAL, "stream failed")))
         finally:
             if browser.feed is not None:
-                call.cancel()  # joined: the shared call carries on from here
+                # Joined: the shared call carries on from here. The own call, its first
+                # read and the request to reopen it are let go of now, not when the
+                # stream ends: a cancelled gRPC call still holds its core call (about
+                # 20 KiB) until the last reference to it goes, which made up 40 % of an
+                # idle browser's memory.
+                call.cancel()
+                if self.first is not None:
+                    _discard(self.first)
+                self.call = self.first = self.open_call = None
 
 
 def _shutting_down() -> bytes:
