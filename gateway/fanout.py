@@ -138,8 +138,9 @@ class Browser:
     """One attached SSE response: a bounded queue of frames and where it stands."""
 
     __slots__ = (
+        "_room",
+        "_waiter",
         "authorization",
-        "drained",
         "end",
         "expires_at",
         "feed",
@@ -148,7 +149,6 @@ class Browser:
         "overflowed",
         "position",
         "queue",
-        "wake",
     )
 
     def __init__(self, authorization: str, expires_at: float | None, limit: int) -> None:
@@ -158,15 +158,17 @@ class Browser:
         self.queue: list[bytes] = []
         # The last sequence queued for it (what it has, once the queue is written).
         self.position: int | None = None
-        self.wake = asyncio.Event()
-        # Set by the writer each time it takes the queue: the browser's own call waits on
-        # it (that call is this browser's alone, so it may wait; the shared feed never does).
-        self.drained = asyncio.Event()
         # A last frame to write before the response ends (b"": end without one).
         self.end: bytes | None = None
         self.overflowed = False
         self.gone = False
         self.feed: Feed | None = None
+        # What the writer waits on while it has nothing to write, and what the browser's
+        # own call waits on while the queue is over half full: a future each, made only
+        # while someone waits (an asyncio.Event costs about 0.9 KiB, most of it the
+        # deque of its waiters, and an idle browser would hold two).
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     def push(self, sequence: int, frame: bytes, whole: bool = False) -> None:
         """Queue a frame unless the browser already has it. ``whole``: a SNAPSHOT or
@@ -179,19 +181,52 @@ class Browser:
             self.overflowed = True
         else:
             self.queue.append(frame)
-        self.wake.set()
+        self.wake()
+
+    def take(self) -> list[bytes]:
+        """The writer takes the queued frames (the browser's own call may go on)."""
+        frames, self.queue = self.queue, []
+        _resolve(self._room)
+        return frames
+
+    def wake(self) -> None:
+        """The writer has something to do (frames, the end, a ping, the client gone)."""
+        _resolve(self._waiter)
+
+    async def sleep(self) -> None:
+        """The writer's wait until ``wake``. It checks what to do just before (with no
+        await in between), so nothing that happens before this wait is missed."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     async def room(self) -> None:
         """Until the queue is at most half full (or the stream is ending)."""
         while len(self.queue) > self.limit // 2 and self.end is None and not self.gone:
-            self.drained.clear()
-            await self.drained.wait()
+            waiter = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._room = None
 
     def finish(self, frame: bytes = b"") -> None:
         if self.end is None:
             self.end = frame
-            self.wake.set()
-            self.drained.set()
+            self.wake()
+            _resolve(self._room)
+
+    def leave(self) -> None:
+        """The client went away."""
+        self.gone = True
+        self.wake()
+        _resolve(self._room)
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 OpenCall = Callable[[int, str], Any]

@@ -329,8 +329,7 @@ class SSEResponse(Response):
                     await self._drop(scope, "its queue passed the bound")
                     return
                 if browser.queue:
-                    frames, browser.queue = browser.queue, []
-                    browser.drained.set()
+                    frames = browser.take()
                     chunk = frames[0] if len(frames) == 1 else b"".join(frames)
                     try:
                         async with asyncio.timeout(send_timeout):
@@ -346,10 +345,9 @@ class SSEResponse(Response):
                             await _body(send, browser.end)
                     await _end(send)
                     return
-                browser.wake.clear()
                 try:
                     async with asyncio.timeout(streams.heartbeat_seconds):
-                        await browser.wake.wait()
+                        await browser.sleep()
                 except TimeoutError:
                     try:
                         async with asyncio.timeout(send_timeout):
@@ -470,9 +468,7 @@ async def _body(send: Send, chunk: bytes) -> None:
 
 async def _watch_disconnect(receive: Receive, browser: Browser) -> None:
     await _disconnected(receive)
-    browser.gone = True
-    browser.wake.set()
-    browser.drained.set()
+    browser.leave()
 
 
 async def _end(send: Send) -> None:
