@@ -147,8 +147,10 @@ class Browser:
         "gone",
         "limit",
         "overflowed",
+        "ping",
         "position",
         "queue",
+        "quiet",
     )
 
     def __init__(self, authorization: str, expires_at: float | None, limit: int) -> None:
@@ -163,6 +165,10 @@ class Browser:
         self.overflowed = False
         self.gone = False
         self.feed: Feed | None = None
+        # The ping sweep's marks (gateway.sse): nothing written since its last pass, and
+        # a ``: ping`` due.
+        self.quiet = False
+        self.ping = False
         # What the writer waits on while it has nothing to write, and what the browser's
         # own call waits on while the queue is over half full: a future each, made only
         # while someone waits (an asyncio.Event costs about 0.9 KiB, most of it the

@@ -8,7 +8,8 @@ Framing (docs/design.md §4), plain ``\\n`` line endings::
     event: created                    EventType without EVENT_TYPE_, lower case
     data: {"sequence":"42",...}       the HandoffEvent, protobuf JSON mapping, one line
 
-    : ping                            a comment when nothing was sent for heartbeat_seconds
+    : ping                            a comment when nothing was sent for a while (at
+                                      most heartbeat_seconds: a sweep, SSEStreams)
 
     event: error                      an upstream error after the stream started,
     data: {"code":"UNAVAILABLE",...}  then the stream ends (the browser reconnects)
@@ -181,10 +182,39 @@ class SSEStreams:
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
         self.browsers: set[Browser] = set()
+        # The one task that marks quiet browsers for a ``: ping`` (only while there are any).
+        self._pinger: asyncio.Task[None] | None = None
+
+    def add(self, browser: Browser) -> None:
+        self.browsers.add(browser)
+        if self._pinger is None and not self.closing.is_set():
+            self._pinger = asyncio.create_task(self._sweep_pings(), name="sse-pings")
+
+    async def _sweep_pings(self) -> None:
+        """Every half ``heartbeat_seconds``, a browser that was sent nothing since the
+        previous pass gets a ``: ping``: so a stream is never silent for longer than
+        ``heartbeat_seconds`` (the ping comes between a half and a whole interval after
+        the last frame), and an idle browser costs no timer of its own. A timed wait per
+        browser cost a timer and a timeout object each (0.6 KiB), and an entered and
+        cancelled timer on every wake-up of every browser."""
+        period = self.heartbeat_seconds / 2
+        try:
+            while self.browsers:
+                await asyncio.sleep(period)
+                for browser in self.browsers:
+                    if not browser.quiet:
+                        browser.quiet = True
+                    elif not browser.ping:
+                        browser.ping = True
+                        browser.wake()
+        finally:
+            self._pinger = None
 
     def shut_down(self) -> None:
         """Every open stream ends with a resumable error; no feed outlives the gateway."""
         self.closing.set()
+        if self._pinger is not None:
+            self._pinger.cancel()
         frame = _shutting_down()
         for browser in list(self.browsers):
             browser.finish(frame)
@@ -315,7 +345,7 @@ class SSEResponse(Response):
             if self.failure is not None:
                 self.call.cancel()
         browser = self.browser
-        streams.browsers.add(browser)
+        streams.add(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
         pump = asyncio.ensure_future(self._own(browser))
@@ -337,6 +367,7 @@ class SSEResponse(Response):
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
+                    browser.quiet = browser.ping = False
                     FRAMES_SENT.inc(len(frames))
                     continue
                 if browser.end is not None:
@@ -345,16 +376,17 @@ class SSEResponse(Response):
                             await _body(send, browser.end)
                     await _end(send)
                     return
-                try:
-                    async with asyncio.timeout(streams.heartbeat_seconds):
-                        await browser.sleep()
-                except TimeoutError:
+                if browser.ping:
+                    browser.ping = False
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, PING)
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
+                    browser.quiet = False
+                    continue
+                await browser.sleep()
         except (OSError, TimeoutError):
             return  # the client went away (or stopped reading) while we were writing
         finally:
