@@ -17,7 +17,9 @@ Either way the connection is closed and one INFO line logged.
 Each request's ASGI scope also carries ``extensions["gateway.abort"]``: a way for the SSE
 fan-out (gateway.fanout) to drop the connection of a browser that stopped reading. ASGI
 itself can only end a response politely, which waits for the unread bytes to drain, that
-is forever for a reader that is stuck.
+is forever for a reader that is stuck. And ``extensions["gateway.on_lost"]``: a callback
+when the connection is lost, so that an idle SSE response needs no task of its own
+waiting on ``receive()`` for ``http.disconnect``.
 
 Both of uvicorn's parsers get the same bounds: httptools (llhttp, in C; the default,
 ``RF_HTTP_PARSER=httptools``, since it parses and frames with less CPU per request) and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -42,6 +45,10 @@ log = logging.getLogger("gateway.protocol")
 BODY_BACKSTOP_GRACE_SECONDS = 1.0
 # The scope extension that drops the connection at once (unsent bytes are discarded).
 ABORT = "gateway.abort"
+# The scope extension that calls back once when the connection is lost (at once if it
+# already is; ``None`` unregisters): how an SSE response learns that its client went
+# away without a task per response waiting on ASGI ``receive`` for ``http.disconnect``.
+ON_LOST = "gateway.on_lost"
 
 
 class _State:
@@ -53,7 +60,7 @@ class _State:
     these bounds add one attribute, not four.
     """
 
-    __slots__ = ("begun", "body_timer", "header_timer", "phase")
+    __slots__ = ("begun", "body_timer", "header_timer", "lost", "on_lost", "phase")
 
     def __init__(self) -> None:
         self.header_timer: asyncio.TimerHandle | None = None
@@ -61,6 +68,8 @@ class _State:
         # httptools: the part of the request awaited, and whether any byte of it came.
         self.phase = "headers"
         self.begun = False
+        self.lost = False
+        self.on_lost: Callable[[], None] | None = None
 
 
 class _Bounds:
@@ -146,6 +155,24 @@ class _Bounds:
         if self.transport is not None:
             self.transport.abort()
 
+    def _extensions(self) -> dict[str, object]:
+        return {ABORT: self._abort, ON_LOST: self._watch_lost}
+
+    def _watch_lost(self, callback: Callable[[], None] | None) -> None:
+        state = self._state
+        if callback is not None and state.lost:
+            callback()
+        else:
+            state.on_lost = callback
+
+    def _lost(self) -> None:
+        state = self._state
+        state.lost = True
+        self._cancel_timers()
+        callback, state.on_lost = state.on_lost, None
+        if callback is not None:
+            callback()
+
 
 class BoundedH11Protocol(_Bounds, H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -154,15 +181,15 @@ class BoundedH11Protocol(_Bounds, H11Protocol):
         self._update_timers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
         super().connection_lost(exc)
+        self._lost()
 
     def handle_events(self) -> None:
         super().handle_events()
         cycle = self.cycle
         if cycle is not None and "extensions" not in cycle.scope:
             # The request's task has not started yet: the app sees this entry.
-            cycle.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
+            cycle.scope["extensions"] = self._extensions()  # type: ignore[typeddict-item]
         self._update_timers()
 
     def on_response_complete(self) -> None:
@@ -191,14 +218,14 @@ class BoundedHttpToolsProtocol(_Bounds, HttpToolsProtocol):
         self._update_timers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
         super().connection_lost(exc)
+        self._lost()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._state.begun = True
         # The scope the request's cycle will carry (its task starts after the headers).
-        self.scope["extensions"] = {ABORT: self._abort}  # type: ignore[dict-item]
+        self.scope["extensions"] = self._extensions()  # type: ignore[typeddict-item]
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

@@ -81,7 +81,7 @@ from gateway.fanout import (
     join_snapshot,
 )
 from gateway.presence import PresenceReporter
-from gateway.protocol import ABORT
+from gateway.protocol import ABORT, ON_LOST
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -328,6 +328,8 @@ class SSEResponse(Response):
         self.watching: tuple[str, str] | None = None
         # Ends the browser when its token expires (set once the server has said when).
         self.expiry: asyncio.TimerHandle | None = None
+        # The task reading the browser's own call (``_own``) while it runs.
+        self.pump: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = self.streams
@@ -348,8 +350,15 @@ class SSEResponse(Response):
         streams.add(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
-        pump = asyncio.ensure_future(self._own(browser))
-        disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
+        self.pump = asyncio.ensure_future(self._own(browser))
+        # The client going away ends the stream at once, also a silent one: told by the
+        # connection (gateway.protocol), or else by ASGI receive() in a task of its own.
+        on_lost = scope.get("extensions", {}).get(ON_LOST)
+        disconnect: asyncio.Future[None] | None = None
+        if on_lost is not None:
+            on_lost(browser.leave)
+        else:
+            disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
         send_timeout = streams.send_timeout_seconds
         try:
             while True:
@@ -401,8 +410,11 @@ class SSEResponse(Response):
             # Cancel the upstream call at once: the server frees its subscriber.
             if self.call is not None:
                 self.call.cancel()
-            for task in (pump, disconnect):
-                _discard(task)
+            if on_lost is not None:
+                on_lost(None)
+            for task in (self.pump, disconnect):
+                if task is not None:
+                    _discard(task)
 
     async def _drop(self, scope: Scope, why: str) -> None:
         """Disconnect a browser that does not keep up; it resumes from what it read."""
@@ -474,6 +486,7 @@ class SSEResponse(Response):
             log.exception("reading an upstream stream failed")
             browser.finish(error_frame(GatewayError(grpc.StatusCode.INTERNAL, "stream failed")))
         finally:
+            self.pump = None  # this task, done: nothing to hold on to
             if browser.feed is not None:
                 # Joined: the shared call carries on from here. The own call, its first
                 # read and the request to reopen it are let go of now, not when the
