@@ -93,6 +93,12 @@ HEADERS: Mapping[str, str] = {
     "X-Accel-Buffering": "no",
 }
 MEDIA_TYPE = "text/event-stream"
+# The response head, encoded once (Response.init_headers would encode it per response,
+# and every stream kept its own bytes of it).
+RAW_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in HEADERS.items()),
+    (b"content-type", f"{MEDIA_TYPE}; charset=utf-8".encode("latin-1")),
+)
 
 EVENT_NAMES: dict[int, str] = {
     value.number: value.name.removeprefix("EVENT_TYPE_").lower()
@@ -313,7 +319,7 @@ class SSEResponse(Response):
         self.status_code = 200
         self.media_type = MEDIA_TYPE
         self.background = None
-        self.init_headers(HEADERS)
+        self.raw_headers = list(RAW_HEADERS)
         self.streams = streams
         # The browser's own upstream call and its first read: released (None) once the
         # browser has joined its feed, so that an idle browser holds no gRPC call.
