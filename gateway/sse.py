@@ -375,15 +375,20 @@ class SSEResponse(Response):
                     return
                 if browser.queue:
                     frames = browser.take()
-                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    count = len(frames)
+                    chunk = frames[0] if count == 1 else b"".join(frames)
+                    # Not kept while the stream then idles: the last chunk may be its
+                    # snapshot, or a join of frames made for this browser alone.
+                    frames = []
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, chunk)
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
+                    chunk = b""
                     browser.quiet = browser.ping = False
-                    FRAMES_SENT.inc(len(frames))
+                    FRAMES_SENT.inc(count)
                     continue
                 if browser.end is not None:
                     if browser.end:
