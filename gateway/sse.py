@@ -121,27 +121,43 @@ class Framer:
     Subscribers of one account receive byte-identical events from the server, so a
     bounded insertion-ordered cache keyed by those bytes turns N renderings into one.
     The key is the event itself, so a frame can only ever be served for the very event
-    it was made from (no cross-account mix-up is possible).
+    it was made from (no cross-account mix-up is possible). Bounded in entries and in
+    bytes (keys and frames): snapshots are cached too (browsers connecting at the same
+    position share one rendering), and a few thousand distinct snapshots of a large
+    queue would otherwise stay cached long after anyone needs them.
     """
 
-    def __init__(self, capacity: int = 4096, max_frame_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        capacity: int = 4096,
+        max_frame_bytes: int = 256 * 1024,
+        max_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.capacity = capacity
         self.max_frame_bytes = max_frame_bytes
+        self.max_bytes = max_bytes
         self._frames: dict[bytes, bytes] = {}
+        self.cached_bytes = 0
         self.rendered = 0
 
     def frame(self, event: handoff_pb2.HandoffEvent) -> bytes:
         if event.type == handoff_pb2.EVENT_TYPE_HEARTBEAT:
             return render(event)  # per-stream position: nothing to share
         key = event.SerializeToString()
-        frame = self._frames.get(key)
+        frames = self._frames
+        frame = frames.get(key)
         if frame is None:
             frame = render(event)
             self.rendered += 1
             if len(frame) <= self.max_frame_bytes:
-                if len(self._frames) >= self.capacity:
-                    del self._frames[next(iter(self._frames))]
-                self._frames[key] = frame
+                size = len(key) + len(frame)
+                while frames and (
+                    len(frames) >= self.capacity or self.cached_bytes + size > self.max_bytes
+                ):
+                    old = next(iter(frames))
+                    self.cached_bytes -= len(old) + len(frames.pop(old))
+                frames[key] = frame
+                self.cached_bytes += size
         return frame
 
 

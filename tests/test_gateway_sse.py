@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from resolutionflow.v1 import handoff_pb2
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.sse import Framer
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from tests.gateway_support import (
@@ -356,6 +358,34 @@ async def test_200_open_close_cycles_leak_nothing(
 
 
 # ---- one rendering per event per gateway ------------------------------------------------
+
+
+def test_the_frame_cache_is_bounded_in_bytes_as_well_as_entries() -> None:
+    """Snapshots are cached too; a few hundred distinct ones of a large queue must not
+    stay cached: the oldest go once the cache's keys and frames pass its byte bound."""
+    bound = 256 * 1024
+    framer = Framer(max_bytes=bound)
+
+    def snapshot(sequence: int) -> handoff_pb2.HandoffEvent:
+        return handoff_pb2.HandoffEvent(
+            sequence=sequence,
+            type=handoff_pb2.EVENT_TYPE_SNAPSHOT,
+            snapshot=[
+                handoff_pb2.Handoff(id=f"h{n}", problem_summary="printer jam " * 40)
+                for n in range(20)
+            ],
+        )
+
+    first = framer.frame(snapshot(1))
+    assert framer.frame(snapshot(1)) is first and framer.rendered == 1  # shared
+    for sequence in range(2, 201):
+        framer.frame(snapshot(sequence))
+    assert framer.rendered == 200
+    assert bound - 2 * len(first) < framer.cached_bytes <= bound
+    framer.frame(snapshot(200))  # the newest is still cached
+    assert framer.rendered == 200
+    framer.frame(snapshot(1))  # the oldest is not
+    assert framer.rendered == 201
 
 
 async def test_each_event_is_framed_once_for_all_subscribers(
