@@ -148,11 +148,11 @@ class Browser:
     """One attached SSE response: a bounded queue of frames and where it stands."""
 
     __slots__ = (
-        "active",
+        "_room",
+        "_waiter",
         "authorization",
         "buffer_limit",
         "direct",
-        "drained",
         "end",
         "expires_at",
         "feed",
@@ -160,11 +160,12 @@ class Browser:
         "last_buffered",
         "limit",
         "overflowed",
+        "ping",
         "position",
         "queue",
+        "quiet",
         "stalled",
         "stuck_since",
-        "wake",
         "writing",
     )
 
@@ -185,8 +186,6 @@ class Browser:
         # The writer is passing queued frames to the connection: direct writes wait (in
         # the queue) so that frames keep their order.
         self.writing = False
-        # Something was written directly since the writer last looked (no ping needed).
-        self.active = False
         # The sweep's view of unsent bytes: since when they have not shrunk, and how many.
         self.stuck_since: float | None = None
         self.last_buffered = 0
@@ -194,15 +193,21 @@ class Browser:
         self.queue: list[bytes] = []
         # The last sequence queued for it (what it has, once the queue is written).
         self.position: int | None = None
-        self.wake = asyncio.Event()
-        # Set by the writer each time it takes the queue: the browser's own call waits on
-        # it (that call is this browser's alone, so it may wait; the shared feed never does).
-        self.drained = asyncio.Event()
         # A last frame to write before the response ends (b"": end without one).
         self.end: bytes | None = None
         self.overflowed = False
         self.gone = False
         self.feed: Feed | None = None
+        # The ping sweep's marks (gateway.sse): nothing written since its last pass, and
+        # a ``: ping`` due.
+        self.quiet = False
+        self.ping = False
+        # What the writer waits on while it has nothing to write, and what the browser's
+        # own call waits on while the queue is over half full: a future each, made only
+        # while someone waits (an asyncio.Event costs about 0.9 KiB, most of it the
+        # deque of its waiters, and an idle browser would hold two).
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     def push(self, sequence: int, frame: bytes, whole: bool = False) -> bool:
         """Hand over a frame unless the browser already has it. ``whole``: a SNAPSHOT or
@@ -221,34 +226,66 @@ class Browser:
             and not self.overflowed
         ):
             if not direct.write(frame):
-                self.gone = True
-                self.wake.set()
+                self.leave()
                 return False
-            self.active = True
+            self.quiet = False
             if direct.buffered() > self.buffer_limit:
                 # Never wait for it: it is disconnected and resumes from what it has read.
                 self.overflowed = True
-                self.wake.set()
+                self.wake()
             return True
         if len(self.queue) >= self.limit:
             # Never wait for it: it is disconnected and resumes from what it has read.
             self.overflowed = True
         else:
             self.queue.append(frame)
-        self.wake.set()
+        self.wake()
         return False
+
+    def take(self) -> list[bytes]:
+        """The writer takes the queued frames (the browser's own call may go on)."""
+        frames, self.queue = self.queue, []
+        _resolve(self._room)
+        return frames
+
+    def wake(self) -> None:
+        """The writer has something to do (frames, the end, a ping, the client gone)."""
+        _resolve(self._waiter)
+
+    async def sleep(self) -> None:
+        """The writer's wait until ``wake``. It checks what to do just before (with no
+        await in between), so nothing that happens before this wait is missed."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     async def room(self) -> None:
         """Until the queue is at most half full (or the stream is ending)."""
         while len(self.queue) > self.limit // 2 and self.end is None and not self.gone:
-            self.drained.clear()
-            await self.drained.wait()
+            waiter = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._room = None
 
     def finish(self, frame: bytes = b"") -> None:
         if self.end is None:
             self.end = frame
-            self.wake.set()
-            self.drained.set()
+            self.wake()
+            _resolve(self._room)
+
+    def leave(self) -> None:
+        """The client went away."""
+        self.gone = True
+        self.wake()
+        _resolve(self._room)
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 OpenCall = Callable[[int, str], Any]

@@ -8,7 +8,8 @@ Framing (docs/design.md §4), plain ``\\n`` line endings::
     event: created                    EventType without EVENT_TYPE_, lower case
     data: {"sequence":"42",...}       the HandoffEvent, protobuf JSON mapping, one line
 
-    : ping                            a comment when nothing was sent for heartbeat_seconds
+    : ping                            a comment when nothing was sent for a while (at
+                                      most heartbeat_seconds: a sweep, SSEStreams)
 
     event: error                      an upstream error after the stream started,
     data: {"code":"UNAVAILABLE",...}  then the stream ends (the browser reconnects)
@@ -80,7 +81,7 @@ from gateway.fanout import (
     join_snapshot,
 )
 from gateway.presence import PresenceReporter
-from gateway.protocol import ABORT, DIRECT
+from gateway.protocol import ABORT, DIRECT, ON_LOST
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,12 @@ HEADERS: Mapping[str, str] = {
     "X-Accel-Buffering": "no",
 }
 MEDIA_TYPE = "text/event-stream"
+# The response head, encoded once (Response.init_headers would encode it per response,
+# and every stream kept its own bytes of it).
+RAW_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in HEADERS.items()),
+    (b"content-type", f"{MEDIA_TYPE}; charset=utf-8".encode("latin-1")),
+)
 
 EVENT_NAMES: dict[int, str] = {
     value.number: value.name.removeprefix("EVENT_TYPE_").lower()
@@ -114,27 +121,43 @@ class Framer:
     Subscribers of one account receive byte-identical events from the server, so a
     bounded insertion-ordered cache keyed by those bytes turns N renderings into one.
     The key is the event itself, so a frame can only ever be served for the very event
-    it was made from (no cross-account mix-up is possible).
+    it was made from (no cross-account mix-up is possible). Bounded in entries and in
+    bytes (keys and frames): snapshots are cached too (browsers connecting at the same
+    position share one rendering), and a few thousand distinct snapshots of a large
+    queue would otherwise stay cached long after anyone needs them.
     """
 
-    def __init__(self, capacity: int = 4096, max_frame_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        capacity: int = 4096,
+        max_frame_bytes: int = 256 * 1024,
+        max_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.capacity = capacity
         self.max_frame_bytes = max_frame_bytes
+        self.max_bytes = max_bytes
         self._frames: dict[bytes, bytes] = {}
+        self.cached_bytes = 0
         self.rendered = 0
 
     def frame(self, event: handoff_pb2.HandoffEvent) -> bytes:
         if event.type == handoff_pb2.EVENT_TYPE_HEARTBEAT:
             return render(event)  # per-stream position: nothing to share
         key = event.SerializeToString()
-        frame = self._frames.get(key)
+        frames = self._frames
+        frame = frames.get(key)
         if frame is None:
             frame = render(event)
             self.rendered += 1
             if len(frame) <= self.max_frame_bytes:
-                if len(self._frames) >= self.capacity:
-                    del self._frames[next(iter(self._frames))]
-                self._frames[key] = frame
+                size = len(key) + len(frame)
+                while frames and (
+                    len(frames) >= self.capacity or self.cached_bytes + size > self.max_bytes
+                ):
+                    old = next(iter(frames))
+                    self.cached_bytes -= len(old) + len(frames.pop(old))
+                frames[key] = frame
+                self.cached_bytes += size
         return frame
 
 
@@ -166,8 +189,8 @@ class SSEStreams:
         self.send_timeout_seconds = send_timeout_seconds
         self.queue_frames = queue_frames
         self.buffer_bytes = buffer_bytes
-        # One timer for the whole gateway finds browsers whose unsent bytes stopped
-        # draining (``_sweep``), instead of a timeout around every write.
+        # One timer for the whole gateway finds browsers whose directly written bytes
+        # stopped draining (``_sweep_stalls``), instead of a timeout around every write.
         self._sweeper: asyncio.TimerHandle | None = None
         settings = upstream.settings
         self.fanout = Fanout(
@@ -186,18 +209,21 @@ class SSEStreams:
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
         self.browsers: set[Browser] = set()
+        # The one task that marks quiet browsers for a ``: ping`` (only while there are any).
+        self._pinger: asyncio.Task[None] | None = None
 
-    def watch(self, browser: Browser) -> None:
-        """Keep ``browser`` under the sweep for as long as it is open."""
+    def add(self, browser: Browser) -> None:
         self.browsers.add(browser)
-        if self._sweeper is None:
-            self._arm_sweep()
+        if self._pinger is None and not self.closing.is_set():
+            self._pinger = asyncio.create_task(self._sweep_pings(), name="sse-pings")
+        if self._sweeper is None and not self.closing.is_set():
+            self._arm_stall_sweep()
 
-    def _arm_sweep(self) -> None:
+    def _arm_stall_sweep(self) -> None:
         interval = min(1.0, self.send_timeout_seconds / 4)
-        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep_stalls)
 
-    def _sweep(self) -> None:
+    def _sweep_stalls(self) -> None:
         """Disconnect browsers whose connection holds unsent bytes that have not shrunk
         for the send timeout: they stopped reading (they resume from what they read)."""
         self._sweeper = None
@@ -214,14 +240,36 @@ class SSEStreams:
                 browser.stuck_since = now
             elif now - browser.stuck_since >= limit and not browser.stalled:
                 browser.stalled = True
-                browser.wake.set()
+                browser.wake()
             browser.last_buffered = unsent
-        if self.browsers:
-            self._arm_sweep()
+        if self.browsers and not self.closing.is_set():
+            self._arm_stall_sweep()
+
+    async def _sweep_pings(self) -> None:
+        """Every half ``heartbeat_seconds``, a browser that was sent nothing since the
+        previous pass gets a ``: ping``: so a stream is never silent for longer than
+        ``heartbeat_seconds`` (the ping comes between a half and a whole interval after
+        the last frame), and an idle browser costs no timer of its own. A timed wait per
+        browser cost a timer and a timeout object each (0.6 KiB), and an entered and
+        cancelled timer on every wake-up of every browser."""
+        period = self.heartbeat_seconds / 2
+        try:
+            while self.browsers:
+                await asyncio.sleep(period)
+                for browser in self.browsers:
+                    if not browser.quiet:
+                        browser.quiet = True
+                    elif not browser.ping:
+                        browser.ping = True
+                        browser.wake()
+        finally:
+            self._pinger = None
 
     def shut_down(self) -> None:
         """Every open stream ends with a resumable error; no feed outlives the gateway."""
         self.closing.set()
+        if self._pinger is not None:
+            self._pinger.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -323,10 +371,12 @@ class SSEResponse(Response):
         self.status_code = 200
         self.media_type = MEDIA_TYPE
         self.background = None
-        self.init_headers(HEADERS)
+        self.raw_headers = list(RAW_HEADERS)
         self.streams = streams
-        self.call = call
-        self.first = first
+        # The browser's own upstream call and its first read: released (None) once the
+        # browser has joined its feed, so that an idle browser holds no gRPC call.
+        self.call: Any = call
+        self.first: asyncio.Future[Any] | None = first
         self.cursor = cursor
         self.browser = browser
         self.failure = failure
@@ -336,6 +386,8 @@ class SSEResponse(Response):
         self.watching: tuple[str, str] | None = None
         # Ends the browser when its token expires (set once the server has said when).
         self.expiry: asyncio.TimerHandle | None = None
+        # The task reading the browser's own call (``_own``) while it runs.
+        self.pump: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = self.streams
@@ -356,11 +408,18 @@ class SSEResponse(Response):
         # From here on the feed may write this browser's frames straight to its connection.
         direct = scope.get("extensions", {}).get(DIRECT)
         browser.direct = direct(scope) if direct is not None else None
-        streams.watch(browser)
+        streams.add(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
-        pump = asyncio.ensure_future(self._own(browser))
-        disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
+        self.pump = asyncio.ensure_future(self._own(browser))
+        # The client going away ends the stream at once, also a silent one: told by the
+        # connection (gateway.protocol), or else by ASGI receive() in a task of its own.
+        on_lost = scope.get("extensions", {}).get(ON_LOST)
+        disconnect: asyncio.Future[None] | None = None
+        if on_lost is not None:
+            on_lost(browser.leave)
+        else:
+            disconnect = asyncio.ensure_future(_watch_disconnect(receive, browser))
         send_timeout = streams.send_timeout_seconds
         try:
             while True:
@@ -373,9 +432,12 @@ class SSEResponse(Response):
                     await self._drop(scope, f"it read nothing for {send_timeout}s")
                     return
                 if browser.queue:
-                    frames, browser.queue = browser.queue, []
-                    browser.drained.set()
-                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    frames = browser.take()
+                    count = len(frames)
+                    chunk = frames[0] if count == 1 else b"".join(frames)
+                    # Not kept while the stream then idles: the last chunk may be its
+                    # snapshot, or a join of frames made for this browser alone.
+                    frames = []
                     browser.writing = True
                     try:
                         async with asyncio.timeout(send_timeout):
@@ -385,7 +447,9 @@ class SSEResponse(Response):
                         return
                     finally:
                         browser.writing = False
-                    FRAMES_SENT.inc(len(frames))
+                    chunk = b""
+                    browser.quiet = browser.ping = False
+                    FRAMES_SENT.inc(count)
                     continue
                 if browser.end is not None:
                     if browser.end:
@@ -393,20 +457,17 @@ class SSEResponse(Response):
                             await _body(send, browser.end)
                     await _end(send)
                     return
-                browser.wake.clear()
-                try:
-                    async with asyncio.timeout(streams.heartbeat_seconds):
-                        await browser.wake.wait()
-                except TimeoutError:
-                    if browser.active:  # the feed wrote to it meanwhile: not idle
-                        browser.active = False
-                        continue
+                if browser.ping:
+                    browser.ping = False
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, PING)
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
+                    browser.quiet = False
+                    continue
+                await browser.sleep()
         except (OSError, TimeoutError):
             return  # the client went away (or stopped reading) while we were writing
         finally:
@@ -420,9 +481,13 @@ class SSEResponse(Response):
             if browser.feed is not None:
                 browser.feed.detach(browser)
             # Cancel the upstream call at once: the server frees its subscriber.
-            self.call.cancel()
-            for task in (pump, disconnect):
-                _discard(task)
+            if self.call is not None:
+                self.call.cancel()
+            if on_lost is not None:
+                on_lost(None)
+            for task in (self.pump, disconnect):
+                if task is not None:
+                    _discard(task)
 
     async def _drop(self, scope: Scope, why: str) -> None:
         """Disconnect a browser that does not keep up; it resumes from what it read."""
@@ -470,6 +535,7 @@ class SSEResponse(Response):
                 and fanout.join(browser, audience, open_call, verified=False)
             ):
                 return
+            assert self.first is not None
             message = await self.first
             while message is not EOF:
                 if message.snapshot_continues:
@@ -493,8 +559,17 @@ class SSEResponse(Response):
             log.exception("reading an upstream stream failed")
             browser.finish(error_frame(GatewayError(grpc.StatusCode.INTERNAL, "stream failed")))
         finally:
+            self.pump = None  # this task, done: nothing to hold on to
             if browser.feed is not None:
-                call.cancel()  # joined: the shared call carries on from here
+                # Joined: the shared call carries on from here. The own call, its first
+                # read and the request to reopen it are let go of now, not when the
+                # stream ends: a cancelled gRPC call still holds its core call (about
+                # 20 KiB) until the last reference to it goes, which made up 40 % of an
+                # idle browser's memory.
+                call.cancel()
+                if self.first is not None:
+                    _discard(self.first)
+                self.call = self.first = self.open_call = None
 
 
 def _shutting_down() -> bytes:
@@ -511,9 +586,7 @@ async def _body(send: Send, chunk: bytes) -> None:
 
 async def _watch_disconnect(receive: Receive, browser: Browser) -> None:
     await _disconnected(receive)
-    browser.gone = True
-    browser.wake.set()
-    browser.drained.set()
+    browser.leave()
 
 
 async def _end(send: Send) -> None:

@@ -8,15 +8,22 @@ clients (httpx + httpx-sse, and curl).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from resolutionflow.v1 import handoff_pb2
 
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.sse import Framer
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from tests.gateway_support import (
@@ -272,6 +279,66 @@ async def test_closing_the_connection_frees_the_server_subscriber(
         await wait_until(lambda: gateway.app.state.upstream.open_streams == 0, timeout=2)
 
 
+@contextlib.asynccontextmanager
+async def stock_uvicorn(server: ServerRuntime) -> AsyncIterator[tuple[Any, int]]:
+    """The gateway's app under plain uvicorn (its own h11 protocol), without the gateway's
+    protocol and so without its ``gateway.on_lost`` extension: another ASGI server."""
+    app = create_app(GatewaySettings(http_addr="127.0.0.1:0", upstream=f"127.0.0.1:{server.port}"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    stock = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_config=None, http="h11", ws="none")
+    )
+    task = asyncio.create_task(stock.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: stock.started, timeout=15, what="uvicorn started")
+        yield app, int(sock.getsockname()[1])
+    finally:
+        app.state.streams.shut_down()
+        stock.should_exit = True
+        await task
+
+
+@pytest.mark.parametrize("serving", ["httptools", "h11", "stock uvicorn"])
+async def test_a_silent_stream_is_released_as_soon_as_its_client_goes_away(
+    server: ServerRuntime, account: str, serving: str
+) -> None:
+    """Nothing is written to an idle stream for a heartbeat interval (15 s), so only the
+    connection can tell: the gateway's protocol calls the response back when it is lost
+    (``gateway.on_lost``, either parser); under a server without that extension, a task
+    waiting on ASGI ``receive()`` for ``http.disconnect`` does it."""
+    async with contextlib.AsyncExitStack() as stack:
+        if serving == "stock uvicorn":
+            app, port = await stack.enter_async_context(stock_uvicorn(server))
+        else:
+            gw = await stack.enter_async_context(
+                running_gateway(f"127.0.0.1:{server.port}", http_parser=serving)
+            )
+            app, port = gw.app, gw.port
+        streams = app.state.streams
+        assert streams.heartbeat_seconds >= 15
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            auth = bearer(account, Role.ENGINEER)["Authorization"]
+            writer.write(
+                b"GET /v1/escalations/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: {auth}\r\n\r\n".encode()
+            )
+            received = b""
+            while b"event: snapshot" not in received:
+                chunk = await asyncio.wait_for(reader.read(65536), 10)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 ")
+            await wait_until(lambda: subscribers(server, account) == 1, timeout=5)
+            assert len(streams.browsers) == 1
+            writer.close()
+            await wait_until(lambda: not streams.browsers, timeout=5, what="the browser released")
+            await wait_until(lambda: app.state.upstream.open_streams <= 1, timeout=5)
+        # The last browser gone, the shared feed lingers a second, then the server's stream.
+        await wait_until(lambda: subscribers(server, account) == 0, timeout=5)
+
+
 async def test_200_open_close_cycles_leak_nothing(
     http: httpx.AsyncClient, gateway: Any, server: ServerRuntime, account: str
 ) -> None:
@@ -291,6 +358,34 @@ async def test_200_open_close_cycles_leak_nothing(
 
 
 # ---- one rendering per event per gateway ------------------------------------------------
+
+
+def test_the_frame_cache_is_bounded_in_bytes_as_well_as_entries() -> None:
+    """Snapshots are cached too; a few hundred distinct ones of a large queue must not
+    stay cached: the oldest go once the cache's keys and frames pass its byte bound."""
+    bound = 256 * 1024
+    framer = Framer(max_bytes=bound)
+
+    def snapshot(sequence: int) -> handoff_pb2.HandoffEvent:
+        return handoff_pb2.HandoffEvent(
+            sequence=sequence,
+            type=handoff_pb2.EVENT_TYPE_SNAPSHOT,
+            snapshot=[
+                handoff_pb2.Handoff(id=f"h{n}", problem_summary="printer jam " * 40)
+                for n in range(20)
+            ],
+        )
+
+    first = framer.frame(snapshot(1))
+    assert framer.frame(snapshot(1)) is first and framer.rendered == 1  # shared
+    for sequence in range(2, 201):
+        framer.frame(snapshot(sequence))
+    assert framer.rendered == 200
+    assert bound - 2 * len(first) < framer.cached_bytes <= bound
+    framer.frame(snapshot(200))  # the newest is still cached
+    assert framer.rendered == 200
+    framer.frame(snapshot(1))  # the oldest is not
+    assert framer.rendered == 201
 
 
 async def test_each_event_is_framed_once_for_all_subscribers(
