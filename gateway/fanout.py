@@ -150,6 +150,7 @@ class Browser:
     __slots__ = (
         "_room",
         "_waiter",
+        "active",
         "authorization",
         "buffer_limit",
         "direct",
@@ -163,7 +164,6 @@ class Browser:
         "ping",
         "position",
         "queue",
-        "quiet",
         "stalled",
         "stuck_since",
         "writing",
@@ -186,6 +186,12 @@ class Browser:
         # The writer is passing queued frames to the connection: direct writes wait (in
         # the queue) so that frames keep their order.
         self.writing = False
+        # Something was written to it (by the feed directly, or by its writer) since the
+        # ping sweep's last pass (gateway.sse): no ping needed. A new browser has just
+        # been sent its first frames.
+        self.active = True
+        # A ``: ping`` is due (set by the sweep, which wakes the writer).
+        self.ping = False
         # The sweep's view of unsent bytes: since when they have not shrunk, and how many.
         self.stuck_since: float | None = None
         self.last_buffered = 0
@@ -198,10 +204,6 @@ class Browser:
         self.overflowed = False
         self.gone = False
         self.feed: Feed | None = None
-        # The ping sweep's marks (gateway.sse): nothing written since its last pass, and
-        # a ``: ping`` due.
-        self.quiet = False
-        self.ping = False
         # What the writer waits on while it has nothing to write, and what the browser's
         # own call waits on while the queue is over half full: a future each, made only
         # while someone waits (an asyncio.Event costs about 0.9 KiB, most of it the
@@ -226,9 +228,10 @@ class Browser:
             and not self.overflowed
         ):
             if not direct.write(frame):
-                self.leave()
+                self.gone = True
+                self.wake()
                 return False
-            self.quiet = False
+            self.active = True
             if direct.buffered() > self.buffer_limit:
                 # Never wait for it: it is disconnected and resumes from what it has read.
                 self.overflowed = True

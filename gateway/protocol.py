@@ -262,7 +262,7 @@ class BoundedHttpToolsProtocol(_Bounds, HttpToolsProtocol):
         self.scope["extensions"] = self._extensions()  # type: ignore[typeddict-item]
 
     def _extensions(self) -> dict[str, object]:
-        return {**super()._extensions(), DIRECT: self._direct_writer}
+        return {ABORT: self._abort, ON_LOST: self._watch_lost, DIRECT: self._direct_writer}
 
     def _direct_writer(self, scope: Any) -> DirectWriter | None:
         """The direct writer of ``scope``'s response, once it has started chunked (None

@@ -189,8 +189,8 @@ class SSEStreams:
         self.send_timeout_seconds = send_timeout_seconds
         self.queue_frames = queue_frames
         self.buffer_bytes = buffer_bytes
-        # One timer for the whole gateway finds browsers whose directly written bytes
-        # stopped draining (``_sweep_stalls``), instead of a timeout around every write.
+        # One timer for the whole gateway finds browsers whose unsent bytes stopped
+        # draining (``_sweep``), instead of a timeout around every write.
         self._sweeper: asyncio.TimerHandle | None = None
         settings = upstream.settings
         self.fanout = Fanout(
@@ -209,27 +209,45 @@ class SSEStreams:
         # Set when the gateway shuts down: open streams end with event: error.
         self.closing = asyncio.Event()
         self.browsers: set[Browser] = set()
-        # The one task that marks quiet browsers for a ``: ping`` (only while there are any).
-        self._pinger: asyncio.Task[None] | None = None
+        # When the sweep last looked for browsers due a ``: ping`` (``_sweep``).
+        self._pinged_at = 0.0
 
-    def add(self, browser: Browser) -> None:
+    def watch(self, browser: Browser) -> None:
+        """Keep ``browser`` under the sweep for as long as it is open."""
         self.browsers.add(browser)
-        if self._pinger is None and not self.closing.is_set():
-            self._pinger = asyncio.create_task(self._sweep_pings(), name="sse-pings")
         if self._sweeper is None and not self.closing.is_set():
-            self._arm_stall_sweep()
+            self._pinged_at = time.monotonic()
+            self._arm_sweep()
 
-    def _arm_stall_sweep(self) -> None:
-        interval = min(1.0, self.send_timeout_seconds / 4)
-        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep_stalls)
+    def _arm_sweep(self) -> None:
+        interval = min(1.0, self.send_timeout_seconds / 4, self.heartbeat_seconds / 2)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
 
-    def _sweep_stalls(self) -> None:
+    def _sweep(self) -> None:
         """Disconnect browsers whose connection holds unsent bytes that have not shrunk
-        for the send timeout: they stopped reading (they resume from what they read)."""
+        for the send timeout: they stopped reading (they resume from what they read).
+
+        And pings: every half ``heartbeat_seconds`` (give or take one sweep interval), a
+        browser sent nothing since the previous such pass is woken to send ``: ping``, so
+        a stream is never silent for longer than ``heartbeat_seconds`` (the ping comes
+        between about a half and the whole interval after its last frame) and an idle
+        browser costs no timer of its own. A timed wait per browser cost a timer and a
+        timeout object each (0.6 KiB), and an entered and cancelled timer on every
+        wake-up."""
         self._sweeper = None
         now = time.monotonic()
         limit = self.send_timeout_seconds
+        interval = min(1.0, limit / 4, self.heartbeat_seconds / 2)
+        pings = now - self._pinged_at >= self.heartbeat_seconds / 2 - interval
+        if pings:
+            self._pinged_at = now
         for browser in self.browsers:
+            if pings:
+                if browser.active:
+                    browser.active = False
+                elif not browser.ping:
+                    browser.ping = True
+                    browser.wake()
             direct = browser.direct
             if direct is None:
                 continue
@@ -242,34 +260,12 @@ class SSEStreams:
                 browser.stalled = True
                 browser.wake()
             browser.last_buffered = unsent
-        if self.browsers and not self.closing.is_set():
-            self._arm_stall_sweep()
-
-    async def _sweep_pings(self) -> None:
-        """Every half ``heartbeat_seconds``, a browser that was sent nothing since the
-        previous pass gets a ``: ping``: so a stream is never silent for longer than
-        ``heartbeat_seconds`` (the ping comes between a half and a whole interval after
-        the last frame), and an idle browser costs no timer of its own. A timed wait per
-        browser cost a timer and a timeout object each (0.6 KiB), and an entered and
-        cancelled timer on every wake-up of every browser."""
-        period = self.heartbeat_seconds / 2
-        try:
-            while self.browsers:
-                await asyncio.sleep(period)
-                for browser in self.browsers:
-                    if not browser.quiet:
-                        browser.quiet = True
-                    elif not browser.ping:
-                        browser.ping = True
-                        browser.wake()
-        finally:
-            self._pinger = None
+        if self.browsers:
+            self._arm_sweep()
 
     def shut_down(self) -> None:
         """Every open stream ends with a resumable error; no feed outlives the gateway."""
         self.closing.set()
-        if self._pinger is not None:
-            self._pinger.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -408,7 +404,7 @@ class SSEResponse(Response):
         # From here on the feed may write this browser's frames straight to its connection.
         direct = scope.get("extensions", {}).get(DIRECT)
         browser.direct = direct(scope) if direct is not None else None
-        streams.add(browser)
+        streams.watch(browser)
         if streams.closing.is_set():
             browser.finish(_shutting_down())
         self.pump = asyncio.ensure_future(self._own(browser))
@@ -448,7 +444,7 @@ class SSEResponse(Response):
                     finally:
                         browser.writing = False
                     chunk = b""
-                    browser.quiet = browser.ping = False
+                    browser.active, browser.ping = True, False
                     FRAMES_SENT.inc(count)
                     continue
                 if browser.end is not None:
@@ -459,13 +455,15 @@ class SSEResponse(Response):
                     return
                 if browser.ping:
                     browser.ping = False
+                    if browser.active:  # the feed wrote to it since the sweep looked
+                        continue
                     try:
                         async with asyncio.timeout(send_timeout):
                             await _body(send, PING)
                     except TimeoutError:
                         await self._drop(scope, f"it read nothing for {send_timeout}s")
                         return
-                    browser.quiet = False
+                    browser.active = True
                     continue
                 await browser.sleep()
         except (OSError, TimeoutError):
