@@ -87,22 +87,23 @@ async def test_a_group_ended_early_leaves_no_caller_waiting(own_settings: Settin
         await upgrade(own_settings.database_url)
         entered = asyncio.Event()
 
-        async def stuck(_s: AsyncSession) -> None:
+        async def stuck(_s: AsyncSession, items: list[str]) -> list[None]:
             entered.set()
             await asyncio.Event().wait()  # a write that never finishes on its own
+            return [None for _ in items]
 
-        async def quick(_s: AsyncSession) -> int:
-            return 1
+        async def quick(_s: AsyncSession, items: list[str]) -> list[int]:
+            return [1 for _ in items]
 
-        first = asyncio.ensure_future(db.write_grouped("a", stuck))
+        first = asyncio.ensure_future(db.write_batched(stuck, "a"))
         await asyncio.wait_for(entered.wait(), 10)
-        queued = asyncio.ensure_future(db.write_grouped("b", quick))
-        await wait_until(lambda: len(db._grouped) == 1, what="queued behind the group")
-        assert db._grouping is not None
-        db._grouping.cancel()
+        queued = asyncio.ensure_future(db.write_batched(quick, "b"))
+        await wait_until(lambda: len(db._batched) == 1, what="queued behind the batch")
+        assert db._batching is not None
+        db._batching.cancel()
         for call in (first, queued):
             with pytest.raises(Unavailable):
                 await asyncio.wait_for(call, 10)
-        assert await asyncio.wait_for(db.write_grouped("c", quick), 10) == 1  # a new round
+        assert await asyncio.wait_for(db.write_batched(quick, "c"), 10) == 1  # a new round
     finally:
         await db.dispose()

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from server import telemetry
 from server.assessment.providers import MAX_PAST_FIXES, AssessmentFailed, Provider
 from server.db.database import Database
 from server.domain.types import Assessment, AssessmentStatus, Handoff
-from server.models import handoffs, search
+from server.models import batch, handoffs, search
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,8 +48,13 @@ class AssessmentWorker:
         timeout: float,
         lease: float | None = None,
         retry_every: float = 5.0,
+        save: Callable[[str, Assessment], Awaitable[Handoff | None]] | None = None,
     ) -> None:
+        """``save(handoff_id, outcome)`` records an outcome with its event (default: a
+        transaction of its own; the server shares transactions with creates:
+        ``Core.save_assessment``)."""
         self.db = db
+        self.save = save or self._save_alone
         self.provider = provider
         self.clock = clock
         self.concurrency = concurrency
@@ -265,8 +270,8 @@ class AssessmentWorker:
             pause = min(pause * 2, self.retry_every)
 
     async def _save(self, handoff_id: str, result: Assessment) -> None:
-        # A transaction of its own, not Database.write_grouped: the save updates a row that
-        # a pick-up or resolve may hold while it waits for the account's counter row, which
-        # a group would already hold (a deadlock).
+        await self.save(handoff_id, result)
+
+    async def _save_alone(self, handoff_id: str, result: Assessment) -> Handoff | None:
         async with self.db.write() as s:
-            await handoffs.save_assessment(s, handoff_id, result, self.clock())
+            return await batch.save_assessment(s, handoff_id, result, self.clock())

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +28,7 @@ def _dialect(session: AsyncSession) -> str:
 _BUMP = (
     update(AccountSequence)
     .where(AccountSequence.account_id == bindparam("account"))
-    .values(last_sequence=AccountSequence.last_sequence + 1)
+    .values(last_sequence=AccountSequence.last_sequence + bindparam("count", type_=BigInteger))
     .returning(AccountSequence.last_sequence)
 )
 # PostgreSQL with NOTIFY wake-ups: the same bump queues the account's notification, one
@@ -39,7 +39,7 @@ _BUMP_NOTIFY = _BUMP.returning(
     AccountSequence.last_sequence,
     func.pg_notify(NOTIFY_CHANNEL, bindparam("account")),
 )
-_APPEND = insert(EVENTS)
+APPEND = insert(EVENTS)
 _READ_AFTER = (
     select(EVENTS)
     .where(EVENTS.c.account_id == bindparam("account"), EVENTS.c.sequence > bindparam("after"))
@@ -48,13 +48,14 @@ _READ_AFTER = (
 )
 
 
-async def next_sequence(session: AsyncSession, account_id: str) -> int:
-    """Take the account's next sequence inside the caller's transaction.
+async def next_sequence(session: AsyncSession, account_id: str, count: int = 1) -> int:
+    """Take the account's next ``count`` sequences inside the caller's transaction; returns
+    the last of them.
 
     The counter row stays locked until commit, so a second writer of the same account waits
     here and commits after us: sequences become visible in order, never with a hole.
     """
-    params = {"account": account_id}
+    params = {"account": account_id, "count": count}
     bump = _BUMP_NOTIFY if _notifies(session) else _BUMP
     conn = await session.connection()
     value = (await conn.execute(bump, params)).scalar_one_or_none()
@@ -87,7 +88,7 @@ async def append(
     """
     # On the session's connection: Core statements skip the ORM's execution layer.
     await (await session.connection()).execute(
-        _APPEND,
+        APPEND,
         {
             "account_id": handoff.account_id,
             "sequence": handoff.sequence,
@@ -124,7 +125,7 @@ async def append_account_event(
     await announce(session, account_id)
     sequence = await next_sequence(session, account_id)
     await session.execute(
-        _APPEND,
+        APPEND,
         {
             "account_id": account_id,
             "sequence": sequence,
