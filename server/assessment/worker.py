@@ -223,8 +223,8 @@ class AssessmentWorker:
         to ``handoff.account_id``). An assessment without them is still an assessment, so
         a failed lookup gives none rather than failing it."""
         try:
-            async with self.db.read() as s:
-                return tuple(await search.similar_resolved(s, handoff, MAX_PAST_FIXES))
+            async with self.db.query() as conn:
+                return tuple(await search.similar_resolved(conn, handoff, MAX_PAST_FIXES))
         except Exception as e:
             log.warning("past fixes for the assessment of %s not read: %s", handoff.id, e)
             return ()

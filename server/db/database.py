@@ -39,7 +39,7 @@ import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from server.db.bounds import PgBounds, ms
 from server.domain.types import Event
@@ -48,6 +48,8 @@ from server.errors import DomainError, Unavailable
 T = TypeVar("T")
 
 READ_ONLY = "rf_read_only"
+# SQLite: no BEGIN at all (``Database.query``: one statement is its own transaction).
+NO_BEGIN = "rf_no_begin"
 # Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
 # Read by the event log: whether a write transaction issues PostgreSQL NOTIFY itself.
@@ -79,6 +81,7 @@ class Database:
             )
             _take_over_sqlite_transactions(self.engine, sqlite_busy_timeout)
             self._reader = self.engine.execution_options(**{READ_ONLY: True})
+            self._single = self.engine.execution_options(**{READ_ONLY: True, NO_BEGIN: True})
         else:
             self.engine = create_async_engine(
                 self.url,
@@ -88,6 +91,7 @@ class Database:
             )
             _ping_when_idle(self.engine)
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
+            self._single = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             _track_backend_pids(self.engine, self.backend_pids)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
@@ -209,6 +213,15 @@ class Database:
                 session.begin(),
             ):
                 yield session
+
+    @asynccontextmanager
+    async def query(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read statement, outside any transaction: a single
+        statement sees one consistent state by itself, so BEGIN and COMMIT around it would
+        be two round trips for nothing. Several statements that must agree: ``read``."""
+        with self._failures_explained():
+            async with self._single.connect() as conn:
+                yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -463,5 +476,7 @@ def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> 
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get(NO_BEGIN, False):
+            return
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY, False) else "BEGIN IMMEDIATE")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.schema import HANDOFFS
 from server.domain.types import Handoff, Status
@@ -125,36 +125,50 @@ async def forget(session: AsyncSession, handoff_id: str) -> None:
     )
 
 
-async def similar_resolved(session: AsyncSession, h: Handoff, limit: int = 3) -> list[Handoff]:
-    """The account's resolved escalations closest to ``h``'s problem, best first."""
+async def similar_resolved(
+    executor: AsyncSession | AsyncConnection, h: Handoff, limit: int = 3
+) -> list[Handoff]:
+    """The account's resolved escalations closest to ``h``'s problem, best first.
+
+    One statement (the search and the rows it found), so it reads one consistent state
+    by itself and needs no transaction around it (``Database.query``).
+    """
     terms = _query_terms(h)
     if not terms:
         return []
-    params = {"account": h.account_id, "self": h.id, "limit": limit}
-    if session.get_bind().dialect.name == "sqlite":
+    params: dict[str, object] = {"account": h.account_id, "self": h.id, "limit": limit}
+    dialect = (
+        executor.get_bind().dialect if isinstance(executor, AsyncSession) else executor.dialect
+    )
+    if dialect.name == "sqlite":
         # Each term quoted: FTS5 syntax in a problem description is only words.
         params["q"] = " OR ".join(f'"{t}"' for t in terms)
-        found = text(
-            "SELECT handoff_id FROM resolved_search WHERE resolved_search MATCH :q "
-            "AND account_id = :account AND handoff_id != :self "
-            "ORDER BY bm25(resolved_search) LIMIT :limit"
-        )
+        found = _SIMILAR_SQLITE
     else:
         params["q"] = " | ".join(terms)
-        found = text(
-            "SELECT handoff_id FROM resolved_search, to_tsquery('english', :q) AS q "
-            "WHERE tsv @@ q AND account_id = :account AND handoff_id != :self "
-            "ORDER BY ts_rank(tsv, q) DESC, handoff_id LIMIT :limit"
-        )
-    ids = [row[0] for row in await session.execute(found, params)]
-    if not ids:
-        return []
-    rows = await session.execute(
-        HANDOFFS.select().where(
-            HANDOFFS.c.id.in_(ids),
-            HANDOFFS.c.account_id == h.account_id,
-            HANDOFFS.c.status == Status.RESOLVED.value,
-        )
-    )
-    by_id = {r.id: to_domain(r) for r in rows}
-    return [by_id[i] for i in ids if i in by_id]
+        found = _SIMILAR_POSTGRES
+    return [to_domain(row) for row in await executor.execute(found, params)]
+
+
+# The found rows' columns by name (a table's physical column order can differ from the
+# model's after migrations), typed as the table's so they read as any handoff row does.
+_ROW = ", ".join(f"h.{c.name}" for c in HANDOFFS.c)
+_SIMILAR_POSTGRES = text(
+    f"SELECT {_ROW} FROM ("
+    "SELECT handoff_id, ts_rank(tsv, q) AS rank FROM resolved_search,"
+    " to_tsquery('english', :q) AS q"
+    " WHERE tsv @@ q AND account_id = :account AND handoff_id != :self"
+    " ORDER BY rank DESC, handoff_id LIMIT :limit"
+    ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
+    f" WHERE h.account_id = :account AND h.status = '{Status.RESOLVED.value}'"
+    " ORDER BY found.rank DESC, found.handoff_id"
+).columns(*HANDOFFS.c)
+_SIMILAR_SQLITE = text(
+    f"SELECT {_ROW} FROM ("
+    "SELECT handoff_id, bm25(resolved_search) AS rank FROM resolved_search"
+    " WHERE resolved_search MATCH :q AND account_id = :account AND handoff_id != :self"
+    " ORDER BY rank LIMIT :limit"
+    ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
+    f" WHERE h.account_id = :account AND h.status = '{Status.RESOLVED.value}'"
+    " ORDER BY found.rank, found.handoff_id"
+).columns(*HANDOFFS.c)
