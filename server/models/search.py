@@ -9,8 +9,9 @@ created by the migration in each dialect's own DDL; it is not part of the ORM me
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, column, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.schema import HANDOFFS
@@ -133,36 +134,61 @@ async def similar_resolved(
     One statement (the search and the rows it found), so it reads one consistent state
     by itself and needs no transaction around it (``Database.query``).
     """
-    terms = _query_terms(h)
-    if not terms:
-        return []
-    params: dict[str, object] = {"account": h.account_id, "self": h.id, "limit": limit}
+    return (await similar_resolved_many(executor, [h], limit))[h.id]
+
+
+async def similar_resolved_many(
+    executor: AsyncSession | AsyncConnection, handoffs: Sequence[Handoff], limit: int = 3
+) -> dict[str, list[Handoff]]:
+    """``similar_resolved`` of each handoff, by handoff id: one statement for all of them
+    on PostgreSQL (a lateral search per handoff), one each on SQLite (in-process)."""
+    found: dict[str, list[Handoff]] = {h.id: [] for h in handoffs}
+    asked = [(h, terms) for h in handoffs if (terms := _query_terms(h))]
+    if not asked:
+        return found
     dialect = (
         executor.get_bind().dialect if isinstance(executor, AsyncSession) else executor.dialect
     )
     if dialect.name == "sqlite":
-        # Each term quoted: FTS5 syntax in a problem description is only words.
-        params["q"] = " OR ".join(f'"{t}"' for t in terms)
-        found = _SIMILAR_SQLITE
-    else:
-        params["q"] = " | ".join(terms)
-        found = _SIMILAR_POSTGRES
-    return [to_domain(row) for row in await executor.execute(found, params)]
+        for h, terms in asked:
+            # Each term quoted: FTS5 syntax in a problem description is only words.
+            params = {
+                "q": " OR ".join(f'"{t}"' for t in terms),
+                "account": h.account_id,
+                "self": h.id,
+                "limit": limit,
+            }
+            found[h.id] = [to_domain(r) for r in await executor.execute(_SIMILAR_SQLITE, params)]
+        return found
+    rows = await executor.execute(
+        _SIMILAR_POSTGRES,
+        {
+            "selves": [h.id for h, _ in asked],
+            "accounts": [h.account_id for h, _ in asked],
+            "queries": [" | ".join(terms) for _, terms in asked],
+            "limit": limit,
+        },
+    )
+    for row in rows:
+        found[asked[row.n - 1][0].id].append(to_domain(row))
+    return found
 
 
 # The found rows' columns by name (a table's physical column order can differ from the
 # model's after migrations), typed as the table's so they read as any handoff row does.
 _ROW = ", ".join(f"h.{c.name}" for c in HANDOFFS.c)
 _SIMILAR_POSTGRES = text(
-    f"SELECT {_ROW} FROM ("
-    "SELECT handoff_id, ts_rank(tsv, q) AS rank FROM resolved_search,"
-    " to_tsquery('english', :q) AS q"
-    " WHERE tsv @@ q AND account_id = :account AND handoff_id != :self"
+    f"SELECT q.n, {_ROW} FROM unnest(CAST(:selves AS text[]), CAST(:accounts AS text[]),"
+    " CAST(:queries AS text[])) WITH ORDINALITY AS q(self, account, query, n)"
+    " CROSS JOIN LATERAL ("
+    "SELECT handoff_id, ts_rank(tsv, tq) AS rank FROM resolved_search,"
+    " to_tsquery('english', q.query) AS tq"
+    " WHERE tsv @@ tq AND account_id = q.account AND handoff_id != q.self"
     " ORDER BY rank DESC, handoff_id LIMIT :limit"
     ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
-    f" WHERE h.account_id = :account AND h.status = '{Status.RESOLVED.value}'"
-    " ORDER BY found.rank DESC, found.handoff_id"
-).columns(*HANDOFFS.c)
+    f" WHERE h.account_id = q.account AND h.status = '{Status.RESOLVED.value}'"
+    " ORDER BY q.n, found.rank DESC, found.handoff_id"
+).columns(column("n", BigInteger), *HANDOFFS.c)
 _SIMILAR_SQLITE = text(
     f"SELECT {_ROW} FROM ("
     "SELECT handoff_id, bm25(resolved_search) AS rank FROM resolved_search"
