@@ -8,10 +8,11 @@ created by the migration in each dialect's own DDL; it is not part of the ORM me
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, column, text
+from sqlalchemy import BigInteger, TextualSelect, column, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.schema import HANDOFFS
@@ -150,25 +151,25 @@ async def similar_resolved_many(
         executor.get_bind().dialect if isinstance(executor, AsyncSession) else executor.dialect
     )
     if dialect.name == "sqlite":
-        for h, terms in asked:
+        params: dict[str, object] = {"limit": limit}
+        for n, (h, terms) in enumerate(asked, start=1):
             # Each term quoted: FTS5 syntax in a problem description is only words.
-            params = {
-                "q": " OR ".join(f'"{t}"' for t in terms),
-                "account": h.account_id,
-                "self": h.id,
-                "limit": limit,
+            params |= {
+                f"q{n}": " OR ".join(f'"{t}"' for t in terms),
+                f"account{n}": h.account_id,
+                f"self{n}": h.id,
             }
-            found[h.id] = [to_domain(r) for r in await executor.execute(_SIMILAR_SQLITE, params)]
-        return found
-    rows = await executor.execute(
-        _SIMILAR_POSTGRES,
-        {
-            "selves": [h.id for h, _ in asked],
-            "accounts": [h.account_id for h, _ in asked],
-            "queries": [" | ".join(terms) for _, terms in asked],
-            "limit": limit,
-        },
-    )
+        rows = await executor.execute(_similar_sqlite(len(asked)), params)
+    else:
+        rows = await executor.execute(
+            _SIMILAR_POSTGRES,
+            {
+                "selves": [h.id for h, _ in asked],
+                "accounts": [h.account_id for h, _ in asked],
+                "queries": [" | ".join(terms) for _, terms in asked],
+                "limit": limit,
+            },
+        )
     for row in rows:
         found[asked[row.n - 1][0].id].append(to_domain(row))
     return found
@@ -189,12 +190,24 @@ _SIMILAR_POSTGRES = text(
     f" WHERE h.account_id = q.account AND h.status = '{Status.RESOLVED.value}'"
     " ORDER BY q.n, found.rank DESC, found.handoff_id"
 ).columns(column("n", BigInteger), *HANDOFFS.c)
-_SIMILAR_SQLITE = text(
-    f"SELECT {_ROW} FROM ("
+# SQLite has no lateral join: one search per handoff, in one statement (its text, by the
+# number of handoffs, is built once).
+_SIMILAR_SQLITE_ONE = (
+    "SELECT * FROM (SELECT {n} AS n, found.rank AS rank, {row} FROM ("
     "SELECT handoff_id, bm25(resolved_search) AS rank FROM resolved_search"
-    " WHERE resolved_search MATCH :q AND account_id = :account AND handoff_id != :self"
-    " ORDER BY rank LIMIT :limit"
+    " WHERE resolved_search MATCH :q{n} AND account_id = :account{n}"
+    " AND handoff_id != :self{n} ORDER BY rank LIMIT :limit"
     ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
-    f" WHERE h.account_id = :account AND h.status = '{Status.RESOLVED.value}'"
-    " ORDER BY found.rank, found.handoff_id"
-).columns(*HANDOFFS.c)
+    " WHERE h.account_id = :account{n} AND h.status = '{resolved}')"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _similar_sqlite(count: int) -> TextualSelect:
+    searches = " UNION ALL ".join(
+        _SIMILAR_SQLITE_ONE.format(n=n, row=_ROW, resolved=Status.RESOLVED.value)
+        for n in range(1, count + 1)
+    )
+    return text(
+        f"SELECT n, {', '.join(c.name for c in HANDOFFS.c)} FROM ({searches}) ORDER BY n, rank, id"
+    ).columns(column("n", BigInteger), *HANDOFFS.c)
