@@ -3,10 +3,13 @@
 ``Database.write_batched`` gives ``write`` every create and assessment outcome that arrived
 while the previous transaction committed; ``write`` does them all with a fixed number of
 statements, whatever their number: the outcomes' conditional updates (one statement), the
-creates' inserts (one, idempotent by request_id), their SLA timers (one), one counter bump
-per account, the numbering (one) and the events (one). One at a time, each took four or
-five statements of its own, and a statement's round trip and execution costs more CPU than
-the rows it carries.
+creates' inserts (one, idempotent by request_id) and their SLA timers, one counter bump per
+account, then the numbering and the events. On PostgreSQL the timers go with the inserts
+and the events with the numbering (a statement's data-modifying WITH parts), so a batch is
+BEGIN, four statements (one per account for the bump) and COMMIT; SQLite, which has no
+such statements, takes one statement for each. One at a time, each item took four or five
+statements and a transaction of its own, and a statement's round trip and execution cost
+more CPU than the rows it carries. The rows travel as one JSON parameter per statement.
 
 The order inside is what keeps the invariants: the outcomes' updates (existing rows) come
 before any counter row is taken (see ``Database.write_batched``); the inserts decide
@@ -31,7 +34,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.database import APPENDED_EVENTS
-from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
+from server.db.schema import EVENTS, HANDOFFS, SLA_TIMERS, UTCDateTime
 from server.domain.types import (
     Assessment,
     AssessmentStatus,
@@ -151,21 +154,24 @@ async def write(session: AsyncSession, items: Sequence[Create | SaveAssessment])
             first_of_key[full_key] = i
         handoff, row = _new_row(item)
         fresh.append((i, item, handoff, row))
+    # The SLA timers of the new escalations: on PostgreSQL in the insert's own statement,
+    # for the rows it inserted; on SQLite in a statement of their own once those are known.
+    pg = dialect.name == "postgresql"
+    timers: list[dict[str, object]] = []
     inserted: set[str] = set()
     if fresh:
-        result = await conn.execute(
-            _statement(dialect, _INSERT), {"rows": _json([r for *_, r in fresh], dialect)}
-        )
+        params = {"rows": _json([r for *_, r in fresh], dialect)}
+        if pg:
+            timers = [t for _, item, h, _ in fresh for t in _timers(item, h)]
+            params["timers"] = _json(timers, dialect)
+        result = await conn.execute(_statement(dialect, _INSERT), params)
         inserted = set(result.scalars())
-    timers: list[dict[str, object]] = []
     lost: dict[int, tuple[str, str | None, Handoff | None]] = {}  # winner id, hash, handoff
-    for i, item, handoff, row in fresh:
+    for i, item, handoff, _row in fresh:
         if handoff.id in inserted:
             changes.append((i, handoff, EventType.CREATED))
-            if handoff.intent is Intent.ESCALATE:
-                timers += sla.timers_for(
-                    handoff.id, handoff.account_id, item.now, item.sla_target_seconds
-                )
+            if not pg:
+                timers += _timers(item, handoff)
             continue
         assert item.new.request_id is not None  # without a key nothing can conflict
         winner = await _by_request_id(session, item.caller, item.new.request_id)
@@ -173,17 +179,25 @@ async def write(session: AsyncSession, items: Sequence[Create | SaveAssessment])
             outcomes[i] = Unavailable("a concurrent request with this request_id failed; retry")
             continue
         lost[i] = (winner.id, winner.request_hash, to_domain(winner))
-        outcomes[i] = _repeat(item, row["request_hash"], *lost[i])
-    if timers:
+    if timers and not pg:
         await conn.execute(_INSERT_TIMERS, timers)
 
     # 3. Number the changes: each account's counter row once (accounts sorted), then the
     # handoffs and their events, one statement each.
+    latest: dict[str, Handoff] = {}  # the handoffs this batch changed, as it left them
     if changes:
         numbered = await _number(session, conn, changes, items)
         for i, handoff in numbered.items():
             item = items[i]
             outcomes[i] = (handoff, True) if isinstance(item, Create) else handoff
+            latest[handoff.id] = handoff
+    # A repeat answers with its winner as this transaction leaves it (an outcome saved in
+    # this batch changed it after the winner was read).
+    for i, (winner_id, winner_hash, winner) in lost.items():
+        item = items[i]
+        assert isinstance(item, Create)
+        lost[i] = (winner_id, winner_hash, latest.get(winner_id, winner))
+        outcomes[i] = _repeat(item, _body_hash(item), *lost[i])
     for i, first in repeats:
         item, first_outcome = items[i], outcomes[first]
         assert isinstance(item, Create)
@@ -239,6 +253,12 @@ def _new_row(item: Create) -> tuple[Handoff, dict[str, Any]]:
     return handoff, row
 
 
+def _timers(item: Create, handoff: Handoff) -> list[dict[str, object]]:
+    if handoff.intent is not Intent.ESCALATE:
+        return []
+    return sla.timers_for(handoff.id, handoff.account_id, item.now, item.sla_target_seconds)
+
+
 def _saved_row(item: SaveAssessment) -> dict[str, Any]:
     result = item.result
     return {
@@ -290,8 +310,14 @@ async def _number(
                 }
             )
             appended.append(Event(account_id, sequence, event_type, occurred_at, handoff))
-    await conn.execute(_NUMBER, numbers)
-    await conn.execute(events.APPEND, logged)
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        numbered_rows = [{"id": n["handoff"], "sequence": n["number"]} for n in numbers]
+        params = {"numbers": _json(numbered_rows, dialect), "events": _json(logged, dialect)}
+        await conn.execute(_NUMBER_AND_LOG, params)
+    else:
+        await conn.execute(_NUMBER, numbers)
+        await conn.execute(events.APPEND, logged)
     return numbered
 
 
@@ -325,12 +351,21 @@ def _sqlite_field(name: str, row: str = "value") -> str:
     return f"json_extract({row}, '$.{name}')"
 
 
+_TIMER_COLUMNS = ", ".join(c.name for c in SLA_TIMERS.c)
 _INSERT = {
+    # The timers of the rows it inserted in the same statement (:timers has the timers of
+    # every row offered; the join keeps those of the rows that were new).
     "postgresql": (
+        "WITH new AS ("
         f"INSERT INTO handoffs ({', '.join(_COLUMNS)}) "
         f"SELECT {', '.join(_COLUMNS)} "
         "FROM json_populate_recordset(NULL::handoffs, CAST(:rows AS json)) "
         "ON CONFLICT (account_id, created_by_id, request_id) DO NOTHING RETURNING id"
+        f"), timers AS (INSERT INTO sla_timers ({_TIMER_COLUMNS})"
+        f" SELECT {', '.join('t.' + c.name for c in SLA_TIMERS.c)}"
+        " FROM json_populate_recordset(NULL::sla_timers, CAST(:timers AS json)) AS t"
+        " JOIN new ON new.id = t.handoff_id)"
+        " SELECT id FROM new"
     ),
     # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT.
     "sqlite": (
@@ -366,6 +401,8 @@ def _statement(dialect: Dialect, texts: dict[str, str]) -> Any:
     found = _STATEMENTS.get(key)
     if found is None:
         found = text(texts[dialect.name]).bindparams(bindparam("rows", type_=String))
+        if texts is _INSERT and dialect.name == "postgresql":
+            found = found.bindparams(bindparam("timers", type_=String))
         if texts is _SAVE:
             found = found.bindparams(bindparam("pending", type_=String)).columns(*HANDOFFS.c)
         else:
@@ -404,3 +441,13 @@ _NUMBER = (
     .where(HANDOFFS.c.id == bindparam("handoff"))
     .values(sequence=bindparam("number", type_=BigInteger))
 )
+# PostgreSQL: the numbering and the events in one statement (a statement's data-modifying
+# WITH parts always run to completion, read or not).
+_EVENT_COLUMNS = ", ".join(c.name for c in EVENTS.c)
+_NUMBER_AND_LOG = text(
+    "WITH numbered AS (UPDATE handoffs AS h SET sequence = v.sequence"
+    " FROM json_populate_recordset(NULL::handoffs, CAST(:numbers AS json)) AS v"
+    " WHERE h.id = v.id)"
+    f" INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS}"
+    " FROM json_populate_recordset(NULL::events, CAST(:events AS json))"
+).bindparams(bindparam("numbers", type_=String), bindparam("events", type_=String))
