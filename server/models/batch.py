@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, String, bindparam, insert, select, text, update
+from sqlalchemy import JSON, BigInteger, String, bindparam, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,7 +128,8 @@ async def write(session: AsyncSession, items: Sequence[Create | SaveAssessment])
     if saves:
         rows = [_saved_row(items[i]) for i in saves.values()]  # type: ignore[arg-type]
         result = await conn.execute(
-            _statement(dialect, _SAVE), {"rows": _json(rows, dialect), "pending": _PENDING}
+            _statement(dialect, _SAVE),
+            {"rows": _json(rows, dialect), "pending": _PENDING, "ids": list(saves)},
         )
         saved = {row.id: to_domain(row) for row in result}
         for handoff_id, i in saves.items():
@@ -313,7 +314,11 @@ async def _number(
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         numbered_rows = [{"id": n["handoff"], "sequence": n["number"]} for n in numbers]
-        params = {"numbers": _json(numbered_rows, dialect), "events": _json(logged, dialect)}
+        params = {
+            "numbers": _json(numbered_rows, dialect),
+            "ids": [n["handoff"] for n in numbers],
+            "events": _json(logged, dialect),
+        }
         await conn.execute(_NUMBER_AND_LOG, params)
     else:
         await conn.execute(_NUMBER, numbers)
@@ -380,7 +385,8 @@ _SAVE = {
         "UPDATE handoffs AS h SET "
         + ", ".join(f"{c} = v.{c}" for c in _SAVED_COLUMNS)
         + " FROM json_populate_recordset(NULL::handoffs, CAST(:rows AS json)) AS v"
-        " WHERE h.id = v.id AND h.assessment_status = :pending"
+        " WHERE h.id = ANY(CAST(:ids AS text[])) AND h.id = v.id"
+        " AND h.assessment_status = :pending"
         f" RETURNING {', '.join('h.' + c for c in _COLUMNS)}"
     ),
     "sqlite": (
@@ -388,7 +394,8 @@ _SAVE = {
         + ", ".join(f"{c} = {_sqlite_field(c, 'v.value')}" for c in _SAVED_COLUMNS)
         + " FROM json_each(:rows) AS v"
         f" WHERE handoffs.id = {_sqlite_field('id', 'v.value')}"
-        " AND handoffs.assessment_status = :pending"
+        " AND handoffs.id IN (SELECT value FROM json_each(:ids))"
+        " AND +handoffs.assessment_status = :pending"
         f" RETURNING {', '.join(_COLUMNS)}"
     ),
 }
@@ -405,6 +412,8 @@ def _statement(dialect: Dialect, texts: dict[str, str]) -> Any:
             found = found.bindparams(bindparam("timers", type_=String))
         if texts is _SAVE:
             found = found.bindparams(bindparam("pending", type_=String)).columns(*HANDOFFS.c)
+            if dialect.name == "sqlite":  # the ids as a JSON array (no arrays in SQLite)
+                found = found.bindparams(bindparam("ids", type_=JSON))
         else:
             found = found.columns(HANDOFFS.c.id)
         _STATEMENTS[key] = found
@@ -447,7 +456,7 @@ _EVENT_COLUMNS = ", ".join(c.name for c in EVENTS.c)
 _NUMBER_AND_LOG = text(
     "WITH numbered AS (UPDATE handoffs AS h SET sequence = v.sequence"
     " FROM json_populate_recordset(NULL::handoffs, CAST(:numbers AS json)) AS v"
-    " WHERE h.id = v.id)"
+    " WHERE h.id = ANY(CAST(:ids AS text[])) AND h.id = v.id)"
     f" INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS}"
     " FROM json_populate_recordset(NULL::events, CAST(:events AS json))"
 ).bindparams(bindparam("numbers", type_=String), bindparam("events", type_=String))
