@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import procs
 from bench.procs import Proc
 
 if TYPE_CHECKING:
@@ -55,21 +56,43 @@ def transactions(bench: Bench) -> int:
 
 
 class Window:
-    """Server CPU and database transactions between ``start()`` and ``stop()``."""
+    """Server CPU and database transactions between ``start()`` and ``stop()``; with a
+    ``loadgen``, also the cores of the load generator, of PostgreSQL's backends serving the
+    bench's database, and of everything else on the machine (``others``: other users' jobs
+    on a shared machine, which make a window noisy)."""
 
-    def __init__(self, bench: Bench, server: Proc) -> None:
+    def __init__(self, bench: Bench, server: Proc, loadgen: Proc | None = None) -> None:
         self.bench = bench
         self.server = server
+        self.loadgen = loadgen
 
     def start(self) -> None:
         self.cpu = self.server.cpu()
         self.xacts = transactions(self.bench) if self.bench.database_name else 0
+        if self.loadgen is not None:
+            self.loadgen_cpu = self.loadgen.cpu()
+            self.db_cpu = self.bench.db_backend_cpu()
+            self.machine = procs.machine_cpu_seconds()
         self.t0 = time.monotonic()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.t0
         cpu = self.server.cpu() - self.cpu
-        out = {"seconds": round(elapsed, 2), "server_cores": round(cpu / elapsed, 4)}
+        out: dict[str, Any] = {
+            "seconds": round(elapsed, 2),
+            "server_cores": round(cpu / elapsed, 4),
+        }
+        if self.loadgen is not None:
+            machine = procs.machine_cpu_seconds() - self.machine
+            loadgen = self.loadgen.cpu() - self.loadgen_cpu
+            db_after = self.bench.db_backend_cpu()
+            db = sum(v - self.db_cpu.get(pid, 0.0) for pid, v in db_after.items())
+            out["cpu_busy"] = {
+                "server": round(cpu / elapsed, 2),
+                "loadgen": round(loadgen / elapsed, 2),
+                **({"postgres": round(db / elapsed, 2)} if db_after else {}),
+                "others": round(max(0.0, machine - cpu - loadgen - db) / elapsed, 2),
+            }
         if self.bench.database_name:
             # Our own reading of the counter is a transaction too (it is not the server's).
             xacts = transactions(self.bench) - self.xacts - 1
@@ -184,12 +207,15 @@ def run_writers(bench: Bench) -> dict[str, Any]:
                 )
                 loadgen = bench.start_loadgen(f"loadgen-writers-{wakeup}-{writers}", cfg)
                 loadgen.expect("ready", timeout=120)
-                window = Window(bench, server)
+                window = Window(bench, server, loadgen.proc)
                 bench.say(f"writers ({wakeup}): {writers} in flight for {seconds:g} s")
+                recorder = profiled(bench, server, f"writers-{wakeup}-{writers}")
                 window.start()
                 loadgen.send("go")
                 created = loadgen.expect("created", timeout=seconds + 600)
                 measured = window.stop()
+                if recorder:
+                    recorder.stop()
                 loadgen.send("exit")
                 loadgen.expect("result", timeout=120)
                 bench.stop(loadgen.proc)
@@ -233,6 +259,6 @@ def summary(out: dict[str, Any]) -> list[str]:
                     f"server {row['server_cores']} cores "
                     f"({row['server_cpu_ms_per_escalation']} ms per escalation), "
                     f"{row.get('db_transactions_per_s', '-')} db transactions/s, "
-                    f"errors {row['create_errors']}"
+                    f"errors {row['create_errors']}, cores busy {row.get('cpu_busy', '-')}"
                 )
     return lines

@@ -264,7 +264,16 @@ def _reason(error: Exception) -> str:
 
 
 class TokenVerifier:
-    """Every incoming token: local HS256 ones by the codec, provider ones by their JWKS."""
+    """Every incoming token: local HS256 ones by the codec, provider ones by their JWKS.
+
+    Clients present the same token on call after call (until it expires), and checking a
+    signature is most of what an RPC costs before its own work: a token verified once is
+    remembered until it expires, and on each return only its expiry is checked (and, for
+    a provider token, that the key it was verified with is still the provider's key for
+    its ``kid``: a key the provider removed stops verifying its tokens at once, cached or
+    not, as soon as the key set is fetched again). A refused token is not kept, and the
+    table starts over when full rather than growing without bound.
+    """
 
     def __init__(
         self,
@@ -274,6 +283,7 @@ class TokenVerifier:
         issuer: str = "",
         audience: str = "",
         claims: ClaimNames | None = None,
+        capacity: int = 100_000,
     ) -> None:
         if keys is not None and not (issuer and audience):
             raise ValueError("identity-provider tokens need both an issuer and an audience")
@@ -282,15 +292,37 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.claims = claims or ClaimNames()
+        self.capacity = capacity
+        # token -> (its caller, the provider key it was verified with; None: a local token)
+        self._known: dict[str, tuple[Caller, jwt.PyJWK | None]] = {}
 
     async def verify(self, token: str) -> Caller:
+        known = self._known.get(token)
+        if known is not None:
+            caller, key = known
+            if caller.expires_at is not None and caller.expires_at <= time.time():
+                del self._known[token]
+                raise Unauthenticated("token expired")
+            if key is None:
+                return caller
+            assert self.keys is not None
+            if await self.keys.key(key.key_id) is key:
+                return caller
+            del self._known[token]  # the key set was fetched again since: verify anew
+        caller, key = await self._verify(token)
+        if len(self._known) >= self.capacity:
+            self._known.clear()
+        self._known[token] = (caller, key)
+        return caller
+
+    async def _verify(self, token: str) -> tuple[Caller, jwt.PyJWK | None]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token") from None
         alg = header.get("alg")
         if alg == ALGORITHM and self.codec is not None:
-            return self.codec.verify(token)
+            return self.codec.verify(token), None
         if alg not in PROVIDER_ALGORITHMS or self.keys is None:
             raise Unauthenticated("invalid token")
         key = await self.keys.key(header.get("kid"))
@@ -309,32 +341,7 @@ class TokenVerifier:
             raise Unauthenticated("token expired") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token") from None
-        return caller_from(claims, self.claims)
-
-
-class RecentTokens:
-    """Tokens verified recently, for a caller that presents the same ones again and again
-    (an edge's presence reports, every few seconds): a dict lookup instead of a signature
-    check each time. An entry lasts until its token expires; a refused token is not kept,
-    and the table starts over when full rather than growing without bound."""
-
-    def __init__(self, verifier: TokenVerifier, capacity: int = 100_000) -> None:
-        self.verifier = verifier
-        self.capacity = capacity
-        self._known: dict[str, Caller] = {}
-
-    async def verify(self, token: str) -> Caller:
-        known = self._known.get(token)
-        if known is not None:
-            if known.expires_at is None or known.expires_at > time.time():
-                return known
-            del self._known[token]
-            raise Unauthenticated("token expired")
-        caller = await self.verifier.verify(token)
-        if len(self._known) >= self.capacity:
-            self._known.clear()
-        self._known[token] = caller
-        return caller
+        return caller_from(claims, self.claims), key
 
 
 def verifier_from(settings: Settings, codec: TokenCodec) -> TokenVerifier:

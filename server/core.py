@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from server.db.database import Database
 from server.domain import policy, rules
 from server.domain.context import HandoffContext, build_context
@@ -26,6 +24,7 @@ from server.domain.metrics import EscalationMetrics, metrics_window
 from server.domain.rules import Action
 from server.domain.types import (
     AccountUser,
+    Assessment,
     Caller,
     Comment,
     Event,
@@ -36,7 +35,7 @@ from server.domain.types import (
     QueueSnapshot,
     Status,
 )
-from server.models import collab, handoffs, metrics, search
+from server.models import batch, collab, handoffs, metrics, search
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,21 +67,10 @@ class Core:
         self._recording: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def create_handoff(self, caller: Caller, new: NewHandoff) -> tuple[Handoff, bool]:
-        """In a transaction shared with concurrent creates (``Database.write_grouped``)."""
+        """In a transaction shared with concurrent creates and assessment outcomes
+        (``Database.write_batched``, ``models.batch``)."""
         self.create_limit.take(caller.account_id, caller.user_id)
-        handoff, created = await self.db.write_grouped(
-            caller.account_id, lambda s: self._create_in(s, caller, new)
-        )
-        if created:
-            for listener in self.created_listeners:
-                listener(handoff)
-        return handoff, created
-
-    async def _create_in(
-        self, s: AsyncSession, caller: Caller, new: NewHandoff
-    ) -> tuple[Handoff, bool]:
-        return await handoffs.create(
-            s,
+        item = batch.Create(
             caller,
             new,
             self.clock(),
@@ -90,6 +78,18 @@ class Core:
             self.settings.assessment_lease_seconds(),
             self.assessment_owner,
         )
+        handoff, created = await self.db.write_batched(batch.write, item)
+        if created:
+            for listener in self.created_listeners:
+                listener(handoff)
+        return handoff, created
+
+    async def save_assessment(self, handoff_id: str, result: Assessment) -> Handoff | None:
+        """Record an assessment's outcome (only over PENDING) with its ASSESSMENT_READY
+        event, in a transaction shared like creates'; None if it was no longer PENDING."""
+        item = batch.SaveAssessment(handoff_id, result, self.clock())
+        saved: Handoff | None = await self.db.write_batched(batch.write, item)
+        return saved
 
     async def get_handoff(self, caller: Caller, handoff_id: str) -> Handoff:
         async with self.db.read() as s:

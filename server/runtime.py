@@ -88,6 +88,7 @@ class ServerRuntime:
             timeout=settings.assessment_timeout_seconds,
             lease=settings.assessment_lease_seconds(),
             retry_every=settings.assessment_retry_seconds,
+            save=self.core.save_assessment,
         )
         self.core.created_listeners.append(self.assessments.submit)
         # How other replicas' commits reach this one (the log check heals whatever a

@@ -18,8 +18,10 @@ from resolutionflow.v1 import escalation_policy_pb2, webhook_pb2
 from resolutionflow.v1 import handoff_pb2 as pb
 
 from server.api.interceptors import REQUIRED_ROLES
+from server.auth import TokenCodec, TokenVerifier
 from server.domain.types import Role
-from tests.support import JWT_SECRET, Client, fails, token
+from server.errors import Unauthenticated
+from tests.support import JWT_SECRET, Client, fails, token, wait_until
 
 
 def claims(acct: str, /, **changes: Any) -> dict[str, Any]:
@@ -136,6 +138,26 @@ STAFF_RPCS: dict[str, Callable[[str], Any]] = {
     ),
     "ListAccountUsers": lambda handoff_id: esc.ListAccountUsersRequest(),
 }
+
+
+async def test_a_remembered_token_still_expires_and_a_refused_one_is_not_kept() -> None:
+    """The verifier remembers a verified token (no signature check per call) until its
+    expiry, which it still checks on every call; a refused token is not remembered."""
+    codec = TokenCodec(JWT_SECRET)
+    verifier = TokenVerifier(codec)
+    short = codec.issue(account="acct", user="u1", role=Role.ENGINEER, ttl_seconds=1)
+    expires = jwt.decode(short, options={"verify_signature": False})["exp"]
+    assert (await verifier.verify(short)).user_id == "u1"
+    assert (await verifier.verify(short)).user_id == "u1"  # remembered
+    assert short in verifier._known
+    await wait_until(lambda: time.time() >= expires, timeout=5, what="the token's expiry")
+    with pytest.raises(Unauthenticated, match="token expired"):
+        await verifier.verify(short)
+    forged = signed(claims("acct"), secret="x" * 32)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="invalid token"):
+            await verifier.verify(forged)
+    assert forged not in verifier._known
 
 
 @pytest.mark.parametrize("rpc", list(STAFF_RPCS))

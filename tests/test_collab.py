@@ -18,7 +18,9 @@ import pytest
 from resolutionflow.v1 import escalation_pb2 as esc
 from resolutionflow.v1 import handoff_pb2 as pb
 
+from server.domain.policy import Scope
 from server.domain.types import Role
+from server.models import handoffs, search
 from server.runtime import ServerRuntime
 from tests.support import Client, StreamReader, settled, stream_escalations, watch_handoffs
 
@@ -568,6 +570,53 @@ async def test_metrics_count_transfers_comments_and_reopens(
 
 
 # --- what fixed it last time ----------------------------------------------------------
+
+
+async def test_past_fixes_of_several_handoffs_read_together_each_in_its_own_account(
+    server: ServerRuntime,
+    client_for: Callable[..., Client],
+    technician: Client,
+    engineer: Client,
+    account: str,
+) -> None:
+    """The assessment worker reads the past fixes of a bulk of handoffs in one statement:
+    each gets what one search of its own would give, from its own account only."""
+    other = f"{account}-other"
+    other_tech = client_for(Role.TECHNICIAN, "tech-1", acct=other)
+    other_eng = client_for(Role.ENGINEER, "eng-1", acct=other)
+
+    async def solved(tech: Client, eng: Client, summary: str, note: str) -> pb.Handoff:
+        h = await tech.create(problem_summary=summary, steps_tried=[])
+        await pick_up(eng, h.id)
+        return await resolve(eng, h.id, note)
+
+    vpn = await solved(technician, engineer, "VPN client disconnects every few minutes", "VPN")
+    printer = await solved(technician, engineer, "Printer prints blank pages", "Toner")
+    theirs = await solved(other_tech, other_eng, "VPN client disconnects on Wi-Fi", "Theirs")
+    asked = [
+        (account, "The VPN disconnects again"),
+        (other, "VPN disconnects on the Wi-Fi"),
+        (account, "Blank pages from the printer"),
+        (account, "!!"),  # no words to search by
+    ]
+    tech = {account: technician, other: other_tech}
+    made = [
+        (acct, await tech[acct].create(problem_summary=summary, steps_tried=[]))
+        for acct, summary in asked
+    ]
+    async with server.db.read() as s:
+        bulk = [await handoffs.get(s, Scope(acct, None), h.id) for acct, h in made]
+    async with server.db.query() as conn:
+        found = await search.similar_resolved_many(conn, bulk, 3)
+        alone = {h.id: await search.similar_resolved(conn, h, 3) for h in bulk}
+    ids = {handoff_id: [h.id for h in fixes] for handoff_id, fixes in found.items()}
+    assert ids == {
+        bulk[0].id: [vpn.id],
+        bulk[1].id: [theirs.id],
+        bulk[2].id: [printer.id],
+        bulk[3].id: [],
+    }
+    assert found == alone
 
 
 async def test_the_context_shows_what_fixed_similar_escalations(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.serve import RunningGateway
 from server.domain.types import Caller, Intent, NewHandoff, Priority, Role, Step
-from server.models import handoffs
+from server.models import batch
 from server.runtime import ServerRuntime
 from tests.gateway_support import (
     SSEReader,
@@ -76,7 +76,7 @@ async def write_escalations(server: ServerRuntime, account: str, count: int) -> 
                     steps_tried=(Step("rebooted", "no change"),),
                     notes="",
                 )
-                await handoffs.create(
+                await batch.create(
                     s,
                     caller,
                     new,

@@ -15,7 +15,7 @@ import pytest
 
 from server.db.database import APPENDED_EVENTS, Database
 from server.domain.types import Caller, Event, Intent, NewHandoff, Priority, Role
-from server.models import handoffs
+from server.models import batch
 from server.runtime import ServerRuntime, idle_heartbeat_sweeps
 from server.settings import Settings
 from server.streaming.hub import Hub, Subscription
@@ -45,7 +45,7 @@ async def create(db: Database, caller: Caller, n: int) -> list[Event]:
             notes="",
         )
         async with db.write() as s:
-            await handoffs.create(s, caller, new, datetime.now(UTC), 3600, 90)
+            await batch.create(s, caller, new, datetime.now(UTC), 3600, 90)
             committed.extend(s.info[APPENDED_EVENTS])
     return committed
 

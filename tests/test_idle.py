@@ -20,7 +20,7 @@ from sqlalchemy import event, func, or_, select, update
 from server.db.database import Database
 from server.db.schema import HANDOFFS, AccountSequence
 from server.domain.types import Caller, Intent, NewHandoff, Priority, Role
-from server.models import handoffs
+from server.models import batch
 from server.runtime import ServerRuntime
 from server.settings import Settings
 from server.streaming.hub import Subscription
@@ -147,7 +147,7 @@ async def escalate(db: Database, account: str) -> None:
         notes="",
     )
     async with db.write() as s:
-        await handoffs.create(s, caller, new, datetime.now(UTC), 3600, assessment_lease_seconds=0)
+        await batch.create(s, caller, new, datetime.now(UTC), 3600, assessment_lease_seconds=0)
 
 
 async def online(rt: ServerRuntime, accounts: list[str]) -> list[Subscription]:

@@ -327,6 +327,20 @@ async def test_key_rotation(
     assert await list_escalations(idp_channel, new.sign(claims(account)))
 
 
+async def test_a_remembered_token_stops_verifying_once_its_key_is_retired(
+    idp: FakeIdentityProvider, idp_channel: grpc.aio.Channel, account: str
+) -> None:
+    """The server remembers verified tokens; a retired key still ends its tokens."""
+    old, new = SigningKey.rsa(), SigningKey.rsa()
+    idp.publish(old)
+    kept = old.sign(claims(account))
+    assert await list_escalations(idp_channel, kept)
+    assert await list_escalations(idp_channel, kept)  # the same token again: remembered
+    idp.publish(new)
+    assert await list_escalations(idp_channel, new.sign(claims(account)))  # set refetched
+    assert await refused(idp_channel, kept) == "invalid token"
+
+
 async def test_unknown_kids_refetch_at_most_once_per_interval(
     idp: FakeIdentityProvider, account: str
 ) -> None:

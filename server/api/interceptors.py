@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, cast
@@ -117,33 +117,55 @@ class ServiceInterceptor(AsyncServerInterceptor):
         self._verifier = verifier
         # Told of every verified caller (the core records known users from it).
         self._on_caller = on_caller
-        # One lenient parser per handler's parser (handlers live as long as the server).
-        self._parsers: dict[Any, Callable[[bytes], Any]] = {}
+        # Per method: the handler gRPC gave and the one wrapped around it.
+        self._handlers: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        """The handler as grpc-interceptor builds it, with a request parser that does not
-        raise (only for unary requests: a streamed request is parsed message by message
-        inside the servicer's iterator, where a marker could not be answered for)."""
+        """The servicer's handler wrapped by this interceptor: built once per method (gRPC
+        asks for the handler on every call, and building it was a fair part of a small
+        call's cost), again only if gRPC hands out another handler for the method."""
         handler = await continuation(handler_call_details)
-        if handler is not None and handler.response_streaming:
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        known = self._handlers.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = await self._wrap(handler, handler_call_details)
+        if len(self._handlers) > 1000:  # handlers made per call: keeping them would leak
+            self._handlers.clear()
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    async def _wrap(self, handler: Any, handler_call_details: Any) -> Any:
+        """The handler with this interceptor around the servicer's method, and with a
+        request parser that does not raise (only for unary requests: a streamed request is
+        parsed message by message inside the servicer's iterator, where a marker could not
+        be answered for)."""
+        method = handler_call_details.method
+        if handler.response_streaming:
             # Streamed responses: one generator of ours is the handler itself, instead of
             # grpc-interceptor's wrapper around ours (one generator hop less per event
             # per subscriber). Also reflection's bidirectional stream.
             field = "stream_stream" if handler.request_streaming else "unary_stream"
-            wrapped = self._streaming(getattr(handler, field), handler_call_details.method)
+            wrapped = self._streaming(getattr(handler, field), method)
             handler = handler._replace(**{field: wrapped})
+        elif not handler.request_streaming:
+            handler = handler._replace(unary_unary=self._unary(handler.unary_unary, method))
         else:
             found = handler
             handler = await super().intercept_service(lambda _: _ready(found), handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        parse = handler.request_deserializer
-        lenient = self._parsers.get(parse)
-        if lenient is None:
-            if len(self._parsers) > 1000:  # parsers made per call: caching would only leak
-                self._parsers.clear()
-            lenient = self._parsers[parse] = _lenient(parse)
-        return handler._replace(request_deserializer=lenient)
+        return handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+
+    def _unary(
+        self, method: Callable[[Any, Any], Awaitable[Any]], method_name: str
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        async def unary(request: Any, context: Any) -> Any:
+            return await self.intercept(method, request, context, method_name)
+
+        return unary
 
     async def intercept(
         self, method: Callable[..., Any], request: Any, context: Any, method_name: str
@@ -167,7 +189,8 @@ class ServiceInterceptor(AsyncServerInterceptor):
         """Request id, then the caller (raises for a bad token or a role not allowed)."""
         metadata = dict(context.invocation_metadata() or ())
         given = metadata.get("x-request-id", "")
-        logs.request_id.set(given[:64] if given else uuid.uuid4().hex)
+        # A new id needs to be unique, not unpredictable: no system call for randomness.
+        logs.request_id.set(given[:64] if given else f"{random.getrandbits(128):032x}")
         if method_name.startswith(OPEN_PREFIXES):
             return
         allowed = REQUIRED_ROLES.get(method_name)
@@ -245,9 +268,15 @@ def _decoded(request: Any, name: str) -> None:
 
 def _finished(name: str, code: str, started: float, streaming: bool, sent: int = 0) -> None:
     seconds = time.perf_counter() - started
-    telemetry.RPCS.labels(name, code).inc()
+    counter = _RPCS.get((name, code))
+    if counter is None:
+        counter = _RPCS[(name, code)] = telemetry.RPCS.labels(name, code)
+    counter.inc()
     if not streaming:
-        telemetry.RPC_SECONDS.labels(name).observe(seconds)
+        timer = _RPC_SECONDS.get(name)
+        if timer is None:
+            timer = _RPC_SECONDS[name] = telemetry.RPC_SECONDS.labels(name)
+        timer.observe(seconds)
     caller = _caller.get(None)
     fields: dict[str, Any] = {
         "method": name,
@@ -262,6 +291,10 @@ def _finished(name: str, code: str, started: float, streaming: bool, sent: int =
 
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+# The metrics' children by labels (methods and codes are few): a dict lookup per call
+# instead of the client library's label validation.
+_RPCS: dict[tuple[str, str], Any] = {}
+_RPC_SECONDS: dict[str, Any] = {}
 
 
 def _code(context: Any, failed: bool) -> str:

@@ -15,7 +15,7 @@ from resolutionflow.v1 import handoff_pb2_grpc as pb_grpc
 
 from server.api import convert
 from server.api.interceptors import current_caller
-from server.auth import RecentTokens, TokenVerifier
+from server.auth import TokenVerifier
 from server.core import Core
 from server.domain import collab as collab_rules
 from server.domain import policy, rules
@@ -74,8 +74,9 @@ class HandoffService(pb_grpc.HandoffServiceServicer):
     def __init__(self, core: Core, streams: Streams, verifier: TokenVerifier) -> None:
         self.core = core
         self.streams = streams
-        # The tokens of edges' presence reports: the same ones every few seconds.
-        self.watchers = RecentTokens(verifier)
+        # The tokens of edges' presence reports (the same ones every few seconds: the
+        # verifier remembers them).
+        self.watchers = verifier
 
     async def CreateHandoff(
         self, request: pb.CreateHandoffRequest, context: grpc.aio.ServicerContext

@@ -47,6 +47,8 @@ class AssessmentFailed(Exception):
 
 class Provider(Protocol):
     name: str
+    # Runs in this process without I/O (no call to bound, no time to wait for).
+    local: bool
 
     async def assess(self, handoff: Handoff, similar: Sequence[Handoff] = ()) -> Verdict:
         """``similar``: the account's resolved escalations closest to this one, best first
@@ -77,6 +79,7 @@ class HeuristicProvider:
     """Deterministic rules over the problem and the steps tried; says it is not a model."""
 
     name = "heuristic (rule-based, not an AI model)"
+    local = True
 
     async def assess(self, handoff: Handoff, similar: Sequence[Handoff] = ()) -> Verdict:
         t = triage(handoff.problem_summary, handoff.steps_tried, handoff.notes)
@@ -132,6 +135,7 @@ class OpenAIProvider:
         backoff: float = 0.5,
     ) -> None:
         self.name = f"openai-compatible ({model})"
+        self.local = False
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from server import telemetry
 from server.assessment.providers import MAX_PAST_FIXES, AssessmentFailed, Provider
 from server.db.database import Database
 from server.domain.types import Assessment, AssessmentStatus, Handoff
-from server.models import handoffs, search
+from server.models import batch, handoffs, search
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +35,8 @@ T = TypeVar("T")
 # The first pause before saving an outcome again; it doubles up to the retry interval.
 FIRST_SAVE_RETRY_SECONDS = 0.2
 TAKE_BACK_LIMIT = 10_000
+# At most this many queued handoffs are taken at once (one read of their past fixes).
+BULK = 32
 
 
 class AssessmentWorker:
@@ -48,16 +50,25 @@ class AssessmentWorker:
         timeout: float,
         lease: float | None = None,
         retry_every: float = 5.0,
+        save: Callable[[str, Assessment], Awaitable[Handoff | None]] | None = None,
     ) -> None:
+        """``save(handoff_id, outcome)`` records an outcome with its event (default: a
+        transaction of its own; the server shares transactions with creates:
+        ``Core.save_assessment``)."""
         self.db = db
+        self.save = save or self._save_alone
         self.provider = provider
         self.clock = clock
         self.concurrency = concurrency
+        # Assessments running at once: the bound on calls to a provider; a local one (in
+        # this process, no I/O: the heuristic) calls nothing and assesses a bulk at once.
+        self.capacity = max(concurrency, BULK) if provider.local else concurrency
+        self._room = asyncio.Semaphore(self.capacity)
         self.timeout = timeout
         self.lease = lease if lease is not None else timeout + 30
         self.retry_every = retry_every
         self.queue: asyncio.Queue[Handoff] = asyncio.Queue()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._saving: set[asyncio.Future[Any]] = set()
         # Claims this process holds (queued or running): handoff id -> lease end.
@@ -81,10 +92,7 @@ class AssessmentWorker:
         self._stop.clear()
         if owner:
             await self.claim_due(take_back_own=True)
-        self.tasks = [
-            asyncio.create_task(self._work(), name=f"assessment-{i}")
-            for i in range(self.concurrency)
-        ]
+        self._spawn(self._dispatch(), "assessment-dispatch")
         self._sweeper = asyncio.create_task(self._sweep(), name="assessment-sweep")
 
     async def stop(self) -> None:
@@ -112,8 +120,8 @@ class AssessmentWorker:
         self.queue.put_nowait(handoff)
 
     async def claim_due(self, *, take_back_own: bool = False) -> int:
-        """Claim pending assessments nobody holds, as many as there are idle workers."""
-        free = self.concurrency - len(self._held)
+        """Claim pending assessments nobody holds, as many as there is room for."""
+        free = self.capacity - len(self._held)
         if free <= 0:
             self._backlog = True
             return 0
@@ -149,18 +157,53 @@ class AssessmentWorker:
                 await asyncio.wait_for(self._wake.wait(), self.retry_every)
             self._wake.clear()
 
-    async def _work(self) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _dispatch(self) -> None:
+        """Take queued handoffs as there is room, up to ``BULK`` at once: their past fixes
+        are read together (one statement), and outcomes that are ready together are saved
+        together (``Database.write_batched``)."""
         while True:
-            handoff = await self.queue.get()
-            try:
+            await self._room.acquire()
+            bulk = [await self.queue.get()]
+            while len(bulk) < BULK and not self.queue.empty() and not self._room.locked():
+                await self._room.acquire()
+                bulk.append(self.queue.get_nowait())
+            self._spawn(self._assess(bulk), "assessment")
+
+    async def _assess(self, bulk: list[Handoff]) -> None:
+        """Assess the bulk; each one's room is given back as it finishes."""
+        ours: list[Handoff] = []
+        try:
+            for handoff in bulk:
                 if await self._still_ours(handoff.id):
-                    await self.run(handoff)
-            except Exception:
-                log.exception("assessment of %s failed unexpectedly", handoff.id)
-            # Not on cancellation: stop() gives back the claims still held.
-            self._held.pop(handoff.id, None)
-            if self._backlog:
-                self._wake.set()
+                    ours.append(handoff)
+                else:
+                    self._done(handoff)
+            similar = await self._past_fixes(ours)
+        except Exception:
+            log.exception("assessments of %d handoffs failed unexpectedly", len(ours))
+            for handoff in ours:
+                self._done(handoff)
+            return
+        await asyncio.gather(*(self._one(h, similar.get(h.id, ())) for h in ours))
+
+    async def _one(self, handoff: Handoff, similar: tuple[Handoff, ...]) -> None:
+        try:
+            await self.run(handoff, similar)
+        except Exception:
+            log.exception("assessment of %s failed unexpectedly", handoff.id)
+        self._done(handoff)
+
+    def _done(self, handoff: Handoff) -> None:
+        # Not on cancellation: stop() gives back the claims still held.
+        self._held.pop(handoff.id, None)
+        self._room.release()
+        if self._backlog:
+            self._wake.set()
 
     async def _still_ours(self, handoff_id: str) -> bool:
         """A claim that ran out while queued is renewed first, unless someone took it."""
@@ -181,12 +224,16 @@ class AssessmentWorker:
             self._held[handoff_id] = lease_until
         return renewed
 
-    async def run(self, handoff: Handoff) -> None:
+    async def run(self, handoff: Handoff, similar: tuple[Handoff, ...]) -> None:
+        """Assess ``handoff`` (``similar``: the account's closest past fixes) and save it."""
         handoff_id = handoff.id
         started = time.monotonic()
         try:
-            similar = await self._past_fixes(handoff)
-            verdict = await asyncio.wait_for(self.provider.assess(handoff, similar), self.timeout)
+            assessing = self.provider.assess(handoff, similar)
+            # A local provider does no I/O: it cannot outlast the bound, nor be cut by it.
+            verdict = await (
+                assessing if self.provider.local else asyncio.wait_for(assessing, self.timeout)
+            )
             result = Assessment(
                 status=AssessmentStatus.READY,
                 summary=verdict.summary,
@@ -213,16 +260,19 @@ class AssessmentWorker:
         telemetry.ASSESSMENTS.labels(result.status.value.lower()).inc()
         await self._uncut(self._save_with_retries(handoff_id, result))
 
-    async def _past_fixes(self, handoff: Handoff) -> tuple[Handoff, ...]:
-        """The account's closest resolved escalations (only its own: the search is scoped
-        to ``handoff.account_id``). An assessment without them is still an assessment, so
-        a failed lookup gives none rather than failing it."""
+    async def _past_fixes(self, bulk: list[Handoff]) -> dict[str, tuple[Handoff, ...]]:
+        """Each handoff's account's closest resolved escalations (only its own: each
+        search is scoped to ``handoff.account_id``), by handoff id. An assessment without
+        them is still an assessment, so a failed lookup gives none rather than failing it."""
+        if not bulk:
+            return {}
         try:
-            async with self.db.read() as s:
-                return tuple(await search.similar_resolved(s, handoff, MAX_PAST_FIXES))
+            async with self.db.query() as conn:
+                found = await search.similar_resolved_many(conn, bulk, MAX_PAST_FIXES)
         except Exception as e:
-            log.warning("past fixes for the assessment of %s not read: %s", handoff.id, e)
-            return ()
+            log.warning("past fixes for %d assessments not read: %s", len(bulk), e)
+            return {}
+        return {handoff_id: tuple(fixes) for handoff_id, fixes in found.items()}
 
     async def _uncut(self, write: Coroutine[Any, Any, T]) -> T:
         """Run a write shielded, and awaited by stop(): stopping must not cut a write
@@ -265,8 +315,8 @@ class AssessmentWorker:
             pause = min(pause * 2, self.retry_every)
 
     async def _save(self, handoff_id: str, result: Assessment) -> None:
-        # A transaction of its own, not Database.write_grouped: the save updates a row that
-        # a pick-up or resolve may hold while it waits for the account's counter row, which
-        # a group would already hold (a deadlock).
+        await self.save(handoff_id, result)
+
+    async def _save_alone(self, handoff_id: str, result: Assessment) -> Handoff | None:
         async with self.db.write() as s:
-            await handoffs.save_assessment(s, handoff_id, result, self.clock())
+            return await batch.save_assessment(s, handoff_id, result, self.clock())

@@ -39,8 +39,9 @@ import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from server.db import sqlite_driver
 from server.db.bounds import PgBounds, ms
 from server.domain.types import Event
 from server.errors import DomainError, Unavailable
@@ -48,6 +49,8 @@ from server.errors import DomainError, Unavailable
 T = TypeVar("T")
 
 READ_ONLY = "rf_read_only"
+# SQLite: no BEGIN at all (``Database.query``: one statement is its own transaction).
+NO_BEGIN = "rf_no_begin"
 # Written by the event log: each Event appended in a transaction, in sequence order.
 APPENDED_EVENTS = "rf_appended_events"
 # Read by the event log: whether a write transaction issues PostgreSQL NOTIFY itself.
@@ -74,11 +77,16 @@ class Database:
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            options: dict[str, Any] = {}
+            if self.url.get_driver_name() == "aiosqlite":
+                # One trip to aiosqlite's thread per statement instead of four.
+                options["module"] = sqlite_driver.dbapi()
             self.engine = create_async_engine(
-                self.url, connect_args={"timeout": sqlite_busy_timeout}
+                self.url, connect_args={"timeout": sqlite_busy_timeout}, **options
             )
             _take_over_sqlite_transactions(self.engine, sqlite_busy_timeout)
             self._reader = self.engine.execution_options(**{READ_ONLY: True})
+            self._single = self.engine.execution_options(**{READ_ONLY: True, NO_BEGIN: True})
         else:
             self.engine = create_async_engine(
                 self.url,
@@ -88,6 +96,7 @@ class Database:
             )
             _ping_when_idle(self.engine)
             self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ")
+            self._single = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             _track_backend_pids(self.engine, self.backend_pids)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._commit_listeners: list[Callable[[list[Event]], None]] = []
@@ -95,9 +104,9 @@ class Database:
         # wake-up). Off when another transport announces commits, or none does: NOTIFY
         # takes an instance-wide lock at commit that every notifying writer queues on.
         self.pg_notify = not self.is_sqlite
-        # Grouped writes waiting for the next shared transaction, and the task running them.
-        self._grouped: list[_Grouped] = []
-        self._grouping: asyncio.Future[None] | None = None
+        # Batched writes waiting for the next shared transaction, and the task running them.
+        self._batched: list[_Batched] = []
+        self._batching: asyncio.Future[None] | None = None
 
     def on_commit(self, listener: Callable[[list[Event]], None]) -> None:
         """Call ``listener(events)`` with the events a transaction appended, after commit."""
@@ -125,79 +134,80 @@ class Database:
             for listener in self._commit_listeners:
                 listener(appended)
 
-    async def write_grouped(self, key: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """``work`` in a write transaction shared with the grouped writes that arrive
-        while the previous group commits (group commit); its result or its error.
+    async def write_batched(self, run: BatchWriter, item: Any) -> Any:
+        """``item`` written by ``run`` in a write transaction shared with the batched writes
+        that arrive while the previous batch commits (group commit); its outcome, or its
+        error.
 
-        A lone write runs at once. The group runs sorted by ``key`` (an account: replicas'
-        groups then take the accounts' counter rows in one order). A write that raises a
-        ``DomainError`` (its own, raised before it changed anything) fails alone; a
-        database error in any write rolls the group back and each write runs again in a
-        transaction of its own, so one write's failure is never another's; a failed
-        commit fails the whole group, as it would have failed each (outcome unknown).
+        ``run(session, items)`` writes all the items of a round that name the same ``run``
+        and returns one outcome per item, in order: a value, or a ``DomainError`` for an
+        item that fails alone (it must have changed nothing). A lone item runs at once.
+        Any error ``run`` raises rolls the batch back, and each item is written again in a
+        transaction of its own, so one item's failure is never another's; a failed commit
+        fails the whole batch, as it would have failed each (outcome unknown).
 
-        Only for writes that change no existing row before they take the counter row
-        (creates: their inserts wait for no one). The group holds an account's counter
-        row from its first write to its commit; a later write of the group that waited
-        for a row held by a transaction waiting for that counter row would deadlock.
+        ``run`` orders its own locks: the batch holds each account's counter row from the
+        moment it takes it until the commit, so every existing row it changes must be
+        changed before it takes any counter row (a row held by a transaction that waits for
+        one of those counter rows would deadlock), and counter rows are taken in one order
+        (accounts sorted), so that batches of different replicas never wait on each other
+        in a cycle.
         """
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._grouped.append((key, work, done))
-        if self._grouping is None:
-            self._grouping = asyncio.ensure_future(self._write_groups())
+        self._batched.append((run, item, done))
+        if self._batching is None:
+            self._batching = asyncio.ensure_future(self._write_batches())
         # Shielded: a caller going away must not cancel the transaction others share.
-        result: T = await asyncio.shield(done)
-        return result
+        return await asyncio.shield(done)
 
-    async def _write_groups(self) -> None:
-        group: list[_Grouped] = []
+    async def _write_batches(self) -> None:
+        batch: list[_Batched] = []
         try:
-            while self._grouped:
-                group = self._grouped[:WRITES_PER_GROUP]
-                del self._grouped[:WRITES_PER_GROUP]
-                await self._write_group(sorted(group, key=lambda item: item[0]))
+            while self._batched:
+                batch = self._batched[:WRITES_PER_BATCH]
+                del self._batched[:WRITES_PER_BATCH]
+                await self._write_batch(batch)
         except BaseException as e:
             # Whatever ended the rounds early (a cancellation at shutdown, an error outside
-            # the group's own handling): no caller may wait for ever on its shielded future.
+            # the batch's own handling): no caller may wait for ever on its shielded future.
             # Each gets UNAVAILABLE (outcome unknown, retried with its request id).
             failure = Unavailable(f"write interrupted: {type(e).__name__}")
-            for _, _, done in [*group, *self._grouped]:
+            for _, _, done in [*batch, *self._batched]:
                 _settle(done, error=failure)
-            self._grouped.clear()
+            self._batched.clear()
             raise
         finally:
-            self._grouping = None
+            self._batching = None
 
-    async def _write_group(self, group: list[_Grouped]) -> None:
-        outcomes: list[Any] = []
+    async def _write_batch(self, batch: list[_Batched]) -> None:
+        # The items of each writer, in the order the writers first appear.
+        by_writer: dict[BatchWriter, list[_Batched]] = {}
+        for entry in batch:
+            by_writer.setdefault(entry[0], []).append(entry)
+        outcomes: list[tuple[asyncio.Future[Any], Any]] = []
         statements_done = False
         try:
             async with self.write() as s:
-                for _, work, _ in group:
-                    try:
-                        outcomes.append(await work(s))
-                    except DomainError as e:
-                        outcomes.append(e)
+                for run, entries in by_writer.items():
+                    results = await run(s, [item for _, item, _ in entries])
+                    outcomes += zip((done for _, _, done in entries), results, strict=True)
                 statements_done = True
         except Exception as e:
-            if statements_done or len(group) == 1:
-                for _, _, done in group:
+            if statements_done or len(batch) == 1:
+                for _, _, done in batch:
                     _settle(done, error=e)
                 return
-            for _, work, done in group:
+            for run, item, done in batch:
                 try:
                     async with self.write() as s:
-                        result = await work(s)
+                        (result,) = await run(s, [item])
                 except Exception as alone:
                     _settle(done, error=alone)
                 else:
-                    _settle(done, result)
+                    _settle(done, **_outcome(result))
             return
-        for (_, _, done), outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, DomainError):
-                _settle(done, error=outcome)
-            else:
-                _settle(done, outcome)
+        for done, outcome in outcomes:
+            _settle(done, **_outcome(outcome))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -208,6 +218,15 @@ class Database:
                 session.begin(),
             ):
                 yield session
+
+    @asynccontextmanager
+    async def query(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read statement, outside any transaction: a single
+        statement sees one consistent state by itself, so BEGIN and COMMIT around it would
+        be two round trips for nothing. Several statements that must agree: ``read``."""
+        with self._failures_explained():
+            async with self._single.connect() as conn:
+                yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -368,10 +387,18 @@ _CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-# At most this many grouped writes share a transaction (an account's counter row is held
-# until the commit, so a group is as long as its writes together).
-WRITES_PER_GROUP = 32
-_Grouped = tuple[str, Callable[[AsyncSession], Awaitable[Any]], "asyncio.Future[Any]"]
+# At most this many batched writes share a transaction (an account's counter row is held
+# until the commit, so a batch is as long as its writes together).
+WRITES_PER_BATCH = 32
+# Writes a batch of items in the session's transaction: one outcome per item, in order
+# (a value, or a DomainError for an item that fails alone).
+BatchWriter = Callable[[AsyncSession, list[Any]], Awaitable[list[Any]]]
+_Batched = tuple[BatchWriter, Any, "asyncio.Future[Any]"]
+
+
+def _outcome(outcome: Any) -> dict[str, Any]:
+    """``_settle``'s arguments for an outcome of a ``BatchWriter``."""
+    return {"error": outcome} if isinstance(outcome, DomainError) else {"result": outcome}
 
 
 def _settle(
@@ -454,5 +481,7 @@ def _take_over_sqlite_transactions(engine: AsyncEngine, busy_timeout: float) -> 
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        read_only = conn.get_execution_options().get(READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get(NO_BEGIN, False):
+            return
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY, False) else "BEGIN IMMEDIATE")

@@ -178,10 +178,10 @@ def _text(v: list[FieldViolation], field: str, value: str, limit: int, required:
         v.append(FieldViolation(field, "is required"))
     elif len(value) > limit:
         v.append(FieldViolation(field, f"at most {limit} characters (got {len(value)})"))
-    elif any(_is_control(c) for c in value):
+    elif _CONTROL.search(value):
         v.append(FieldViolation(field, "must not contain control characters"))
 
 
-def _is_control(c: str) -> bool:
-    """Unicode control characters (category Cc: C0, DEL and C1) but tab and line breaks."""
-    return (ord(c) < 32 and c not in "\n\r\t") or 0x7F <= ord(c) <= 0x9F
+# Unicode control characters (category Cc: C0, DEL and C1) but tab and line breaks; one
+# regular-expression scan instead of a Python call per character (every create's text).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

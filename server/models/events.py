@@ -72,7 +72,10 @@ def _sqlite_clock_ms(_element: DatabaseClockMs, _compiler: SQLCompiler, **_kw: A
 _BUMP = (
     update(AccountSequence)
     .where(AccountSequence.account_id == bindparam("account"))
-    .values(last_sequence=AccountSequence.last_sequence + 1, moved_at_ms=DatabaseClockMs())
+    .values(
+        last_sequence=AccountSequence.last_sequence + bindparam("count", type_=BigInteger),
+        moved_at_ms=DatabaseClockMs(),
+    )
     .returning(AccountSequence.last_sequence)
 )
 # PostgreSQL with NOTIFY wake-ups: the same bump queues the account's notification, one
@@ -83,7 +86,7 @@ _BUMP_NOTIFY = _BUMP.returning(
     AccountSequence.last_sequence,
     func.pg_notify(NOTIFY_CHANNEL, bindparam("account")),
 )
-_APPEND = insert(EVENTS)
+APPEND = insert(EVENTS)
 _READ_AFTER = (
     select(EVENTS)
     .where(EVENTS.c.account_id == bindparam("account"), EVENTS.c.sequence > bindparam("after"))
@@ -92,13 +95,14 @@ _READ_AFTER = (
 )
 
 
-async def next_sequence(session: AsyncSession, account_id: str) -> int:
-    """Take the account's next sequence inside the caller's transaction.
+async def next_sequence(session: AsyncSession, account_id: str, count: int = 1) -> int:
+    """Take the account's next ``count`` sequences inside the caller's transaction; returns
+    the last of them.
 
     The counter row stays locked until commit, so a second writer of the same account waits
     here and commits after us: sequences become visible in order, never with a hole.
     """
-    params = {"account": account_id}
+    params = {"account": account_id, "count": count}
     bump = _BUMP_NOTIFY if _notifies(session) else _BUMP
     conn = await session.connection()
     value = (await conn.execute(bump, params)).scalar_one_or_none()
@@ -131,7 +135,7 @@ async def append(
     """
     # On the session's connection: Core statements skip the ORM's execution layer.
     await (await session.connection()).execute(
-        _APPEND,
+        APPEND,
         {
             "account_id": handoff.account_id,
             "sequence": handoff.sequence,
@@ -168,7 +172,7 @@ async def append_account_event(
     await announce(session, account_id)
     sequence = await next_sequence(session, account_id)
     await session.execute(
-        _APPEND,
+        APPEND,
         {
             "account_id": account_id,
             "sequence": sequence,

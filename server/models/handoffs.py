@@ -1,4 +1,5 @@
-"""Handoff storage: create (idempotent), read, list, state transitions, the queue.
+"""Handoff storage: read, list, state transitions, assessment claims, the queue (creates
+and assessment outcomes: server/models/batch.py).
 
 SQL only: who may see or change what is decided in server/domain/policy.py, which hands
 the reads a ``Scope`` and the transitions a ``Change`` to apply.
@@ -10,38 +11,28 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.schema import HANDOFFS, SLA_TIMERS, UTCDateTime
+from server.db.schema import HANDOFFS, UTCDateTime
 from server.domain.policy import Change, Scope
 from server.domain.rules import TRANSITIONS, Action
 from server.domain.types import (
-    Assessment,
     AssessmentStatus,
-    Caller,
     EventDetail,
-    EventType,
     Handoff,
     Intent,
-    NewHandoff,
     Priority,
     QueueSnapshot,
     Status,
     UserRef,
 )
-from server.errors import (
-    AlreadyExists,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
-)
-from server.models import events, sla
-from server.models.records import record_change, to_domain, to_row
+from server.errors import FieldViolation, InvalidArgument, NotFound
+from server.models import events
+from server.models.records import record_change, to_domain
 
 
 def _visible(scope: Scope) -> Select[Any]:
@@ -61,83 +52,6 @@ async def _one(session: AsyncSession, query: Select[Any]) -> Handoff | None:
 
 async def _all(session: AsyncSession, query: Select[Any]) -> list[Handoff]:
     return [to_domain(r) for r in await session.execute(query)]
-
-
-# Spelled out because the dialects' ON CONFLICT constructs are never cached by SQLAlchemy
-# (compiled anew on every create); SQLite and PostgreSQL accept this same text.
-_INSERT_NEW = text(
-    f"INSERT INTO handoffs ({', '.join(c.name for c in HANDOFFS.c)}) "
-    f"VALUES ({', '.join(':' + c.name for c in HANDOFFS.c)}) "
-    "ON CONFLICT (account_id, created_by_id, request_id) DO NOTHING RETURNING id"
-).bindparams(*(bindparam(c.name, type_=c.type) for c in HANDOFFS.c))
-_INSERT_TIMERS = insert(SLA_TIMERS)
-
-
-async def create(
-    session: AsyncSession,
-    caller: Caller,
-    new: NewHandoff,
-    now: datetime,
-    sla_target_seconds: float,
-    assessment_lease_seconds: float,
-    assessment_owner: str = "",
-) -> tuple[Handoff, bool]:
-    """Create the handoff and its CREATED event.
-
-    A repeated request_id with the same body returns the first handoff; with another body
-    it is refused (ALREADY_EXISTS naming request_id). Without a request_id every call
-    creates. The creating replica holds the claim on the new assessment from the start (no
-    write of its own needed), so no other replica runs it unless this one dies or fails to
-    save. Returns the handoff and whether this call created it.
-    """
-    escalation = new.intent is Intent.ESCALATE
-    handoff_id = str(uuid.uuid4())
-    due = now + timedelta(seconds=sla_target_seconds) if escalation else None
-    values = to_row(new.open(handoff_id, caller.account_id, caller.ref, now, due)) | {
-        "request_id": new.request_id,
-        "request_hash": new.body_hash() if new.request_id is not None else None,
-        "first_picked_up_at": None,
-        "sla_breached_at": None,
-        # The creating replica's claim on the new assessment (see the docstring).
-        "assessment_lease_until": now + timedelta(seconds=assessment_lease_seconds),
-        "assessment_attempts": 1,
-        "assessment_claimed_by": assessment_owner or None,
-    }
-    # The idempotency key decides in the insert itself: whoever inserts nothing (an earlier
-    # or concurrent request with this request_id won) reads the winner, before touching the
-    # account's sequence row, so a repeat never costs a sequence.
-    conn = await session.connection()  # Core statements: no ORM execution layer
-    inserted = await conn.scalar(_INSERT_NEW, values)
-    if inserted is None:
-        assert new.request_id is not None  # without a key nothing can conflict
-        row = await _by_request_id(session, caller, new.request_id)
-        if row is None:  # the winner's transaction rolled back after all: try again
-            raise Unavailable("a concurrent request with this request_id failed; retry")
-        if row.request_hash is not None and row.request_hash != values["request_hash"]:
-            raise AlreadyExists(
-                f"request_id {new.request_id!r} was already used for handoff {row.id} with "
-                "a different request body; send the same body to retry, or a new request_id",
-                [FieldViolation("request_id", "already used with a different request body")],
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": new.request_id, "handoff_id": row.id},
-            )
-        return to_domain(row), False
-    if escalation:
-        await conn.execute(
-            _INSERT_TIMERS,
-            sla.timers_for(handoff_id, caller.account_id, now, sla_target_seconds),
-        )
-    return await record_change(session, caller.account_id, handoff_id, EventType.CREATED, now), True
-
-
-async def _by_request_id(session: AsyncSession, caller: Caller, request_id: str) -> Any:
-    """The row (with its request_hash) that this caller created with ``request_id``."""
-    query = select(HANDOFFS).where(
-        HANDOFFS.c.account_id == caller.account_id,
-        HANDOFFS.c.created_by_id == caller.user_id,
-        HANDOFFS.c.request_id == request_id,
-    )
-    return (await session.execute(query)).first()
 
 
 async def get(session: AsyncSession, scope: Scope, handoff_id: str) -> Handoff:
@@ -354,55 +268,6 @@ async def release_assessments(session: AsyncSession, held: dict[str, datetime]) 
             )
             .values(assessment_lease_until=None)
         )
-
-
-# Built once, run on the session's connection (Core, not the ORM's bulk-update path).
-_SAVE_ASSESSMENT = (
-    update(HANDOFFS)
-    .where(
-        HANDOFFS.c.id == bindparam("handoff"),
-        HANDOFFS.c.assessment_status == bindparam("pending"),
-    )
-    .values(
-        {
-            name: bindparam("new_" + name)
-            for name in (
-                "assessment_status",
-                "assessment_summary",
-                "assessment_first_step",
-                "assessment_provider",
-                "assessment_failure_reason",
-                "assessment_completed_at",
-                "updated_at",
-            )
-        }
-    )
-    .returning(HANDOFFS.c.account_id)
-)
-
-
-async def save_assessment(
-    session: AsyncSession, handoff_id: str, result: Assessment, now: datetime
-) -> Handoff | None:
-    """Record the outcome once (only over PENDING) with its ASSESSMENT_READY event."""
-    changed = await (await session.connection()).execute(
-        _SAVE_ASSESSMENT,
-        {
-            "handoff": handoff_id,
-            "pending": AssessmentStatus.PENDING.value,
-            "new_assessment_status": result.status.value,
-            "new_assessment_summary": result.summary,
-            "new_assessment_first_step": result.suggested_first_step,
-            "new_assessment_provider": result.provider,
-            "new_assessment_failure_reason": result.failure_reason,
-            "new_assessment_completed_at": result.completed_at,
-            "new_updated_at": now,
-        },
-    )
-    account_id = changed.scalar_one_or_none()
-    if account_id is None:
-        return None
-    return await record_change(session, account_id, handoff_id, EventType.ASSESSMENT_READY, now)
 
 
 # What needs a human first: by SLA due time, soonest first, so escalations past it (breached)

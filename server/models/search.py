@@ -8,10 +8,12 @@ created by the migration in each dialect's own DDL; it is not part of the ORM me
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, TextualSelect, column, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.schema import HANDOFFS
 from server.domain.types import Handoff, Status
@@ -125,36 +127,87 @@ async def forget(session: AsyncSession, handoff_id: str) -> None:
     )
 
 
-async def similar_resolved(session: AsyncSession, h: Handoff, limit: int = 3) -> list[Handoff]:
-    """The account's resolved escalations closest to ``h``'s problem, best first."""
-    terms = _query_terms(h)
-    if not terms:
-        return []
-    params = {"account": h.account_id, "self": h.id, "limit": limit}
-    if session.get_bind().dialect.name == "sqlite":
-        # Each term quoted: FTS5 syntax in a problem description is only words.
-        params["q"] = " OR ".join(f'"{t}"' for t in terms)
-        found = text(
-            "SELECT handoff_id FROM resolved_search WHERE resolved_search MATCH :q "
-            "AND account_id = :account AND handoff_id != :self "
-            "ORDER BY bm25(resolved_search) LIMIT :limit"
-        )
-    else:
-        params["q"] = " | ".join(terms)
-        found = text(
-            "SELECT handoff_id FROM resolved_search, to_tsquery('english', :q) AS q "
-            "WHERE tsv @@ q AND account_id = :account AND handoff_id != :self "
-            "ORDER BY ts_rank(tsv, q) DESC, handoff_id LIMIT :limit"
-        )
-    ids = [row[0] for row in await session.execute(found, params)]
-    if not ids:
-        return []
-    rows = await session.execute(
-        HANDOFFS.select().where(
-            HANDOFFS.c.id.in_(ids),
-            HANDOFFS.c.account_id == h.account_id,
-            HANDOFFS.c.status == Status.RESOLVED.value,
-        )
+async def similar_resolved(
+    executor: AsyncSession | AsyncConnection, h: Handoff, limit: int = 3
+) -> list[Handoff]:
+    """The account's resolved escalations closest to ``h``'s problem, best first.
+
+    One statement (the search and the rows it found), so it reads one consistent state
+    by itself and needs no transaction around it (``Database.query``).
+    """
+    return (await similar_resolved_many(executor, [h], limit))[h.id]
+
+
+async def similar_resolved_many(
+    executor: AsyncSession | AsyncConnection, handoffs: Sequence[Handoff], limit: int = 3
+) -> dict[str, list[Handoff]]:
+    """``similar_resolved`` of each handoff, by handoff id: one statement for all of them
+    on PostgreSQL (a lateral search per handoff), one each on SQLite (in-process)."""
+    found: dict[str, list[Handoff]] = {h.id: [] for h in handoffs}
+    asked = [(h, terms) for h in handoffs if (terms := _query_terms(h))]
+    if not asked:
+        return found
+    dialect = (
+        executor.get_bind().dialect if isinstance(executor, AsyncSession) else executor.dialect
     )
-    by_id = {r.id: to_domain(r) for r in rows}
-    return [by_id[i] for i in ids if i in by_id]
+    if dialect.name == "sqlite":
+        params: dict[str, object] = {"limit": limit}
+        for n, (h, terms) in enumerate(asked, start=1):
+            # Each term quoted: FTS5 syntax in a problem description is only words.
+            params |= {
+                f"q{n}": " OR ".join(f'"{t}"' for t in terms),
+                f"account{n}": h.account_id,
+                f"self{n}": h.id,
+            }
+        rows = await executor.execute(_similar_sqlite(len(asked)), params)
+    else:
+        rows = await executor.execute(
+            _SIMILAR_POSTGRES,
+            {
+                "selves": [h.id for h, _ in asked],
+                "accounts": [h.account_id for h, _ in asked],
+                "queries": [" | ".join(terms) for _, terms in asked],
+                "limit": limit,
+            },
+        )
+    for row in rows:
+        found[asked[row.n - 1][0].id].append(to_domain(row))
+    return found
+
+
+# The found rows' columns by name (a table's physical column order can differ from the
+# model's after migrations), typed as the table's so they read as any handoff row does.
+_ROW = ", ".join(f"h.{c.name}" for c in HANDOFFS.c)
+_SIMILAR_POSTGRES = text(
+    f"SELECT q.n, {_ROW} FROM unnest(CAST(:selves AS text[]), CAST(:accounts AS text[]),"
+    " CAST(:queries AS text[])) WITH ORDINALITY AS q(self, account, query, n)"
+    " CROSS JOIN LATERAL ("
+    "SELECT handoff_id, ts_rank(tsv, tq) AS rank FROM resolved_search,"
+    " to_tsquery('english', q.query) AS tq"
+    " WHERE tsv @@ tq AND account_id = q.account AND handoff_id != q.self"
+    " ORDER BY rank DESC, handoff_id LIMIT :limit"
+    ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
+    f" WHERE h.account_id = q.account AND h.status = '{Status.RESOLVED.value}'"
+    " ORDER BY q.n, found.rank DESC, found.handoff_id"
+).columns(column("n", BigInteger), *HANDOFFS.c)
+# SQLite has no lateral join: one search per handoff, in one statement (its text, by the
+# number of handoffs, is built once).
+_SIMILAR_SQLITE_ONE = (
+    "SELECT * FROM (SELECT {n} AS n, found.rank AS rank, {row} FROM ("
+    "SELECT handoff_id, bm25(resolved_search) AS rank FROM resolved_search"
+    " WHERE resolved_search MATCH :q{n} AND account_id = :account{n}"
+    " AND handoff_id != :self{n} ORDER BY rank LIMIT :limit"
+    ") AS found JOIN handoffs AS h ON h.id = found.handoff_id"
+    " WHERE h.account_id = :account{n} AND h.status = '{resolved}')"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _similar_sqlite(count: int) -> TextualSelect:
+    searches = " UNION ALL ".join(
+        _SIMILAR_SQLITE_ONE.format(n=n, row=_ROW, resolved=Status.RESOLVED.value)
+        for n in range(1, count + 1)
+    )
+    return text(
+        f"SELECT n, {', '.join(c.name for c in HANDOFFS.c)} FROM ({searches}) ORDER BY n, rank, id"
+    ).columns(column("n", BigInteger), *HANDOFFS.c)
