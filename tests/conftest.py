@@ -16,10 +16,14 @@ from typing import Any
 import grpc
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import inspect
 
+from server.db.database import Database
+from server.db.schema import WebhookEndpointRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
+from server.webhooks import store
 from tests.pg import fresh_database
 from tests.support import JWT_SECRET, Client, token
 
@@ -101,6 +105,55 @@ async def channel(server: ServerRuntime) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def account() -> str:
     return f"acct-{uuid.uuid4().hex[:10]}"
+
+
+TABLE = WebhookEndpointRecord.__tablename__
+
+
+@pytest.fixture(autouse=True)
+async def _webhook_endpoints_end_with_their_test(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[None]:
+    """Deletes, after a test on a database of the session, its account's webhook endpoints.
+
+    Left behind, they would outlive the test: every server of that database keeps polling
+    each one (every webhook_poll_seconds) and retrying each pending delivery to a receiver
+    that is gone (every webhook_max_retry_seconds) for the rest of the session, about 0.4
+    of a core per server once the webhook modules have run.
+    """
+    names = request.fixturenames
+    if "database_url" not in names or "account" not in names:
+        yield
+        return
+    account: str = request.getfixturevalue("account")  # gone by this fixture's teardown
+    yield
+    # The test's database (a module may give itself one: its own ``settings``).
+    if "settings" in names:
+        url: str = request.getfixturevalue("settings").database_url
+    else:
+        url = request.getfixturevalue("database_url")
+    server: ServerRuntime | None = request.getfixturevalue("server") if "server" in names else None
+    if server is not None and server.settings.database_url == url:
+        await _delete_endpoints(server.db, account)
+        return
+    db = Database(url)
+    try:
+        async with db.read() as s:
+            # A database no server has migrated yet has no endpoints (nor their table).
+            if not await s.run_sync(lambda s: inspect(s.connection()).has_table(TABLE)):
+                return
+        await _delete_endpoints(db, account)
+    finally:
+        await db.dispose()
+
+
+async def _delete_endpoints(db: Database, account: str) -> None:
+    async with db.read() as s:
+        left = [e.id for e in await store.list_endpoints(s, account)]
+    if left:
+        async with db.write() as s:
+            for endpoint_id in left:
+                await store.delete_endpoint(s, account, endpoint_id)
 
 
 @pytest.fixture
