@@ -31,7 +31,7 @@ from tests.gateway_support import (
     subscribers,
 )
 from tests.processes import ServerProcess
-from tests.support import token, wait_until
+from tests.support import TLS, token, wait_until
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ async def gw(server: ServerRuntime) -> AsyncIterator[RunningGateway]:
 
 @pytest.fixture
 async def client(gw: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30, verify=TLS) as c:
         yield c
 
 
