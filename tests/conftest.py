@@ -31,6 +31,31 @@ from tests.support import JWT_SECRET, Client, token
 # beside their helpers; registered here, every test module can ask for them by name.
 pytest_plugins = ["tests.gateway_support", "tests.browser_support"]
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keeps ``xdist_group`` working under ``--dist loadgroup`` on pytest 9.2.
+
+    A worker tells the scheduler an item's group by appending ``@group`` to its node id.
+    pytest-xdist 3.8 sets the string attribute that pytest 9.2 no longer reads its node
+    ids from (pytest-dev/pytest-xdist#1386), so every group was silently spread over all
+    the workers: the serial group's timing tests ran beside the benchmark and each other.
+    This sets the id where pytest 9.2 keeps it, and leaves alone an id xdist did suffix.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
+
 TEST_LIMITS: dict[str, Any] = {
     "creates_per_minute": 1e6,
     "create_burst": 100_000,
