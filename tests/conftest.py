@@ -16,16 +16,45 @@ from typing import Any
 import grpc
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import inspect
 
+from server.db.database import Database
+from server.db.schema import WebhookEndpointRecord
 from server.domain.types import Role
 from server.runtime import ServerRuntime
 from server.settings import Settings
+from server.webhooks import store
 from tests.pg import fresh_database
 from tests.support import JWT_SECRET, Client, token
 
 # The gateway (``gateway``, ``http``) and browser (``chromium``, ``browser``) fixtures live
 # beside their helpers; registered here, every test module can ask for them by name.
 pytest_plugins = ["tests.gateway_support", "tests.browser_support"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keeps ``xdist_group`` working under ``--dist loadgroup`` on pytest 9.2.
+
+    A worker tells the scheduler an item's group by appending ``@group`` to its node id.
+    pytest-xdist 3.8 sets the string attribute that pytest 9.2 no longer reads its node
+    ids from (pytest-dev/pytest-xdist#1386), so every group was silently spread over all
+    the workers: the serial group's timing tests ran beside the benchmark and each other.
+    This sets the id where pytest 9.2 keeps it, and leaves alone an id xdist did suffix.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
 
 TEST_LIMITS: dict[str, Any] = {
     "creates_per_minute": 1e6,
@@ -101,6 +130,55 @@ async def channel(server: ServerRuntime) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def account() -> str:
     return f"acct-{uuid.uuid4().hex[:10]}"
+
+
+TABLE = WebhookEndpointRecord.__tablename__
+
+
+@pytest.fixture(autouse=True)
+async def _webhook_endpoints_end_with_their_test(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[None]:
+    """Deletes, after a test on a database of the session, its account's webhook endpoints.
+
+    Left behind, they would outlive the test: every server of that database keeps polling
+    each one (every webhook_poll_seconds) and retrying each pending delivery to a receiver
+    that is gone (every webhook_max_retry_seconds) for the rest of the session, about 0.4
+    of a core per server once the webhook modules have run.
+    """
+    names = request.fixturenames
+    if "database_url" not in names or "account" not in names:
+        yield
+        return
+    account: str = request.getfixturevalue("account")  # gone by this fixture's teardown
+    yield
+    # The test's database (a module may give itself one: its own ``settings``).
+    if "settings" in names:
+        url: str = request.getfixturevalue("settings").database_url
+    else:
+        url = request.getfixturevalue("database_url")
+    server: ServerRuntime | None = request.getfixturevalue("server") if "server" in names else None
+    if server is not None and server.settings.database_url == url:
+        await _delete_endpoints(server.db, account)
+        return
+    db = Database(url)
+    try:
+        async with db.read() as s:
+            # A database no server has migrated yet has no endpoints (nor their table).
+            if not await s.run_sync(lambda s: inspect(s.connection()).has_table(TABLE)):
+                return
+        await _delete_endpoints(db, account)
+    finally:
+        await db.dispose()
+
+
+async def _delete_endpoints(db: Database, account: str) -> None:
+    async with db.read() as s:
+        left = [e.id for e in await store.list_endpoints(s, account)]
+    if left:
+        async with db.write() as s:
+            for endpoint_id in left:
+                await store.delete_endpoint(s, account, endpoint_id)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from gateway.serve import RunningGateway, start_gateway
 from gateway.settings import GatewaySettings
 from server.domain.types import Role
 from server.runtime import ServerRuntime
-from tests.support import token
+from tests.support import TLS, token
 
 
 @asynccontextmanager
@@ -177,5 +177,5 @@ async def gateway(server: ServerRuntime) -> AsyncIterator[RunningGateway]:
 
 @pytest.fixture
 async def http(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, verify=TLS) as client:
         yield client

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import httpx
 import pytest
 from resolutionflow.v1 import escalation_pb2, escalation_pb2_grpc, handoff_pb2, handoff_pb2_grpc
 
@@ -28,6 +29,11 @@ codec = TokenCodec(JWT_SECRET)
 
 def token(account: str, user: str, role: Role | str, name: str = "", ttl: int = 3600) -> str:
     return codec.issue(account=account, user=user, role=Role(role), name=name, ttl_seconds=ttl)
+
+
+# httpx builds a TLS context (loading the CA bundle, about 30 ms of CPU) for every client
+# it makes; the tests' clients speak plain HTTP to loopback, so the per-test ones share one.
+TLS = httpx.create_ssl_context()
 
 
 def free_port() -> int:

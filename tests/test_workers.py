@@ -18,6 +18,7 @@ from resolutionflow.v1 import handoff_pb2
 from server.domain.types import Role
 from tests.processes import start_cli, stop_cli
 from tests.support import (
+    TLS,
     Client,
     StreamReader,
     free_port,
@@ -77,7 +78,7 @@ def pg_url(database_url: str) -> str:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
+    async with httpx.AsyncClient(timeout=2, verify=TLS) as client:
         yield client
 
 
