@@ -177,18 +177,17 @@ class AssessmentWorker:
     async def _assess(self, bulk: list[Handoff]) -> None:
         """Assess the bulk; each one's room is given back as it finishes."""
         ours: list[Handoff] = []
-        try:
-            for handoff in bulk:
-                if await self._still_ours(handoff.id):
-                    ours.append(handoff)
-                else:
-                    self._done(handoff)
-            similar = await self._past_fixes(ours)
-        except Exception:
-            log.exception("assessments of %d handoffs failed unexpectedly", len(ours))
-            for handoff in ours:
+        for handoff in bulk:
+            try:
+                still_ours = await self._still_ours(handoff.id)
+            except Exception:
+                log.exception("assessment of %s failed unexpectedly", handoff.id)
+                still_ours = False
+            if still_ours:
+                ours.append(handoff)
+            else:
                 self._done(handoff)
-            return
+        similar = await self._past_fixes(ours)  # never raises: none found on failure
         await asyncio.gather(*(self._one(h, similar.get(h.id, ())) for h in ours))
 
     async def _one(self, handoff: Handoff, similar: tuple[Handoff, ...]) -> None:
