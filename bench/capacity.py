@@ -36,22 +36,23 @@ class Costs:
     # 2026-11-30"). Server CPU seconds per event delivered to one stream (gRPC fan-out,
     # 1,000 streams: 28-33 ms per 1,000 deliveries, writes included).
     server_per_delivery: float = 30e-6
-    # Gateway CPU seconds per SSE delivery (1,000 browsers: the gateway at 0.95 of a core
-    # for 15,500 deliveries/s).
-    gateway_per_delivery: float = 61e-6
-    # Server CPU seconds per event written (an escalation, create and assessment, about
-    # 5.2 ms, is two events).
-    server_per_event_written: float = 2.6e-3
+    # Gateway CPU seconds per SSE delivery (1,000 browsers, second round: the gateway at
+    # 0.74 of a core for 93,000 deliveries/s, frames written straight to the connections).
+    gateway_per_delivery: float = 8e-6
+    # Server CPU seconds per event written (an escalation, create and assessment with
+    # batched writes, about 2.8 ms, is two events).
+    server_per_event_written: float = 1.4e-3
     # Server CPU seconds for a replica that did not write an event to read it back once.
     server_per_event_read: float = 0.5e-3
-    # Server cores per idle stream (heartbeats every 15 s; 10,000 idle streams: 0.04 core).
-    server_per_idle_stream: float = 4e-6
-    # Server cores per online account (the log check's arrays: about 6 ms a tick at
-    # 10,000 accounts, one tick a second).
-    server_per_online_account: float = 0.6e-6
-    # Server cores for the periodic jobs whatever the load (10,000 idle accounts: 0.108
-    # core in all, less the two terms above).
-    server_idle_base: float = 0.06
+    # Server cores per idle stream: a heartbeat of about 70 µs every 30 s (an unchanged
+    # position is told every RF_IDLE_HEARTBEAT_SECONDS, two 15 s sweeps).
+    server_per_idle_stream: float = 2.3e-6
+    # Server cores per online account: only the log check's full comparison (about 6 ms
+    # at 10,000 accounts) every 30 s; its one-second ticks read only what moved.
+    server_per_online_account: float = 0.02e-6
+    # Server cores for the periodic jobs whatever the load (10,000 idle accounts: 0.049
+    # core in all, 2026-11-30 second round, less the two terms above).
+    server_idle_base: float = 0.026
     # Database transactions per second per replica besides the log check, SLA clock,
     # health check and LISTEN ping (presence, assessment and webhook sweeps, pool pings:
     # 7.6 measured in all at 10,000 idle accounts).
